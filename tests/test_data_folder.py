@@ -1,0 +1,126 @@
+"""Folder loader: both caption conventions, colour handling, and that bad files are skipped by
+name while training data still loads. Real files in tmp_path; no mocks."""
+import json
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+from PIL import Image
+
+from blinkgen.data.folder import (BAD_ROW, EMPTY_CAPTION, MISSING_FILE, NO_CAPTION, TOO_LARGE,
+                                  TOO_SMALL, UNREADABLE, UNSAFE_PATH, load_folder,
+                                  normalize_caption, save_folder)
+from blinkgen.data.types import ImageCaptionSet
+from blinkgen.errors import DataError
+
+torch.set_num_threads(1)
+
+
+def _png(path, mode="RGB", size=(16, 16), color=(255, 0, 0), **info):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path, **info)
+
+
+def _meta(folder, rows):
+    with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+
+
+def test_metadata_jsonl_with_subfolders_and_extra_captions(tmp_path):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "sub" / "b.jpg", color=(0, 0, 255))
+    _meta(tmp_path, [{"file_name": "a.png", "text": "a red_square", "captions": ["red  box", "a red square"]},
+                     {"file_name": "sub/b.jpg", "text": "blue"}])
+    ds = load_folder(tmp_path, size=8)
+    assert ds.names == ["a.png", "sub/b.jpg"]
+    assert ds.captions == [["a red square", "red box"], ["blue"]]
+    assert ds.images.shape == (2, 3, 8, 8) and ds.images.dtype == torch.uint8
+    assert tuple(ds.images[0, :, 4, 4]) == (255, 0, 0)
+    assert ds.report.loaded == 2 and ds.report.n_skipped == 0
+
+
+def test_sidecar_captions_one_per_nonempty_line(tmp_path):
+    _png(tmp_path / "cat.webp")
+    (tmp_path / "cat.txt").write_text("a cat\n\n  a small cat  \n")
+    ds = load_folder(tmp_path, size=16)
+    assert ds.captions == [["a cat", "a small cat"]]
+
+
+def test_rgba_composited_on_white_and_nonsquare_padded(tmp_path):
+    im = Image.new("RGBA", (20, 10), (0, 0, 0, 0))        # fully transparent left half
+    im.paste((0, 0, 0, 255), (10, 0, 20, 10))            # opaque black right half
+    im.save(tmp_path / "x.png")
+    (tmp_path / "x.txt").write_text("half black")
+    px = load_folder(tmp_path, size=20).images[0]
+    assert tuple(px[:, 10, 2]) == (255, 255, 255)         # transparent -> white
+    assert tuple(px[:, 10, 17]) == (0, 0, 0)              # opaque black stays black
+    assert tuple(px[:, 1, 17]) == (255, 255, 255)         # top padding is white, not black
+
+
+def test_grayscale_palette_cmyk_and_transparent_palette(tmp_path):
+    _png(tmp_path / "l.png", mode="L", color=128)
+    Image.new("RGB", (16, 16), (0, 200, 0)).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    Image.new("CMYK", (16, 16), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
+    pt = Image.new("P", (16, 16), 0)
+    pt.putpalette([0, 0, 0] * 256)
+    pt.save(tmp_path / "pt.png", transparency=0)           # palette index 0 is transparent
+    for n in ("l", "p", "c", "pt"):
+        (tmp_path / f"{n}.txt").write_text(n)
+    ds = load_folder(tmp_path, size=16)
+    got = {n: tuple(ds.images[i, :, 8, 8].tolist()) for i, n in enumerate(ds.names)}
+    assert got["l.png"] == (128, 128, 128)
+    assert got["p.png"] == (0, 200, 0)
+    assert all(v >= 250 for v in got["c.jpg"])             # CMYK 0,0,0,0 is white
+    assert got["pt.png"] == (255, 255, 255)
+
+
+def test_bad_files_skipped_and_reported_by_name(tmp_path):
+    _png(tmp_path / "good.png")
+    (tmp_path / "good.txt").write_text("good")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "corrupt.txt").write_text("corrupt")
+    _png(tmp_path / "nocap.png")
+    _png(tmp_path / "empty.png")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    _png(tmp_path / "tiny.png", size=(4, 4))
+    (tmp_path / "tiny.txt").write_text("tiny")
+    _png(tmp_path / "huge.png", mode="L", size=(9000, 8), color=0)
+    (tmp_path / "huge.txt").write_text("huge")
+    _png(tmp_path / ".hidden.png")
+    _meta(tmp_path, [{"file_name": "gone.png", "text": "gone"}, "{not json",
+                      {"file_name": "../escape.png", "text": "x"}, {"file_name": "empty.png", "text": ""}])
+    ds = load_folder(tmp_path, size=8)
+    assert ds.names == ["good.png"]
+    sk = ds.report.skipped
+    assert sk[UNREADABLE] == ["corrupt.png"] and sk[NO_CAPTION] == ["nocap.png"]
+    assert sk[EMPTY_CAPTION] == ["empty.png"] and sk[TOO_SMALL] == ["tiny.png"]
+    assert sk[TOO_LARGE] == ["huge.png"] and sk[MISSING_FILE] == ["gone.png"]
+    assert sk[BAD_ROW] == ["metadata.jsonl:2"] and sk[UNSAFE_PATH] == ["../escape.png"]
+    assert "corrupt.png" in ds.report.summary()
+
+
+def test_all_bad_folder_raises_with_what_was_found(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"junk")
+    (tmp_path / "a.txt").write_text("a")
+    _png(tmp_path / "b.png")
+    with pytest.raises(DataError, match=r"found 2 image files.*no metadata.jsonl.*unreadable"):
+        load_folder(tmp_path, size=8)
+    with pytest.raises(DataError, match="does not exist"):
+        load_folder(tmp_path / "nope", size=8)
+
+
+def test_save_folder_round_trips(tmp_path):
+    imgs = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    ds = ImageCaptionSet(imgs, [["one", "uno"], ["two"], ["three"]], ["a", "b", "c"])
+    back = load_folder(save_folder(ds, tmp_path / "out", prefix="s/"), size=8)
+    assert torch.equal(back.images, imgs) and back.captions == ds.captions
+
+
+@given(st.text())
+def test_normalize_caption_is_canonical(s):
+    c = normalize_caption(s)
+    assert normalize_caption(c) == c                       # idempotent
+    assert c == c.strip() and "  " not in c and "_" not in c
+    assert not any(ch in c for ch in "\n\t\r")
+    assert c.split() == s.replace("_", " ").split()        # only spacing changed, words kept
