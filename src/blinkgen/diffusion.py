@@ -56,7 +56,10 @@ def save_diffusion_folder(path, dit: torch.nn.Module, ae: torch.nn.Module, extra
 
 def load_autoencoder(folder: str | Path, device="cpu") -> Autoencoder:
     cfg = read_config(folder)
-    cfg.pop("family", None)
+    if cfg.get("family") not in ("autoencoder", None):
+        raise ModelLoadError(f"{folder} holds a {cfg.get('family')!r} model, not an autoencoder")
+    known = set(AutoencoderConfig.__dataclass_fields__)
+    cfg = {k: v for k, v in cfg.items() if k in known}  # ignore provenance keys ("training", ...)
     try:
         ae = Autoencoder(AutoencoderConfig(**cfg))
     except TypeError as e:

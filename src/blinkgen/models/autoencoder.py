@@ -115,6 +115,10 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z / self.cfg.latent_scale)
 
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training loss (forward is the loss so DDP wrappers see the whole computation)."""
+        return self.training_loss(x, noise)
+
     def training_loss(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Reconstruction (L1 + MSE) of a posterior sample plus a tiny KL. `noise` is supplied by
         the caller so that the loss is a function of (weights, batch, step seed) only."""

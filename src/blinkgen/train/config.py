@@ -1,0 +1,80 @@
+"""Training configuration: one dataclass, JSON in and out, validated with clear errors.
+The resolved config is written into the run folder so a run can be reproduced and resumed."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import UserInputError
+
+FAMILIES = ("diffusion", "autoencoder", "ar")
+
+
+@dataclass
+class TrainConfig:
+    family: str = "diffusion"
+    data: str = "shapes:2000"        # dataset spec (see blinkgen.data.registry)
+    out: str = "runs/model"          # run folder: checkpoints/, tb/, samples/, model/
+    size: int = 64                   # image side in pixels
+    preset: str = "S"                # model size preset of the family
+    steps: int = 1000
+    batch_size: int = 64             # global batch, split across processes
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1        # cosine decays to lr * min_lr_ratio
+    warmup: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1     # probability of training on the null prompt (enables CFG)
+    mixed_precision: str = "no"      # "no" | "bf16" (autocast; helps on GPUs, not on most CPUs)
+    seed: int = 0
+    log_every: int = 25
+    eval_every: int = 250
+    sample_every: int = 500
+    ckpt_every: int = 250
+    keep_checkpoints: int = 2
+    patience: int = 0                # early stopping: evals without val improvement (0 = off)
+    val_fraction: float = 0.02
+    val_max: int = 256
+    autoencoder: str | None = None   # diffusion/ar: a trained autoencoder/tokenizer folder
+    ae_steps: int = 2000             # diffusion without --autoencoder: train one first
+    ae_preset: str = "S"
+    ae_lr: float = 1e-3
+    sample_prompts: list[str] = field(default_factory=list)
+    save_dtype: str = "fp32"         # dtype of the final model's weights ("fp16" halves the size)
+
+    def validate(self) -> "TrainConfig":
+        def need(cond, msg):
+            if not cond:
+                raise UserInputError(msg)
+        need(self.family in FAMILIES, f"family must be one of {FAMILIES}, got {self.family!r}")
+        need(self.size in (32, 64, 128), f"size must be 32, 64 or 128, got {self.size}")
+        need(1 <= self.steps <= 10_000_000, f"steps must be between 1 and 10,000,000, got {self.steps}")
+        need(1 <= self.batch_size <= 65536, f"batch_size must be between 1 and 65536, got {self.batch_size}")
+        need(0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}")
+        need(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        need(self.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16")
+        need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")
+        for k in ("log_every", "eval_every", "sample_every", "ckpt_every", "warmup"):
+            need(getattr(self, k) >= 0, f"{k} must be >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserInputError(f"unknown training options: {unknown}")
+        return cls(**d).validate()
+
+    @classmethod
+    def from_json(cls, path) -> "TrainConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserInputError(f"cannot read training config {path}: {e}") from None

@@ -1,0 +1,227 @@
+"""The one training loop, for every family, on Accelerate (so multi-process / multi-GPU is a
+launch flag: `accelerate launch` or `torchrun`).
+
+Why this shape: the data live in device memory and each step's indices and randomness are pure
+functions of (seed, step) -- see tasks.py -- so resume is exact, the data order needs no saved
+state, and N processes sharing a global batch compute the same step as one process does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..data.types import ImageCaptionSet
+from ..errors import UserInputError
+from ..modelio import unwrap, write_json_atomic
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .ema import EMA
+from .schedule import lr_at
+from .tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+
+def split(data: ImageCaptionSet, cfg: TrainConfig) -> tuple[ImageCaptionSet, ImageCaptionSet]:
+    """Deterministic held-out split (seeded), at least one image on each side."""
+    n = len(data)
+    if n < 2:
+        raise UserInputError(f"the dataset has {n} usable image(s); training needs at least 2")
+    n_val = max(1, min(cfg.val_max, int(round(n * cfg.val_fraction))))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7)).tolist()
+    return data.subset(sorted(perm[n_val:])), data.subset(sorted(perm[:n_val]))
+
+
+class BatchOrder:
+    """Global batch b = positions [bB, (b+1)B) of an endless stream of per-epoch permutations."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self._perms = n, seed, {}
+
+    def perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=g)
+        return self._perms[epoch]
+
+    def indices(self, step: int, B: int) -> torch.Tensor:
+        pos = torch.arange(step * B, (step + 1) * B)
+        return torch.stack([self.perm(int(p) // self.n)[int(p) % self.n] for p in pos]) if B < 64 else \
+            torch.cat([self.perm(e)[pos[(pos // self.n) == e] % self.n] for e in (pos // self.n).unique().tolist()])
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM: finish the current step, save a checkpoint, exit cleanly."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread (e.g. inside a server): no handler
+                pass
+        return self
+
+    def _handler(self, *_):
+        if self.stop:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None = None) -> Path:
+    """Runs (or resumes) a training run; returns the exported model folder."""
+    from accelerate import Accelerator
+
+    cfg.validate()
+    if cfg.family == "diffusion" and not cfg.autoencoder:
+        ae_cfg = replace(cfg, family="autoencoder", out=str(Path(cfg.out) / "ae"), steps=cfg.ae_steps,
+                         preset=cfg.ae_preset, lr=cfg.ae_lr, ema_decay=min(cfg.ema_decay, 0.999), patience=0,
+                         sample_prompts=[], warmup=min(cfg.warmup, 100))
+        ae_folder = Path(ae_cfg.out) / "model"
+        if not (ae_folder / "config.json").is_file() or (resume and _unfinished(Path(ae_cfg.out))):
+            ae_folder = train(ae_cfg, resume=resume, data=data)
+        cfg = replace(cfg, autoencoder=str(ae_folder))
+
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    run = Path(cfg.out)
+    main = acc.is_main_process
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        from ..data.registry import load_dataset
+        data = load_dataset(cfg.data, cfg.size, cfg.seed)
+    if data.size != cfg.size:
+        raise UserInputError(f"dataset images are {data.size}px but size={cfg.size}")
+    train_set, val_set = split(data, cfg)
+    torch.manual_seed(cfg.seed)  # model init is a function of the seed
+    task = TASKS[cfg.family](cfg, train_set, val_set, acc.device)
+    model = task.model.to(acc.device)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    start, best, bad_evals, history = 0, math.inf, 0, []
+    ck = latest_checkpoint(run)
+    if ck is not None and not resume:
+        raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
+    if ck is not None:
+        st = load_checkpoint(ck, model, ema.model, opt)
+        start, best, bad_evals = st["step"], st.get("best", math.inf), st.get("bad_evals", 0)
+        if main:
+            log.info("resumed %s at step %d", ck, start)
+    if main:
+        write_json_atomic(run / "train_config.json", cfg.to_dict())
+    model, opt = acc.prepare(model, opt)
+
+    B, world, rank = cfg.batch_size, acc.num_processes, acc.process_index
+    if B % world:
+        raise UserInputError(f"batch_size {B} must be divisible by the number of processes ({world})")
+    local = B // world
+    order = BatchOrder(task.n_train, cfg.seed)
+    writer = _writer(run) if main else None
+    bar = _bar(cfg.steps, start, main, cfg.family)
+    t_last, seen = time.perf_counter(), 0
+    step = start
+    with _StopFlag() as flag:
+        while step < cfg.steps:
+            lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr
+            g = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + 1)
+            rnd = task.draw(g, B)
+            rows = slice(rank * local, (rank + 1) * local)
+            idx = order.indices(step, B)[rows].to(acc.device)
+            with acc.autocast():
+                loss, logs = task.loss(model, idx, {k: v[rows] for k, v in rnd.items()})
+            acc.backward(loss)
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema.update(unwrap(model), step)
+            step += 1
+            seen += B
+            if main and cfg.log_every and step % cfg.log_every == 0:
+                now = time.perf_counter()
+                ips = seen / max(now - t_last, 1e-9)
+                t_last, seen = now, 0
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/lr", lr, step)
+                writer.add_scalar("train/images_per_s", ips, step)
+                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.0f}")
+            bar.update(1)
+            stop_now = flag.stop
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                if main:
+                    metrics = task.validate(ema.model)
+                    history.append({"step": step, **metrics})
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"val/{k}", v, step)
+                    if metrics["val_loss"] < best - 1e-6:
+                        best, bad_evals = metrics["val_loss"], 0
+                    else:
+                        bad_evals += 1
+                    bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                stop_early = torch.tensor(int(cfg.patience > 0 and bad_evals >= cfg.patience), device=acc.device)
+                stop_early = acc.reduce(stop_early, reduction="sum").item() > 0
+                if stop_early:
+                    if main:
+                        bar.write(f"early stopping at step {step}: no val improvement in {cfg.patience} evals")
+                    stop_now = True
+            if main and cfg.sample_every and step % cfg.sample_every == 0:
+                img = task.samples(ema.model, step)
+                (run / "samples").mkdir(exist_ok=True)
+                img.save(run / "samples" / f"step-{step:08d}.png")
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or stop_now or step == cfg.steps:
+                if main:
+                    save_checkpoint(run, step, unwrap(model), ema.model, opt,
+                                    {"best": best, "bad_evals": bad_evals, "config": cfg.to_dict()},
+                                    keep=cfg.keep_checkpoints)
+                acc.wait_for_everyone()
+            if stop_now:
+                break
+    bar.close()
+    out = run / "model"
+    if main:
+        if history:
+            (run / "val_history.jsonl").open("a").write("".join(json.dumps(h) + "\n" for h in history))
+        extra = {"training": {"data": cfg.data, "steps": step, "batch_size": B, "seed": cfg.seed,
+                              "preset": cfg.preset, "finished": step >= cfg.steps}}
+        task.export(ema.model, out, extra)
+        writer.close()
+    acc.wait_for_everyone()
+    if flag.stop:
+        raise KeyboardInterrupt(f"training interrupted at step {step}; checkpoint saved, resume with --resume")
+    return out
+
+
+def _unfinished(run: Path) -> bool:
+    ck = latest_checkpoint(run)
+    if ck is None:
+        return True
+    st = json.loads((ck / "state.json").read_text())
+    return st["step"] < st["config"]["steps"]
+
+
+def _writer(run: Path):
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(run / "tb"))
+
+
+def _bar(total, initial, enabled, desc):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=f"train {desc}", unit="step", dynamic_ncols=True)

@@ -1,0 +1,170 @@
+"""What the one training loop needs from each family: build the model, draw the step's
+randomness, compute the loss for a slice of the batch, validate, draw samples, export.
+
+Randomness: `draw(g, B)` draws everything random for the WHOLE global batch from a generator
+seeded by (seed, step); each process then takes its rows. So a step's result does not depend on
+how many processes share it, and resuming needs no RNG state beyond the step number.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.types import ImageCaptionSet
+from ..diffusion import NULL_PROMPT, DiffusionGenerator, load_autoencoder, save_diffusion_folder
+from ..errors import ModelLoadError
+from ..modelio import state_dict_for_save, write_folder_atomic
+from ..models.autoencoder import AE_PRESETS, Autoencoder, measure_latent_scale, psnr, to_pixels, to_uint8
+from ..models.dit import DIT_PRESETS, DiT, DiTConfig
+from ..pngmeta import grid
+from ..text.encoder import encode_cached
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class AutoencoderTask:
+    """Trains the KL autoencoder that maps pixels to the diffusion model's latents."""
+
+    def __init__(self, cfg: TrainConfig, train: ImageCaptionSet, val: ImageCaptionSet, device):
+        if cfg.preset not in AE_PRESETS:
+            raise ModelLoadError(f"unknown autoencoder preset {cfg.preset!r}; choose from {sorted(AE_PRESETS)}")
+        self.cfg, self.device = cfg, device
+        self.model = Autoencoder(AE_PRESETS[cfg.preset])
+        self.images = train.images.to(device)  # (N, 3, H, W) uint8
+        self.val_images = val.images.to(device)
+        self.n_train = len(train)
+        f = self.model.cfg.downsample
+        self.latent_shape = (self.model.cfg.latent_channels, cfg.size // f, cfg.size // f)
+
+    def draw(self, g: torch.Generator, B: int) -> dict:
+        return {"noise": torch.randn((B, *self.latent_shape), generator=g)}
+
+    def loss(self, model, idx, rnd):
+        x = to_pixels(self.images[idx])
+        return model(x, rnd["noise"].to(self.device))
+
+    @torch.no_grad()
+    def validate(self, ema) -> dict:
+        rec = torch.cat([to_uint8(ema.decode(ema.encode(to_pixels(self.val_images[i:i + 128]))))
+                         for i in range(0, len(self.val_images), 128)])
+        return {"val_psnr": psnr(rec.cpu(), self.val_images.cpu()), "val_loss": -psnr(rec.cpu(), self.val_images.cpu())}
+
+    @torch.no_grad()
+    def samples(self, ema, step):
+        from PIL import Image
+        x = self.val_images[:16]
+        rec = to_uint8(ema.decode(ema.encode(to_pixels(x))))
+        ims = [Image.fromarray(t.permute(1, 2, 0).cpu().numpy()) for pair in zip(x, rec) for t in pair]
+        return grid(ims, cols=8)
+
+    def export(self, ema, folder: Path, extra: dict) -> Path:
+        ema.cfg.latent_scale = measure_latent_scale(ema, self.images)
+        log.info("autoencoder latent scale: %.4f", ema.cfg.latent_scale)
+        return write_folder_atomic(folder, {"config.json": {"family": "autoencoder", **ema.cfg.to_dict(), **extra},
+                                            "model.safetensors": state_dict_for_save(ema, _dtype(self.cfg.save_dtype))})
+
+
+def _dtype(name):
+    from ..precision import dtype_of
+    return dtype_of(name)
+
+
+def _find_autoencoder(path: str) -> Path:
+    p = Path(path)
+    if (p / "autoencoder" / "config.json").is_file():
+        return p / "autoencoder"
+    if (p / "model" / "config.json").is_file():
+        return p / "model"
+    return p
+
+
+class DiffusionTask:
+    """Flow matching (rectified flow) of a DiT over cached latents with caption dropout."""
+
+    def __init__(self, cfg: TrainConfig, train: ImageCaptionSet, val: ImageCaptionSet, device):
+        if cfg.preset not in DIT_PRESETS:
+            raise ModelLoadError(f"unknown DiT preset {cfg.preset!r}; choose from {sorted(DIT_PRESETS)}")
+        self.cfg, self.device = cfg, device
+        self.ae = load_autoencoder(_find_autoencoder(cfg.autoencoder), device)
+        f = self.ae.cfg.downsample
+        self.model = DiT(DiTConfig(latent_channels=self.ae.cfg.latent_channels, latent_size=cfg.size // f,
+                                   **DIT_PRESETS[cfg.preset]))
+        self.latents = self._encode(train.images)  # (N, C, S, S) unit-std latents
+        self.val_latents = self._encode(val.images)
+        self.n_train = len(train)
+        # caption table: every unique caption once; per image, ids of its captions
+        uniq = sorted({c for caps in train.captions + val.captions for c in caps} | {NULL_PROMPT})
+        pos = {c: i for i, c in enumerate(uniq)}
+        self.null_id = pos[NULL_PROMPT]
+        cache = Path(cfg.out) / "cache"
+        tb = encode_cached(uniq, cache, device="cpu")
+        self.states = tb.states.to(device, torch.float16)  # (U, L, 384)
+        self.mask = tb.mask.to(device)
+        self.pooled = tb.pooled.to(device)
+        kmax = max(len(c) for c in train.captions)
+        self.cap_ids = torch.tensor([[pos[c] for c in caps] + [pos[caps[0]]] * (kmax - len(caps))
+                                     for caps in train.captions], device=device)  # (N, kmax)
+        self.cap_count = torch.tensor([len(c) for c in train.captions], device=device)
+        self.val_cap = torch.tensor([pos[c[0]] for c in val.captions], device=device)
+        self.val_prompts = [c[0] for c in val.captions]
+
+    @torch.no_grad()
+    def _encode(self, images):
+        return torch.cat([self.ae.encode(to_pixels(images[i:i + 256].to(self.device))).float()
+                          for i in range(0, len(images), 256)])
+
+    def draw(self, g: torch.Generator, B: int) -> dict:
+        C, S = self.latents.shape[1], self.latents.shape[2]
+        return {"u": torch.rand((B,), generator=g), "drop": torch.rand((B,), generator=g),
+                "t": torch.sigmoid(torch.randn((B,), generator=g)),  # logit-normal (SD3)
+                "noise": torch.randn((B, C, S, S), generator=g)}
+
+    def text(self, cid):
+        return self.states[cid].float(), self.mask[cid], self.pooled[cid]
+
+    def loss(self, model, idx, rnd):
+        dev = self.device
+        x0 = self.latents[idx]  # (b, C, S, S)
+        k = (rnd["u"].to(dev) * self.cap_count[idx]).long().clamp(max=self.cap_ids.shape[1] - 1)
+        cid = self.cap_ids[idx, k]
+        cid = torch.where(rnd["drop"].to(dev) < self.cfg.caption_dropout, torch.full_like(cid, self.null_id), cid)
+        t = rnd["t"].to(dev)
+        noise = rnd["noise"].to(dev)
+        xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
+        v = model(xt, t, *self.text(cid))
+        loss = F.mse_loss(v.float(), noise - x0)
+        return loss, {}
+
+    @torch.no_grad()
+    def validate(self, ema) -> dict:
+        g = torch.Generator().manual_seed(1234)  # fixed noise and t grid: a deterministic number
+        n = len(self.val_latents)
+        t = torch.linspace(0.05, 0.95, 8).repeat(n // 8 + 1)[:n].to(self.device)
+        noise = torch.randn(self.val_latents.shape, generator=g).to(self.device)
+        x0 = self.val_latents
+        xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
+        v = torch.cat([ema(xt[i:i + 256], t[i:i + 256], *self.text(self.val_cap[i:i + 256])) for i in range(0, n, 256)])
+        return {"val_loss": F.mse_loss(v.float(), noise - x0).item()}
+
+    def generator(self, ema) -> DiffusionGenerator:
+        gen = DiffusionGenerator.__new__(DiffusionGenerator)
+        DiffusionGenerator.__init__(gen, ema, self.ae, {"image_size": self.cfg.size}, device=self.device)
+        return gen
+
+    @torch.no_grad()
+    def samples(self, ema, step):
+        prompts = (self.cfg.sample_prompts or self.val_prompts)[:16]
+        gen = self.generator(ema)
+        ims = gen.sample(prompts, list(range(len(prompts))), gen.settings(steps=20, guidance=3.0, sampler="dpmpp2m"))
+        ema.train(False)
+        return grid(ims, cols=8)
+
+    def export(self, ema, folder: Path, extra: dict) -> Path:
+        return save_diffusion_folder(folder, ema, self.ae, extra, dtype=_dtype(self.cfg.save_dtype))
+
+
+TASKS = {"autoencoder": AutoencoderTask, "diffusion": DiffusionTask}
