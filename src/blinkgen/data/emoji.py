@@ -1,0 +1,420 @@
+"""Build the emoji dataset: ~3.8k 64x64 images per style, each with several captions.
+
+Why emoji: thousands of clean, centred, licence-clear icons with rich names (CLDR, short names,
+categories) are the best small text-to-image set there is for a laptop-sized model.
+
+Source: the npm packages emoji-datasource-<style> (iamcal/emoji-data), fetched with the ordinary
+client (`npm pack`), pinned by version AND by sha512, checked again against the registry, and
+cached so a second build never fetches. The tarball is read as a stream, never extracted, so a
+hostile archive cannot write outside the cache. Fallback when npm is missing: the Noto Color
+Emoji font renders the google style. The output is a folder dataset (`load_folder` reads it) with
+licence and attribution files beside the images.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import emoji as emoji_lib
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from blinkgen.data.folder import METADATA_NAME, _write_jsonl_atomic, normalize_caption, to_rgb_square
+from blinkgen.errors import DataError, UserInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NpmPackage:
+    """One pinned npm release. `integrity` is the registry's sha512 in SRI form, recorded with
+    `npm view NAME@VERSION dist.integrity` when the pin was made; a tarball must match it."""
+
+    name: str
+    version: str
+    integrity: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def filename(self) -> str:  # what `npm pack` writes
+        return f"{self.name}-{self.version}.tgz"
+
+
+# Recorded 2025 with `npm view <spec> dist.integrity`.
+PACKAGES = {
+    "google": NpmPackage("emoji-datasource-google", "16.0.0",
+                         "sha512-ZRexfzs7MVoLnmzZmNsO4TKhnAJp5D++Vm6PpUpH/jEQQlemp3l88CjZ+DoZ2faM9R4QxZkOPJCoT8DlPhfQ3A=="),
+    "twitter": NpmPackage("emoji-datasource-twitter", "16.0.0",
+                          "sha512-7F+uCuHH+7Qnrc15P5tnbvKkg9E6tlzi4MnT2uW1RlN4pLYTza6cP/dstIfSDMtpjFLWuZewWg8jBbuL2eyELQ=="),
+}
+STYLE_NAMES = {"google": "noto emoji", "twitter": "twemoji"}  # how a caption names the style
+LICENSE_FILES = {"google": ["Apache-2.0.txt"], "twitter": ["CC-BY-4.0.txt"]}
+ATTRIBUTION = {
+    "google": "google/: Noto Emoji graphics, Copyright Google Inc., Apache License 2.0 "
+              "(https://github.com/googlefonts/noto-emoji); see LICENSES/Apache-2.0.txt",
+    "twitter": "twitter/: Twemoji graphics, Copyright Twitter, Inc and other contributors, CC-BY 4.0 "
+               "(https://github.com/twitter/twemoji, now https://github.com/jdecked/twemoji); "
+               "see LICENSES/CC-BY-4.0.txt",
+    "npm": "Emoji metadata and image packaging: emoji-datasource by Cal Henderson (iamcal), MIT "
+           "(https://github.com/iamcal/emoji-data); see LICENSES/MIT-emoji-datasource.txt",
+}
+IMAGE_SIZE = 64  # the packages ship 16/20/32/64 px; 64 is the largest single-image size
+NOTO_FONT_SIZE = 109  # Noto Color Emoji is a bitmap (CBDT) font: 109 is its only strike
+NOTO_FONT_PATHS = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
+                   "/usr/share/fonts/noto/NotoColorEmoji.ttf",
+                   "/System/Library/Fonts/NotoColorEmoji.ttf")
+BUILD_INFO = "build_info.json"
+SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
+              "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}
+_TONE = r"(?:light|medium-light|medium|medium-dark|dark) skin tone"
+_TONE_SPLIT = re.compile(rf"^(.*?) ({_TONE}(?: {_TONE})*)(?: (.+))?$")
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "blinkgen" / "npm"
+
+
+def parse_styles(styles) -> tuple[str, ...]:
+    """'google,twitter' or a sequence -> validated tuple, order kept, duplicates dropped."""
+    items = styles.split(",") if isinstance(styles, str) else list(styles)
+    out = tuple(dict.fromkeys(s.strip() for s in items if s.strip()))
+    bad = [s for s in out if s not in PACKAGES]
+    if bad or not out:
+        raise UserInputError(f"unknown emoji style(s) {bad or styles!r}; choose from {', '.join(PACKAGES)}")
+    return out
+
+
+# ---------------------------------------------------------------- fetching and verification
+def sri_sha512(path: Path) -> str:
+    h = hashlib.sha512()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha512-" + base64.b64encode(h.digest()).decode()
+
+
+def verify_tarball(path: Path, expected: dict[str, str]) -> None:
+    """Raise DataError unless the file's sha512 equals every expected value ({source: SRI})."""
+    got = sri_sha512(path)
+    bad = {src: want for src, want in expected.items() if want != got}
+    if bad:
+        raise DataError(f"integrity check failed for {path}: sha512 is {got}, but "
+                        + "; ".join(f"{src} says {want}" for src, want in bad.items()))
+
+
+def _npm_json(args: list[str], cwd: Path, timeout: int):
+    cmd = f"npm {' '.join(args)}"
+    try:
+        r = subprocess.run(["npm", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"`{cmd}` took over {timeout} s; check the network") from None
+    if r.returncode != 0:
+        raise DataError(f"`{cmd}` failed: {r.stderr.strip()[-500:]}")
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise DataError(f"`{cmd}` printed no JSON: {r.stdout.strip()[:200]!r}") from None
+
+
+def fetch_tarball(pkg: NpmPackage, cache_dir: Path) -> Path:
+    """The verified tarball for `pkg`, from the cache or fetched once with `npm pack`.
+
+    Only verified files enter the cache (fetched into a temp dir, checked against the pinned hash
+    and the registry's, then renamed), so a cached file that fails the pin is tampering or disk
+    corruption: it is removed and the build stops loudly rather than refetching behind the user's
+    back."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir / pkg.filename
+    if cached.is_file():
+        try:
+            verify_tarball(cached, {"the pinned hash": pkg.integrity})
+        except DataError as e:
+            cached.unlink()
+            raise DataError(f"{e}. Removed the cached file; run again to download it afresh.") from None
+        log.info("using cached %s", cached)
+        return cached
+    if shutil.which("npm") is None:
+        raise DataError(f"{pkg.spec} is not cached in {cache_dir} and npm is missing: apt-get install npm")
+    log.info("fetching %s with npm pack", pkg.spec)
+    registry = _npm_json(["view", pkg.spec, "dist.integrity", "--json"], cache_dir, 120)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as tmp:
+        packed = _npm_json(["pack", pkg.spec, "--json"], Path(tmp), 900)
+        path = Path(tmp) / (packed[0].get("filename") or pkg.filename)
+        verify_tarball(path, {"the pinned hash": pkg.integrity, "the npm registry": registry,
+                              "npm pack": packed[0].get("integrity", registry)})
+        os.replace(path, cached)
+    return cached
+
+
+def read_tarball(path: Path, style: str) -> tuple[list[dict], dict[str, bytes], bytes]:
+    """One streaming pass over the .tgz (random access into gzip is slow): emoji.json, the
+    64 px images of `style` keyed by file name, and the package's own LICENSE."""
+    prefix = f"package/img/{style}/{IMAGE_SIZE}/"
+    meta, licence, images = None, b"", {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                if m.name == "package/emoji.json":
+                    meta = json.loads(tar.extractfile(m).read())
+                elif m.name == "package/LICENSE":
+                    licence = tar.extractfile(m).read()
+                elif m.name.startswith(prefix) and "/" not in m.name[len(prefix):]:
+                    images[m.name[len(prefix):]] = tar.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(meta, list):
+        raise DataError(f"{path} has no package/emoji.json list; is it an emoji-datasource package?")
+    return meta, images, licence
+
+
+# ---------------------------------------------------------------- captions
+def unified_to_char(unified: str) -> str:
+    return "".join(chr(int(cp, 16)) for cp in unified.split("-"))
+
+
+def tone_phrase(key: str) -> str:
+    """'1F3FB-1F3FC' -> 'light skin tone, medium-light skin tone' (a repeated tone once)."""
+    return ", ".join(dict.fromkeys(SKIN_TONES[k] for k in key.upper().split("-") if k in SKIN_TONES))
+
+
+def cldr_name(unified: str, subcategory: str = "") -> str | None:
+    """The CLDR short name from the `emoji` package, with CLDR's punctuation restored (the package
+    stores ':waving_hand_medium_skin_tone:'; CLDR says 'waving hand: medium skin tone')."""
+    ch = unified_to_char(unified)
+    data = (emoji_lib.EMOJI_DATA.get(ch) or emoji_lib.EMOJI_DATA.get(ch.replace("\ufe0f", ""))
+            or emoji_lib.EMOJI_DATA.get(ch + "\ufe0f"))
+    if not data:
+        return None
+    name = normalize_caption(data["en"].strip(":"))
+    if subcategory in ("country-flag", "subdivision-flag") or \
+            (len(ch) == 2 and all(0x1F1E6 <= ord(c) <= 0x1F1FF for c in ch)):
+        return f"flag: {name}"
+    if name.startswith("keycap "):
+        return "keycap: " + name[len("keycap "):]
+    m = _TONE_SPLIT.match(name)
+    if m and m.group(1):
+        tones = ", ".join(dict.fromkeys(re.findall(_TONE, m.group(2))))
+        return f"{m.group(1)}: {tones}" + (f", {m.group(3)}" if m.group(3) else "")
+    return name
+
+
+def _letters(s: str) -> str:
+    return "".join(c for c in s.lower() if c.isalnum())
+
+
+def captions_for(entry: dict, style: str, variant_key: str | None = None) -> list[str]:
+    """All captions for one image, primary (CLDR name, else emoji.json name) first, deduplicated:
+    CLDR name, lowercase emoji.json name, short names, '<name> emoji', a category phrase
+    ('red heart, a heart emoji in smileys & emotion') and a style phrase."""
+    sub, cat = entry.get("subcategory") or "", (entry.get("category") or "").lower()
+    unified = entry["skin_variations"][variant_key]["unified"] if variant_key else entry["unified"]
+    tones = tone_phrase(variant_key) if variant_key else ""
+    with_tone = (lambda s: f"{s}: {tones}") if tones else (lambda s: s)
+    plain = [with_tone(normalize_caption(entry.get("name") or "").lower())]
+    plain += [with_tone(normalize_caption(s)) for s in entry.get("short_names") or []]
+    primary = cldr_name(unified, sub) or plain[0]
+    if ":" not in primary and ":" in plain[0] and _letters(primary) == _letters(plain[0]):
+        primary = plain[0]  # emoji.json kept CLDR's punctuation ('man: red hair') where `emoji` lost it
+    phrase = normalize_caption(sub.replace("-", " "))
+    article = "an" if phrase[:1] in tuple("aeiou") else "a"
+    caps = [primary, *plain, f"{primary} emoji"]
+    if phrase and cat:
+        caps.append(f"{primary}, {article} {phrase} emoji in {cat}")
+    caps.append(f"{primary} in {STYLE_NAMES.get(style, style)} style")
+    return [c for c in dict.fromkeys(normalize_caption(c) for c in caps) if c and c.strip(":")]
+
+
+def iter_images(meta: list[dict], style: str):
+    """(entry, variant_key or None, image file name) for every image the package says it has."""
+    for entry in sorted(meta, key=lambda e: (e.get("sort_order", 0), e.get("unified", ""))):
+        if entry.get(f"has_img_{style}"):
+            yield entry, None, entry["image"]
+        for key, var in sorted((entry.get("skin_variations") or {}).items()):
+            if var.get(f"has_img_{style}"):
+                yield entry, key, var["image"]
+
+
+# ---------------------------------------------------------------- building
+def _save(im: Image.Image, out: Path, rel: str) -> None:
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    to_rgb_square(im, IMAGE_SIZE).save(out / rel, optimize=True)
+
+
+def build_style_from_tarball(tarball: Path, style: str, out: Path) -> tuple[list[dict], bytes]:
+    """Write out/<style>/*.png from a verified tarball; returns metadata rows and the LICENSE."""
+    meta, images, licence = read_tarball(tarball, style)
+    rows, missing = [], []
+    for entry, key, image in tqdm(list(iter_images(meta, style)), desc=f"emoji {style}", unit="img"):
+        if image not in images:
+            missing.append(image)
+            continue
+        rel = f"{style}/{image}"
+        try:
+            with Image.open(io.BytesIO(images[image])) as im:
+                _save(im, out, rel)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"{tarball}: {image} is not a readable image ({e})") from None
+        var = entry["skin_variations"][key] if key else entry
+        caps = captions_for(entry, style, key)
+        rows.append({"file_name": rel, "text": caps[0], "captions": caps,
+                     "style": style, "category": entry.get("category") or "",
+                     "subcategory": entry.get("subcategory") or "", "unified": var["unified"]})
+    if missing:
+        log.warning("%s: %d images listed in emoji.json are not in the tarball (e.g. %s)",
+                    tarball.name, len(missing), ", ".join(missing[:3]))
+    if not rows:
+        raise DataError(f"{tarball} holds no {style} images under package/img/{style}/{IMAGE_SIZE}/")
+    return rows, licence
+
+
+def find_noto_font() -> Path | None:
+    """The Noto Color Emoji font, via fontconfig or the usual install paths."""
+    if shutil.which("fc-list"):
+        r = subprocess.run(["fc-list", ":family=Noto Color Emoji", "file"], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            if line.strip():
+                return Path(line.split(":")[0].strip())
+    return next((Path(p) for p in NOTO_FONT_PATHS if Path(p).is_file()), None)
+
+
+def build_google_from_font(font_path: Path, out: Path) -> list[dict]:
+    """Render every fully-qualified emoji the font draws as one glyph. No emoji.json here, so
+    captions come from CLDR names only and category/subcategory are empty."""
+    font = ImageFont.truetype(str(font_path), NOTO_FONT_SIZE)
+    side = int(NOTO_FONT_SIZE * 1.25)  # the glyph bitmap is 136 x 128 at this strike
+
+    def render(ch: str) -> Image.Image:
+        im = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        ImageDraw.Draw(im).text((side // 2, side // 2), ch, font=font, anchor="mm", embedded_color=True)
+        return im
+
+    tofu = render("\U000f0000").tobytes()  # a private-use code point: the font's "missing" glyph
+    fq = emoji_lib.STATUS["fully_qualified"]
+    rows = []
+    for ch, data in tqdm(sorted(emoji_lib.EMOJI_DATA.items()), desc="emoji google (font)", unit="img"):
+        if data.get("status") != fq:
+            continue
+        im = render(ch)
+        box = im.getbbox()
+        # No glyph, the tofu box, or a sequence the font did not join (two glyphs side by side).
+        if box is None or im.tobytes() == tofu or (box[2] - box[0]) > 1.3 * (box[3] - box[1]):
+            continue
+        unified = "-".join(f"{ord(c):04x}" for c in ch)
+        rel = f"google/{unified}.png"
+        _save(im, out, rel)
+        primary = cldr_name(unified.upper()) or normalize_caption(data["en"].strip(":"))
+        caps = [primary, *(normalize_caption(a.strip(":")) for a in data.get("alias", [])),
+                f"{primary} emoji", f"{primary} in {STYLE_NAMES['google']} style"]
+        caps = list(dict.fromkeys(caps))
+        rows.append({"file_name": rel, "text": caps[0], "captions": caps,
+                     "style": "google", "category": "", "subcategory": "", "unified": unified.upper()})
+    if not rows:
+        raise DataError(f"{font_path} rendered no emoji; is it the Noto Color Emoji font?")
+    return rows
+
+
+def _write_licences(out: Path, styles: list[str], used_npm: bool, npm_licence: bytes) -> None:
+    lic = out / "LICENSES"
+    lic.mkdir(exist_ok=True)
+    names = [n for s in styles for n in LICENSE_FILES[s]] + (["MIT-emoji-datasource.txt"] if used_npm else [])
+    src = resources.files("blinkgen.data") / "LICENSES"
+    for n in names:
+        try:
+            (lic / n).write_bytes((src / n).read_bytes())
+        except OSError:
+            raise DataError(f"licence text {n} is missing from the blinkgen install ({src}); "
+                            "reinstall blinkgen") from None
+    if npm_licence:
+        (lic / "LICENSE-emoji-datasource-package").write_bytes(npm_licence)
+    lines = ["Emoji dataset built by blinkgen. The images keep their authors' licences:", ""]
+    lines += [f"- {ATTRIBUTION[s]}" for s in styles] + ([f"- {ATTRIBUTION['npm']}"] if used_npm else [])
+    lines += ["", "Changes: images composited on white and saved as 64x64 RGB PNG; captions derived "
+              "from the emoji names (CLDR via the Python `emoji` package, and emoji-datasource)."]
+    (out / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _reusable(out: Path, want: dict) -> bool:
+    try:
+        info = json.loads((out / BUILD_INFO).read_text())
+    except (OSError, ValueError):
+        return False
+    if info.get("requested") != want["requested"] or info.get("packages") != want["packages"]:
+        return False
+    # A fallback build that lacked a style is retried only once npm exists to fetch it.
+    return not info.get("missing") or shutil.which("npm") is None
+
+
+def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
+                cache_dir: str | os.PathLike | None = None, *,
+                packages: dict[str, NpmPackage] | None = None) -> Path:
+    """Build (or reuse) the emoji folder dataset at `out_dir` and return its path.
+
+    `packages` overrides the pinned releases (another version, a mirror's tarball placed in
+    `cache_dir`). The build goes to a temporary sibling folder and is renamed into place, so an
+    interrupted build never looks finished."""
+    styles = parse_styles(styles)
+    packages = {**PACKAGES, **(packages or {})}
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = Path(out_dir)
+    want = {"requested": list(styles), "packages": {s: packages[s].spec for s in styles}}
+    if _reusable(out, want):
+        log.info("emoji dataset already built at %s", out)
+        return out
+    if out.exists() and not (out / BUILD_INFO).exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists and is not an emoji dataset built by blinkgen; choose another --out")
+    have_npm, font = shutil.which("npm") is not None, None
+    sources, missing = {}, []
+    for s in styles:
+        if have_npm or (cache / packages[s].filename).is_file():
+            sources[s] = ("npm", fetch_tarball(packages[s], cache))
+        elif s == "google" and (font := font or find_noto_font()):
+            sources[s] = ("font", font)
+        else:
+            missing.append(s)
+    hint = ("install npm (apt-get install npm) for every style, or the Noto Color Emoji font "
+            "(apt-get install fonts-noto-color-emoji) for the google style")
+    if not sources:
+        raise DataError(f"cannot build emoji styles {', '.join(missing)}: npm is missing, {cache} holds "
+                        f"no cached tarball and no Noto Color Emoji font was found; {hint}")
+    if missing:
+        log.warning("emoji styles %s skipped: npm is missing; %s", missing, hint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        rows, npm_licence = [], b""
+        for s, (kind, path) in sources.items():
+            if kind == "npm":
+                r, npm_licence = build_style_from_tarball(path, s, tmp)
+            else:
+                log.warning("npm is missing: rendering the google style from the font %s", path)
+                r = build_google_from_font(path, tmp)
+            rows += r
+        _write_licences(tmp, list(sources), any(k == "npm" for k, _ in sources.values()), npm_licence)
+        _write_jsonl_atomic(rows, tmp / METADATA_NAME)
+        info = {**want, "built": {s: k for s, (k, _) in sources.items()}, "missing": missing,
+                "images": {s: sum(r["style"] == s for r in rows) for s in sources}}
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)  # only ever an earlier build of ours, or empty (checked above)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("built emoji dataset at %s: %s", out, info["images"])
+    return out
