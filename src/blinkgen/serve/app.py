@@ -1,0 +1,311 @@
+"""The HTTP surface: OpenAI-compatible images API, jobs with progress and SSE, health, metrics,
+and the web page. Handlers only validate, enqueue and wait; generation happens in the batcher's
+worker thread, so the event loop never runs a model step.
+
+Error policy: every non-2xx body is OpenAI's `{"error": {message, type, param, code}}`; anything
+the client can fix is a 4xx (validation is 400, not FastAPI's 422, as OpenAI does); a 5xx means a
+bug, a failed model call, a timeout (504) or a shutdown (503).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import UserInputError
+from .batcher import Batcher
+from .jobs import Job, JobStore, Watch, image_datum, snapshot
+from .limits import BodyLimit, RequestMetrics, key_ok
+from .metrics import Metrics
+from .schemas import (MAX_SEED, ErrorResponse, ImageRequest, ImagesResponse, JobResponse, Limits,
+                      ModelList, UserError, validate_limits)
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+SSE_REFRESH_S = 1.0  # queue positions change without the job changing: re-check this often
+SSE_KEEPALIVE_S = 15.0  # a comment line so proxies do not close an idle stream
+JOB_ERROR_STATUS = {"timeout": 504, "shutting_down": 503, "model_unavailable": 503,
+                    "invalid_settings": 400, "generation_failed": 500}
+
+
+@dataclass
+class ServeConfig:
+    """Server policy. Defaults suit one CPU box; `blinkgen serve --help` exposes each one."""
+
+    max_batch: int = 16
+    batch_window_ms: float = 10.0
+    max_queue: int = 256  # images waiting (not requests): n=10 weighs ten times n=1
+    timeout_s: float = 300.0  # per request, queue time included
+    url_ttl_s: float = 3600.0
+    max_body_bytes: int = 64 * 1024
+    shutdown_grace_s: float = 30.0
+    api_keys: frozenset = frozenset()
+    limits: Limits = field(default_factory=Limits)
+    warmup: bool = True
+
+
+class Service:
+    """Everything a running server owns: models, jobs, batcher, metrics."""
+
+    def __init__(self, generators: dict, config: ServeConfig):
+        if not generators:
+            raise ValueError("serve needs at least one model")
+        self.generators, self.config = dict(generators), config
+        self.metrics = Metrics()
+        self.store = JobStore(ttl_s=max(config.url_ttl_s, 60.0), url_ttl_s=config.url_ttl_s,
+                              on_final=self.metrics.observe_job_end)
+        self.batcher = Batcher(self.generators, self.store, self.metrics, config.max_batch,
+                               config.batch_window_ms / 1000.0, config.max_queue, warmup=config.warmup)
+        self.started = int(time.time())
+
+    def max_steps(self, gen) -> int:
+        cap = self.config.limits.max_steps
+        return min(gen.max_steps, cap) if cap else gen.max_steps
+
+    def model_card(self, name: str, gen) -> dict:
+        d = gen.defaults
+        return {"id": name, "object": "model", "created": self.started, "owned_by": "blinkgen",
+                "family": gen.family, "sizes": [f"{gen.image_size}x{gen.image_size}"],
+                "samplers": list(gen.samplers), "max_steps": self.max_steps(gen),
+                "defaults": {"steps": d.steps, "guidance": d.guidance, "sampler": d.sampler}}
+
+    def make_job(self, req: ImageRequest) -> Job:
+        """Validate a request against the server's limits and the model; UserError if it is bad."""
+        validate_limits(req, self.config.limits)
+        name = req.model or next(iter(self.generators))
+        gen = self.generators.get(name)
+        if gen is None:  # names only: nothing in a request can point at a file
+            raise UserError(f"model {name!r} is not loaded; available: {', '.join(self.generators)}",
+                            param="model", code="model_not_found")
+        sizes = [f"{gen.image_size}x{gen.image_size}"]
+        if req.size is not None and req.size not in sizes:
+            raise UserError(f"size {req.size!r} is not supported by {name}; supported sizes: {', '.join(sizes)}",
+                            param="size", code="invalid_size")
+        if req.steps is not None and req.steps > self.max_steps(gen):
+            raise UserError(f"steps must be between 1 and {self.max_steps(gen)}", param="steps", code="invalid_steps")
+        try:
+            settings = gen.settings(steps=req.steps, guidance=req.guidance, sampler=req.sampler)
+        except (UserInputError, ValueError) as e:
+            msg = str(e)
+            param = next((p for p in ("sampler", "steps", "guidance") if p in msg.lower()), None)
+            raise UserError(msg, param=param, code="invalid_settings") from None
+        if settings.steps > self.max_steps(gen):  # the model's default may exceed the server's cap
+            raise UserError(f"steps must be between 1 and {self.max_steps(gen)}", param="steps", code="invalid_steps")
+        seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(req.n)]
+        return Job(id=self.store.new_id(), model=name, prompt=req.prompt, seeds=seeds, settings=settings,
+                   response_format=req.response_format,
+                   deadline=time.monotonic() + self.config.timeout_s)
+
+    def expire_if_late(self, job: Job) -> None:
+        if job.alive and time.monotonic() > job.deadline:
+            with self.batcher.cond:
+                self.store.finish(job, "failed", {"message": "request timed out", "type": "timeout_error",
+                                                  "param": None, "code": "timeout"})
+                self.batcher.cond.notify_all()
+
+
+def _openai_error(status: int, message: str, type: str, code: str | None = None,
+                  param: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
+                        status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errs = exc.errors()
+    if not errs:
+        return "invalid request", None
+    e = errs[0]
+    loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+    if e.get("type") == "json_invalid":
+        return "request body is not valid JSON", None
+    if e.get("type") == "missing" and not loc:
+        return "request body is required (JSON object)", None
+    param = ".".join(loc) or None
+    if e.get("type") == "extra_forbidden":
+        return f"unknown parameter {param!r}", param
+    return (f"{param}: {e.get('msg')}" if param else str(e.get("msg"))), param
+
+
+ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+          413: {"model": ErrorResponse}, 429: {"model": ErrorResponse}, 503: {"model": ErrorResponse},
+          504: {"model": ErrorResponse}}
+
+
+def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
+    svc = Service(generators, config or ServeConfig())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        svc.batcher.start()
+        yield
+        svc.batcher.begin_shutdown(svc.config.shutdown_grace_s)
+        await asyncio.to_thread(svc.batcher.join, svc.config.shutdown_grace_s + 10)
+
+    app = FastAPI(title="blinkgen", version=__import__("blinkgen").__version__, lifespan=lifespan,
+                  description="OpenAI-compatible images API with jobs, progress and dynamic batching.")
+    app.state.service = svc
+    bearer = HTTPBearer(auto_error=False, description="Required when the server has API keys.")
+
+    def auth(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not key_ok(svc.config.api_keys, request.headers.get("authorization")):
+            raise UserError("missing or invalid API key (Authorization: Bearer <key>)",
+                            code="invalid_api_key", status=401, type="authentication_error",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(UserError)
+    async def _user_error(request, exc: UserError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        msg, param = _validation_message(exc)
+        return _openai_error(400, msg, "invalid_request_error", "invalid_value", param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):
+        return _openai_error(exc.status_code, str(exc.detail), "invalid_request_error",
+                             "not_found" if exc.status_code == 404 else None, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request, exc: Exception):
+        log.exception("unhandled error")
+        return _openai_error(500, "internal server error", "server_error", "internal_error")
+
+    def job_or_404(job_id: str) -> Job:
+        job = svc.store.get(job_id)
+        if job is None:
+            raise UserError(f"no job {job_id!r}", param="id", code="job_not_found", status=404)
+        return job
+
+    def job_json(job: Job, request: Request, fmt: str | None = None) -> dict:
+        pos = svc.batcher.queue_position(job)
+        with svc.store.lock:
+            out = snapshot(job, str(request.base_url), pos)
+            if fmt:
+                out["data"] = [image_datum(r, fmt, str(request.base_url), job.prompt)
+                               for r in job.results if r is not None]
+            out["preview"] = job.preview
+            return out
+
+    # ---- meta ----------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", summary="Liveness: the process answers.")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: models loaded and warmed up, not shutting down.",
+             responses={503: {"model": ErrorResponse}})
+    async def ready():
+        b = svc.batcher
+        if b.ready.is_set() and not b.closing:
+            return {"ready": True, "models": list(svc.generators)}
+        why = b.warmup_error or ("shutting down" if b.closing else "warming up")
+        return _openai_error(503, f"not ready: {why}", "server_unavailable", "not_ready")
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics.")
+    async def metrics():
+        return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(auth)], responses=ERRORS)
+    async def models():
+        return {"object": "list", "data": [svc.model_card(n, g) for n, g in svc.generators.items()]}
+
+    # ---- images --------------------------------------------------------------------------
+    @app.post("/v1/images/generations", response_model=ImagesResponse, dependencies=[Depends(auth)],
+              responses=ERRORS, summary="Generate images and wait for them (OpenAI-compatible).")
+    async def generations(req: ImageRequest, request: Request):
+        job = svc.make_job(req)
+        svc.batcher.submit(job)
+        async with Watch(job, svc.store.lock) as w:
+            while job.alive:
+                svc.expire_if_late(job)
+                if await request.is_disconnected():
+                    svc.batcher.cancel(job)  # nobody is waiting for these images any more
+                    return Response(status_code=499)
+                await w.wait(min(0.5, max(0.01, job.deadline - time.monotonic())))
+        if job.state != "done":
+            err = job.error or {"message": f"job {job.state}", "type": "server_error", "param": None, "code": job.state}
+            return JSONResponse({"error": err}, status_code=JOB_ERROR_STATUS.get(err.get("code"), 500))
+        base = str(request.base_url)
+        return {"created": job.created, "data": [image_datum(r, job.response_format, base, job.prompt)
+                                                 for r in job.results]}
+
+    @app.get("/images/{token}.png", include_in_schema=False)
+    async def image(token: str):
+        png = svc.store.images.get(token)
+        if png is None:
+            raise UserError("image not found or its link expired", code="not_found", status=404)
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": f"private, max-age={int(svc.config.url_ttl_s)}"})
+
+    # ---- jobs ----------------------------------------------------------------------------
+    @app.post("/v1/jobs", status_code=202, response_model=JobResponse, dependencies=[Depends(auth)],
+              responses=ERRORS, summary="Queue an image job; poll it or stream its events.")
+    async def create_job(req: ImageRequest, request: Request):
+        job = svc.make_job(req)
+        svc.batcher.submit(job)
+        return JSONResponse(job_json(job, request), status_code=202,
+                            headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobResponse, dependencies=[Depends(auth)], responses=ERRORS)
+    async def get_job(job_id: str, request: Request):
+        job = job_or_404(job_id)
+        svc.expire_if_late(job)
+        return JSONResponse(job_json(job, request))
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobResponse, dependencies=[Depends(auth)],
+                responses={**ERRORS, 409: {"model": ErrorResponse}}, summary="Cancel a job.")
+    async def cancel_job(job_id: str, request: Request):
+        job = job_or_404(job_id)
+        if not svc.batcher.cancel(job) and job.state != "cancelled":
+            raise UserError(f"job {job_id} is already {job.state}", param="id", code="job_finished", status=409)
+        return JSONResponse(job_json(job, request))
+
+    @app.get("/v1/jobs/{job_id}/events", dependencies=[Depends(auth)], responses=ERRORS,
+             response_class=StreamingResponse, summary="Server-Sent Events: progress, previews, result.")
+    async def job_events(job_id: str, request: Request):
+        job = job_or_404(job_id)
+
+        async def stream():
+            last, quiet = None, 0.0
+            async with Watch(job, svc.store.lock) as w:
+                while True:
+                    svc.expire_if_late(job)
+                    data = json.dumps(job_json(job, request, fmt="url"))
+                    final = not job.alive
+                    if data != last:
+                        event = job.state if final else "progress"
+                        yield f"event: {event}\ndata: {data}\n\n"
+                        last, quiet = data, 0.0
+                    if final:
+                        return
+                    if not await w.wait(SSE_REFRESH_S):
+                        quiet += SSE_REFRESH_S
+                        if quiet >= SSE_KEEPALIVE_S:
+                            yield ": keep-alive\n\n"
+                            quiet = 0.0
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    app.add_middleware(BodyLimit, max_bytes=svc.config.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=svc.metrics)  # outermost: counts 413s too
+    return app

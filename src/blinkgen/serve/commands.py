@@ -1,0 +1,137 @@
+"""`blinkgen serve`: load models once, then run the API under uvicorn.
+
+Thin on purpose: parse flags into a ServeConfig, load generators, hand both to `create_app`.
+Shutdown (SIGINT/SIGTERM) first tells the batcher to stop admitting and to drain for
+--shutdown-grace-s, so waiting requests and event streams end with a final state instead of being
+cut; uvicorn then closes the connections and the app's lifespan joins the worker.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("serve", help="serve an OpenAI-compatible images API and a web page",
+                              description="Serve models over HTTP: /v1/images/generations, /v1/jobs, "
+                                          "/v1/models, /health, /ready, /metrics and a web page at /.")
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", default=None, metavar="M",
+                   help="embedded model name or model folder; repeat to serve several (default: default)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--api-key-file", default=None, metavar="F",
+                   help="file with one API key per line; keys in $BLINKGEN_API_KEYS are added")
+    p.add_argument("--max-batch", type=_positive(int), default=16, help="most images per model call")
+    p.add_argument("--batch-window-ms", type=_nonneg(float), default=10.0,
+                   help="how long the first request waits for batch-mates")
+    p.add_argument("--max-queue", type=_positive(int), default=256,
+                   help="most images waiting; more gets 429 with Retry-After")
+    p.add_argument("--timeout-s", type=_positive(float), default=300.0, help="per request, queue time included")
+    p.add_argument("--max-steps", type=_positive(int), default=None, help="cap on steps below the model's own")
+    p.add_argument("--max-prompt-chars", type=_positive(int), default=1000)
+    p.add_argument("--max-body-bytes", type=_positive(int), default=64 * 1024)
+    p.add_argument("--url-ttl-s", type=_positive(float), default=3600.0, help="lifetime of response_format=url links")
+    p.add_argument("--shutdown-grace-s", type=_nonneg(float), default=30.0,
+                   help="on shutdown, time to finish queued work before failing it")
+    p.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up call")
+    p.add_argument("--log-level", default="info")
+
+
+def _positive(kind):
+    def conv(s):
+        v = kind(s)
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+        return v
+    return conv
+
+
+def _nonneg(kind):
+    def conv(s):
+        v = kind(s)
+        if not v >= 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+        return v
+    return conv
+
+
+def config_from_args(args):
+    from .app import ServeConfig
+    from .limits import load_api_keys
+    from .schemas import Limits
+
+    return ServeConfig(
+        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_queue=args.max_queue,
+        timeout_s=args.timeout_s, url_ttl_s=args.url_ttl_s, max_body_bytes=args.max_body_bytes,
+        shutdown_grace_s=args.shutdown_grace_s, api_keys=load_api_keys(args.api_key_file),
+        limits=Limits(max_prompt_chars=args.max_prompt_chars, max_steps=args.max_steps),
+        warmup=not args.no_warmup)
+
+
+def load_generators(names: list[str], device: str = "cpu", dtype: str = "fp32") -> dict:
+    """Load each model once; the served name is the model's own name, made unique if repeated."""
+    import blinkgen
+
+    gens: dict = {}
+    for m in names:
+        gen = blinkgen.load(m, device=device, dtype=dtype)
+        name, k = gen.name, 2
+        while name in gens:
+            name, k = f"{gen.name}-{k}", k + 1
+        gens[name] = gen
+    return gens
+
+
+def make_server(app, host: str, port: int, log_level: str = "info", grace_s: float = 30.0):
+    """A uvicorn.Server whose signal handler starts the batcher's drain before uvicorn's own."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.service.batcher.begin_shutdown(grace_s)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=grace_s + 5, access_log=False)
+    return Server(config)
+
+
+def run(args) -> int:
+    from ..errors import BlinkgenError
+    from .app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        gens = load_generators(args.model or ["default"], args.device, args.dtype)
+    except (BlinkgenError, OSError) as e:
+        print(f"blinkgen serve: {e}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
+        log.warning("listening on %s without API keys: anyone who can reach it can use it", args.host)
+    app = create_app(gens, config)
+    log.info("serving %s on http://%s:%d", ", ".join(gens), args.host, args.port)
+    make_server(app, args.host, args.port, args.log_level, config.shutdown_grace_s).run()
+    return 0
+
+
+def main(argv=None) -> int:
+    """`python -m blinkgen.serve.commands ...`: the same command without the main CLI."""
+    parser = argparse.ArgumentParser(prog="blinkgen serve")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Jobs: one request's images, their state, progress and results; plus the store of finished PNGs
+that `response_format="url"` links point at.
+
+Threading: the batcher's worker thread and the event loop both touch jobs, so every mutation and
+every snapshot happens under the store's single lock. Watchers (SSE streams, waiting HTTP
+handlers) are woken with `loop.call_soon_threadsafe(event.set)`: the worker never blocks on a
+client, and a slow client only ever sees the latest state (events coalesce instead of queueing).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINAL = frozenset({"done", "failed", "cancelled"})
+
+
+@dataclass
+class ImageResult:
+    seed: int
+    png: bytes
+    token: str  # capability in the image's URL: unguessable, so <img src> needs no API key
+
+
+@dataclass(eq=False)  # identity semantics: jobs are dict keys and set members
+class Job:
+    """One request: n images of one prompt with seeds seed, seed+1, ... and one settings."""
+
+    id: str
+    model: str
+    prompt: str
+    seeds: list[int]
+    settings: Any  # blinkgen SampleSettings (steps, guidance, sampler); equal settings share batches
+    response_format: str
+    deadline: float  # time.monotonic() after which the job fails with a timeout
+    submitted: float = field(default_factory=time.monotonic)
+    created: int = field(default_factory=lambda: int(time.time()))
+    state: str = "queued"
+    error: dict | None = None
+    results: list[ImageResult | None] = field(default_factory=list)
+    next_index: int = 0  # next image to hand to a batch (images are scheduled in seed order)
+    running: int = 0  # images of this job in the batch now running
+    step: int = 0
+    preview: str | None = None  # data:image/png;base64,... of the running image, low resolution
+    batch_sizes: list[int] = field(default_factory=list)  # diagnostics: sizes of batches it joined
+    watchers: set = field(default_factory=set)  # {(loop, asyncio.Event)}
+    finished_at: float | None = None
+
+    def __post_init__(self):
+        self.results = [None] * len(self.seeds)
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def images_done(self) -> int:
+        return sum(r is not None for r in self.results)
+
+    @property
+    def unscheduled(self) -> int:
+        return 0 if self.state in FINAL else self.n - self.next_index
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in FINAL
+
+    def key(self) -> tuple:
+        """Jobs with equal keys may share a model call."""
+        s = self.settings
+        return (self.model, s.steps, float(s.guidance), s.sampler)
+
+    def notify(self) -> None:
+        for loop, event in list(self.watchers):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # loop closed (server stopping): nobody left to wake
+                self.watchers.discard((loop, event))
+
+
+class JobStore:
+    """All jobs by id, with the lock that guards them. Finished jobs are kept for `ttl_s`
+    (and at most `max_finished`) so clients can still read their results, then dropped."""
+
+    def __init__(self, ttl_s: float = 3600.0, max_finished: int = 2000, url_ttl_s: float = 3600.0,
+                 max_images: int = 4096, on_final=None):
+        self.lock = threading.RLock()
+        self.jobs: dict[str, Job] = {}
+        self.ttl_s, self.max_finished = ttl_s, max_finished
+        self.images = ImageStore(url_ttl_s, max_images)
+        self.on_final = on_final or (lambda state: None)
+
+    def new_id(self) -> str:
+        return "job_" + secrets.token_hex(12)
+
+    def add(self, job: Job) -> None:
+        with self.lock:
+            self._evict()
+            self.jobs[job.id] = job
+
+    def get(self, job_id: str) -> Job | None:
+        with self.lock:
+            return self.jobs.get(job_id)
+
+    def finish(self, job: Job, state: str, error: dict | None = None) -> bool:
+        """Move a live job to a final state; False if it had already finished."""
+        with self.lock:
+            if not job.alive:
+                return False
+            job.state, job.error, job.running = state, error, 0
+            job.finished_at = time.monotonic()
+            job.preview = None
+            self.on_final(state)
+            job.notify()
+            return True
+
+    def add_result(self, job: Job, index: int, seed: int, png: bytes) -> None:
+        with self.lock:
+            token = self.images.put(png)
+            job.results[index] = ImageResult(seed, png, token)
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        finished = [j for j in self.jobs.values() if j.finished_at is not None]
+        finished.sort(key=lambda j: j.finished_at)
+        excess = len(finished) - self.max_finished
+        for i, j in enumerate(finished):
+            if i < excess or now - j.finished_at > self.ttl_s:
+                del self.jobs[j.id]
+
+
+class ImageStore:
+    """PNG bytes behind expiring URL tokens (OpenAI's `url` links also expire)."""
+
+    def __init__(self, ttl_s: float, max_images: int):
+        self.ttl_s, self.max_images = ttl_s, max_images
+        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, png: bytes) -> str:
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._items[token] = (png, time.monotonic() + self.ttl_s)
+            while len(self._items) > self.max_images:
+                self._items.popitem(last=False)
+        return token
+
+    def get(self, token: str) -> bytes | None:
+        with self._lock:
+            item = self._items.get(token)
+            if item is None:
+                return None
+            if time.monotonic() > item[1]:
+                del self._items[token]
+                return None
+            return item[0]
+
+
+def image_datum(r: ImageResult, fmt: str, base_url: str, prompt: str) -> dict:
+    """One entry of an OpenAI `data` list, plus the seed (an extra field clients may ignore)."""
+    d: dict[str, Any] = {"seed": r.seed, "revised_prompt": None}
+    if fmt == "b64_json":
+        d["b64_json"] = base64.b64encode(r.png).decode("ascii")
+    else:
+        d["url"] = f"{base_url.rstrip('/')}/images/{r.token}.png"
+    return d
+
+
+def snapshot(job: Job, base_url: str, queue_position: int | None, with_images: bool = True) -> dict:
+    """The job as the API shows it (call under the store lock)."""
+    s = job.settings
+    done = job.images_done
+    frac = (done + (job.running * job.step / max(s.steps, 1) if job.state == "running" else 0)) / job.n
+    out = {
+        "id": job.id, "object": "image.job", "state": job.state, "created": job.created,
+        "model": job.model, "prompt": job.prompt,
+        "settings": {"steps": s.steps, "guidance": s.guidance, "sampler": s.sampler},
+        "queue_position": queue_position if job.state == "queued" else None,
+        "progress": {"step": job.step, "steps": s.steps, "images_done": done, "images_total": job.n,
+                     "fraction": round(1.0 if job.state == "done" else min(frac, 1.0), 4)},
+        "error": job.error, "batch_sizes": list(job.batch_sizes),
+    }
+    if with_images:
+        fmt = job.response_format
+        out["data"] = [image_datum(r, fmt, base_url, job.prompt) for r in job.results if r is not None]
+    return out
+
+
+class Watch:
+    """`async with Watch(job, lock) as w: await w.wait(t)` wakes on every change of the job."""
+
+    def __init__(self, job: Job, lock):
+        self.job, self.lock = job, lock
+        self.event = asyncio.Event()
+        self.entry = (asyncio.get_running_loop(), self.event)
+
+    async def __aenter__(self):
+        with self.lock:
+            self.job.watchers.add(self.entry)
+        return self
+
+    async def __aexit__(self, *exc):
+        with self.lock:
+            self.job.watchers.discard(self.entry)
+
+    async def wait(self, timeout: float | None) -> bool:
+        """True if woken by a change, False on timeout."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self.event.clear()
+        return True

@@ -1,0 +1,150 @@
+"""Request and response shapes of the images API.
+
+Requests follow OpenAI's `POST /v1/images/generations` body, with blinkgen's extras (`seed`,
+`steps`, `guidance`, `sampler`) as extra top-level fields -- where the official client puts
+`extra_body`. Models are strict (no "2" for 2, no true for 1, no NaN) and forbid unknown fields,
+so a typo such as `stpes` is a 400 that names it instead of a silently ignored setting. OpenAI
+fields that make no sense for these models (`quality`, `style`, `user`) are accepted and ignored
+so that existing clients keep working.
+
+Bounds that depend on the loaded model (size, steps, sampler) are checked later against the model;
+bounds that are the server's policy (n, prompt length) live in `Limits` and are checked in
+`validate_limits`, so the OpenAPI schema and the real checks cannot drift apart.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SEED = 2**32 - 1  # one torch generator per seed; keep seeds in the portable 32-bit range
+MAX_N = 10  # OpenAI's bound on images per request
+MAX_GUIDANCE = 100.0  # far above any useful scale; stops absurd values before the model sees them
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's policy bounds (the model's own bounds are checked by `Generator.settings`)."""
+
+    max_n: int = MAX_N
+    max_prompt_chars: int = 1000
+    max_steps: int | None = None  # None: the model's own max_steps
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope: every 4xx/5xx body has this shape."""
+
+    error: ErrorBody
+
+
+class ImageRequest(BaseModel):
+    """Body of `POST /v1/images/generations` and `POST /v1/jobs`."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(min_length=1, max_length=100_000, description="What to draw.")
+    model: str | None = Field(None, max_length=200, description="A loaded model's name; default: the first.")
+    n: int = Field(1, ge=1, le=MAX_N, description="Images to make (one seed each: seed, seed+1, ...).")
+    size: str | None = Field(None, max_length=32, description='"WxH", one of the model\'s sizes.')
+    response_format: Literal["b64_json", "url"] = Field(
+        "b64_json", description="`url` links expire after the server's --url-ttl-s.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the first image; random if absent.")
+    steps: int | None = Field(None, ge=1, le=10_000, description="Sampling steps; model default if absent.")
+    guidance: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE, description="Classifier-free guidance scale.")
+    sampler: str | None = Field(None, max_length=64, description="One of the model's samplers.")
+    # OpenAI fields accepted for compatibility and ignored (they do not apply to these models).
+    quality: str | None = Field(None, max_length=32)
+    style: str | None = Field(None, max_length=32)
+    user: str | None = Field(None, max_length=256)
+
+
+class ImageDatum(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+    seed: int
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageDatum]
+
+
+class Progress(BaseModel):
+    step: int = Field(description="Step of the batch now running (0 before it starts).")
+    steps: int = Field(description="Steps per image.")
+    images_done: int
+    images_total: int
+    fraction: float = Field(description="0..1 over all of the job's images.")
+
+
+class JobResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["image.job"] = "image.job"
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    created: int
+    model: str
+    queue_position: int | None = Field(None, description="Jobs ahead of this one; null once running.")
+    progress: Progress
+    data: list[ImageDatum] = Field(default_factory=list, description="Finished images so far.")
+    error: ErrorBody | None = None
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "blinkgen"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class UserError(Exception):
+    """A request the client can fix; rendered as an OpenAI error with this status."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None,
+                 status: int = 400, type: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+        self.status, self.type, self.headers = status, type, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+
+def validate_limits(req: ImageRequest, limits: Limits) -> None:
+    """Server policy checks that the schema cannot express because they are configurable."""
+    if not req.prompt.strip():
+        raise UserError("prompt must not be blank", param="prompt", code="invalid_prompt")
+    if len(req.prompt) > limits.max_prompt_chars:
+        raise UserError(f"prompt is {len(req.prompt)} characters; the limit is {limits.max_prompt_chars}",
+                        param="prompt", code="prompt_too_long")
+    if "\x00" in req.prompt:
+        raise UserError("prompt must not contain NUL characters", param="prompt", code="invalid_prompt")
+    if req.n > limits.max_n:
+        raise UserError(f"n must be between 1 and {limits.max_n}", param="n", code="invalid_n")
+    if limits.max_steps is not None and req.steps is not None and req.steps > limits.max_steps:
+        raise UserError(f"steps must be between 1 and {limits.max_steps} on this server",
+                        param="steps", code="invalid_steps")
+    if req.guidance is not None and not math.isfinite(req.guidance):
+        raise UserError("guidance must be a finite number", param="guidance", code="invalid_guidance")
