@@ -203,12 +203,18 @@ def sample_scene(rng: np.random.Generator) -> Scene:
 
 
 # ----------------------------------------------------------------------------- rendering
+def relation_offsets(relation: str, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """(main, cross) offsets of centres a -> b for "a RELATION b": main > 0 means the relation
+    points the right way; |cross| is the displacement across it. Shared by the renderer and the
+    checker so both read a relation the same way (image y grows downwards)."""
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    return {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[relation]
+
+
 def _relation_holds(rel: str, a: tuple, b: tuple) -> bool:
-    """a, b = (x0, y0, extent). The relation is rendered unambiguously: the main-axis offset of the
-    centres is at least twice the cross-axis offset."""
-    dx = (b[0] + b[2] / 2) - (a[0] + a[2] / 2)
-    dy = (b[1] + b[2] / 2) - (a[1] + a[2] / 2)
-    main, cross = {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[rel]
+    """a, b = (x0, y0, extent). Rendered relations are unambiguous: the main-axis offset of the
+    centres is at least twice the cross-axis offset (the checker only asks for more than once)."""
+    main, cross = relation_offsets(rel, (a[0] + a[2] / 2, a[1] + a[2] / 2), (b[0] + b[2] / 2, b[1] + b[2] / 2))
     return main > 0 and abs(cross) * 2 <= main
 
 
