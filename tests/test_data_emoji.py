@@ -4,13 +4,14 @@ the cache where `npm pack` would have put it, and the pin is the tarball's own h
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, strategies as st
 from PIL import Image
 
-from blinkgen.data.emoji import (NpmPackage, build_emoji, captions_for, cldr_name, parse_styles,
+from blinkgen.data.emoji import (NOTO_FONT_PATHS, NpmPackage, build_emoji, captions_for, cldr_name, parse_styles,
                                  sri_sha512, tone_phrase)
 from blinkgen.data.folder import load_folder
 from blinkgen.errors import DataError, UserInputError
@@ -110,7 +111,9 @@ def test_refuses_to_overwrite_a_foreign_folder(cached, tmp_path):
 
 def test_cldr_names_and_tones():
     assert cldr_name("2764-FE0F") == "red heart"
-    assert cldr_name("1F1EF-1F1F5", "country-flag") == "flag: Japan"
+    assert cldr_name("1F1EF-1F1F5", "country-flag") == cldr_name("1F1EF-1F1F5") == "flag: Japan"
+    assert cldr_name("1F3F4-E0067-E0062-E0065-E006E-E0067-E007F") == "flag: England"
+    assert cldr_name("1F3F3-FE0F-200D-1F308") == "rainbow flag"
     assert cldr_name("1F44B-1F3FD") == "waving hand: medium skin tone"
     assert cldr_name("1F9D1-1F3FB-200D-1F91D-200D-1F9D1-1F3FC") == \
         "people holding hands: light skin tone, medium-light skin tone"
@@ -132,3 +135,14 @@ def test_captions_are_normalised_unique_and_nonempty(entry, style):
     caps = captions_for(entry, style)
     assert caps and len(set(caps)) == len(caps)
     assert all(c and c == c.strip() and "_" not in c and "  " not in c and "\n" not in c for c in caps)
+
+
+@pytest.mark.skipif(any(Path(p).is_file() for p in NOTO_FONT_PATHS), reason="the emoji font is installed")
+def test_without_npm_cached_styles_build_and_missing_ones_say_what_to_install(cached, tmp_path, monkeypatch):
+    cache, pkg = cached
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))   # no npm, no fc-list on this PATH
+    with pytest.raises(DataError, match=r"apt-get install npm.*apt-get install fonts-noto-color-emoji"):
+        build_emoji(tmp_path / "none", styles="twitter", cache_dir=cache)
+    out = build_emoji(tmp_path / "e", cache_dir=cache, packages={"google": pkg})  # twitter skipped
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["built"] == {"google": "npm"} and info["missing"] == ["twitter"]

@@ -203,8 +203,9 @@ def cldr_name(unified: str, subcategory: str = "") -> str | None:
     if not data:
         return None
     name = normalize_caption(data["en"].strip(":"))
-    if subcategory in ("country-flag", "subdivision-flag") or \
-            (len(ch) == 2 and all(0x1F1E6 <= ord(c) <= 0x1F1FF for c in ch)):
+    regional = len(ch) == 2 and all(0x1F1E6 <= ord(c) <= 0x1F1FF for c in ch)  # country flags
+    tagged = ch[:1] == "\U0001F3F4" and len(ch) > 2 and all(0xE0020 <= ord(c) <= 0xE007F for c in ch[1:])
+    if subcategory in ("country-flag", "subdivision-flag") or regional or tagged:
         return f"flag: {name}"
     if name.startswith("keycap "):
         return "keycap: " + name[len("keycap "):]
@@ -305,16 +306,19 @@ def build_google_from_font(font_path: Path, out: Path) -> list[dict]:
         ImageDraw.Draw(im).text((side // 2, side // 2), ch, font=font, anchor="mm", embedded_color=True)
         return im
 
-    tofu = render("\U000f0000").tobytes()  # a private-use code point: the font's "missing" glyph
+    one_glyph = font.getlength("\U0001F600")
     fq = emoji_lib.STATUS["fully_qualified"]
     rows = []
     for ch, data in tqdm(sorted(emoji_lib.EMOJI_DATA.items()), desc="emoji google (font)", unit="img"):
         if data.get("status") != fq:
             continue
+        # Skip what the font lacks (an empty box) and sequences it did not join into one glyph
+        # (without libraqm Pillow lays a flag out as two letters: twice the advance).
+        box = font.getbbox(ch)
+        if box[3] <= box[1] or font.getlength(ch) > 1.5 * one_glyph:
+            continue
         im = render(ch)
-        box = im.getbbox()
-        # No glyph, the tofu box, or a sequence the font did not join (two glyphs side by side).
-        if box is None or im.tobytes() == tofu or (box[2] - box[0]) > 1.3 * (box[3] - box[1]):
+        if im.getbbox() is None:
             continue
         unified = "-".join(f"{ord(c):04x}" for c in ch)
         rel = f"google/{unified}.png"
@@ -377,7 +381,7 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
     if _reusable(out, want):
         log.info("emoji dataset already built at %s", out)
         return out
-    if out.exists() and not (out / BUILD_INFO).exists() and any(out.iterdir()):
+    if out.exists() and not (out.is_dir() and ((out / BUILD_INFO).exists() or not any(out.iterdir()))):
         raise DataError(f"{out} exists and is not an emoji dataset built by blinkgen; choose another --out")
     have_npm, font = shutil.which("npm") is not None, None
     sources, missing = {}, []
@@ -391,8 +395,9 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
     hint = ("install npm (apt-get install npm) for every style, or the Noto Color Emoji font "
             "(apt-get install fonts-noto-color-emoji) for the google style")
     if not sources:
-        raise DataError(f"cannot build emoji styles {', '.join(missing)}: npm is missing, {cache} holds "
-                        f"no cached tarball and no Noto Color Emoji font was found; {hint}")
+        raise DataError(f"cannot build emoji styles {', '.join(missing)}: npm is not on PATH, {cache} "
+                        f"holds no cached tarball{', and no Noto Color Emoji font was found' * ('google' in missing)}"
+                        f"; {hint}")
     if missing:
         log.warning("emoji styles %s skipped: npm is missing; %s", missing, hint)
     out.parent.mkdir(parents=True, exist_ok=True)
