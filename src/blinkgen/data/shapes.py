@@ -266,7 +266,7 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     for o, box in zip(flat, boxes):
         _draw(draw, o.shape, box, COLOURS[o.colour])
-    return np.asarray(img.resize((size, size), Image.Resampling.BOX))
+    return np.array(img.resize((size, size), Image.Resampling.BOX))  # a writable copy
 
 
 def make_shapes(n: int, seed: int = 0, size: int = 64) -> ImageCaptionSet:

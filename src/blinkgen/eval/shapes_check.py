@@ -111,12 +111,14 @@ def _blend_explain(img: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndar
     v = _PALETTE - bg  # (K, 3)
     vv = np.maximum((v * v).sum(1), 1e-6)  # (K,)
     p = img - bg  # (H, W, 3)
-    alpha = np.minimum(np.einsum("hwc,kc->khw", p, v) / vv[:, None, None], 1.0)  # (K, H, W)
-    resid = np.linalg.norm(p[None] - alpha[..., None] * v[:, None, None, :], axis=-1)  # (K, H, W)
-    resid = np.where(alpha > 0, resid, np.inf)  # a line only explains pixels on the colour's side
-    best = resid.argmin(0)
+    pv = np.einsum("hwc,kc->khw", p, v)  # (K, H, W)
+    alpha = np.minimum(pv / vv[:, None, None], 1.0)  # (K, H, W)
+    # |p - alpha v|^2 expanded, to avoid a (K, H, W, 3) temporary
+    resid2 = (p * p).sum(-1)[None] - 2 * alpha * pv + alpha ** 2 * vv[:, None, None]
+    resid2 = np.where(alpha > 0, resid2, np.inf)  # a line only explains pixels on the colour's side
+    best = resid2.argmin(0)
     best_alpha = np.take_along_axis(alpha, best[None], 0)[0]
-    ok = np.take_along_axis(resid, best[None], 0)[0] < RESIDUAL_TOLERANCE
+    ok = np.take_along_axis(resid2, best[None], 0)[0] < RESIDUAL_TOLERANCE ** 2
     best_alpha = np.where(ok, best_alpha, 0.0)
     return best, best_alpha, alpha
 
@@ -167,7 +169,10 @@ def detect(image) -> tuple[list[Detected], str | None]:
     min_area = MIN_AREA_FRACTION * h * w
     found = []
     for k, name in enumerate(_NAMES):
-        labels, _ = ndimage.label(owned & (best == k), structure=_EIGHT)
+        mask = owned & (best == k)
+        if mask.sum() < min_area:
+            continue
+        labels, _ = ndimage.label(mask, structure=_EIGHT)
         for i, (ys, xs) in enumerate(ndimage.find_objects(labels), start=1):
             comp = labels[ys, xs] == i
             area = int(comp.sum())
