@@ -1,0 +1,159 @@
+// blinkgen web page: submit jobs, stream their progress (Server-Sent Events), show the images.
+// Events are read with fetch() rather than EventSource because EventSource cannot send the
+// Authorization header that a server with API keys requires.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let models = [];
+
+function apiKey() { return localStorage.getItem("blinkgen-key") || ""; }
+
+function headers(extra = {}) {
+  const h = { ...extra };
+  if (apiKey()) h["Authorization"] = "Bearer " + apiKey();
+  return h;
+}
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, { ...opts, headers: headers(opts.headers) });
+  let body = null;
+  try { body = await r.json(); } catch (e) { /* not JSON */ }
+  if (r.status === 401) $("keybox").hidden = false;
+  if (!r.ok) throw new Error((body && body.error && body.error.message) || `HTTP ${r.status}`);
+  return body;
+}
+
+async function checkReady() {
+  const s = $("status");
+  try {
+    const r = await fetch("/ready");
+    s.textContent = r.ok ? "ready" : "not ready";
+    s.className = "status " + (r.ok ? "ok" : "bad");
+  } catch (e) { s.textContent = "offline"; s.className = "status bad"; }
+}
+
+async function loadModels() {
+  try {
+    models = (await api("/v1/models")).data;
+  } catch (e) { $("formerror").textContent = e.message; return; }
+  const sel = $("model");
+  sel.innerHTML = "";
+  for (const m of models) sel.add(new Option(`${m.id} (${m.family}, ${m.sizes[0]})`, m.id));
+  applyModel();
+}
+
+function applyModel() {
+  const m = models.find((x) => x.id === $("model").value);
+  if (!m) return;
+  const sel = $("sampler");
+  sel.innerHTML = "";
+  for (const s of m.samplers) sel.add(new Option(s, s));
+  sel.value = m.defaults.sampler;
+  $("steps").placeholder = m.defaults.steps;
+  $("steps").max = m.max_steps;
+  $("guidance").placeholder = m.defaults.guidance;
+}
+
+function num(id) { const v = $(id).value.trim(); return v === "" ? undefined : Number(v); }
+
+async function submit(ev) {
+  ev.preventDefault();
+  $("formerror").textContent = "";
+  const body = {
+    prompt: $("prompt").value, model: $("model").value || undefined, n: num("n") || 1,
+    seed: num("seed"), steps: num("steps"), guidance: num("guidance"),
+    sampler: $("sampler").value || undefined, response_format: "url",
+  };
+  $("generate").disabled = true;
+  try {
+    const job = await api("/v1/jobs", {
+      method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
+    });
+    const card = addCard(job);
+    follow(job.id, card);
+  } catch (e) {
+    $("formerror").textContent = e.message;
+  } finally {
+    $("generate").disabled = false;
+  }
+}
+
+function addCard(job) {
+  const card = $("jobtpl").content.firstElementChild.cloneNode(true);
+  card.dataset.id = job.id;
+  card.querySelector(".prompt").textContent = job.prompt;
+  const s = job.settings;
+  card.querySelector(".meta").textContent =
+    `${job.model} · ${job.progress.images_total} image(s) · ${s.steps} steps · ${s.sampler} · guidance ${s.guidance}`;
+  card.querySelector(".cancel").onclick = () =>
+    api(`/v1/jobs/${job.id}`, { method: "DELETE" }).catch((e) => { $("formerror").textContent = e.message; });
+  $("jobs").prepend(card);
+  render(card, job);
+  return card;
+}
+
+function render(card, job) {
+  const p = job.progress;
+  const pct = Math.round(100 * p.fraction);
+  card.className = "job " + job.state;
+  const st = card.querySelector(".state");
+  st.textContent = job.state;
+  st.className = "state " + job.state;
+  card.querySelector(".progress-bar").style.width = pct + "%";
+  card.querySelector(".progress").setAttribute("aria-valuenow", String(pct));
+  let text = `${p.images_done}/${p.images_total} images`;
+  if (job.state === "queued") text = `queued · ${job.queue_position ?? 0} ahead`;
+  else if (job.state === "running") text += ` · step ${p.step} of ${p.steps}`;
+  else if (job.error) text = job.error.message;
+  card.querySelector(".progress-text").textContent = text;
+  const pv = card.querySelector(".preview");
+  if (job.preview && job.state === "running") { pv.src = job.preview; pv.hidden = false; } else pv.hidden = true;
+  const finished = ["done", "failed", "cancelled"].includes(job.state);
+  card.querySelector(".cancel").hidden = finished;
+  const gallery = card.querySelector(".gallery");
+  for (const d of job.data || []) {
+    if (gallery.querySelector(`[data-seed="${d.seed}"]`)) continue;
+    const fig = document.createElement("figure");
+    fig.dataset.seed = d.seed;
+    const img = document.createElement("img");
+    img.src = d.url; img.alt = `${job.prompt} (seed ${d.seed})`;
+    const cap = document.createElement("figcaption");
+    const a = document.createElement("a");
+    a.href = d.url; a.download = `blinkgen-${d.seed}.png`; a.textContent = "download";
+    cap.append(`seed ${d.seed} · `, a);
+    fig.append(img, cap);
+    gallery.append(fig);
+  }
+}
+
+// Parse a text/event-stream body: blocks separated by a blank line, "event:" and "data:" fields.
+async function follow(id, card) {
+  try {
+    const r = await fetch(`/v1/jobs/${id}/events`, { headers: headers() });
+    if (!r.ok || !r.body) throw new Error(`events: HTTP ${r.status}`);
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i); buf = buf.slice(i + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        if (data) render(card, JSON.parse(data));
+      }
+    }
+  } catch (e) {
+    // the stream broke (server restart, network): fall back to one poll so the card is not stuck
+    try { render(card, await api(`/v1/jobs/${id}`)); } catch (e2) { card.querySelector(".progress-text").textContent = e.message; }
+  }
+}
+
+$("form").addEventListener("submit", submit);
+$("model").addEventListener("change", applyModel);
+$("apikey").value = apiKey();
+$("apikey").addEventListener("change", () => { localStorage.setItem("blinkgen-key", $("apikey").value.trim()); loadModels(); });
+checkReady();
+setInterval(checkReady, 5000);
+loadModels();
