@@ -211,27 +211,34 @@ def relation_offsets(relation: str, a: tuple[float, float], b: tuple[float, floa
     return {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[relation]
 
 
-def _relation_holds(rel: str, a: tuple, b: tuple) -> bool:
-    """a, b = (x0, y0, extent). Rendered relations are unambiguous: the main-axis offset of the
-    centres is at least twice the cross-axis offset (the checker only asks for more than once)."""
+def _relation_holds(rel: str, a: tuple, b: tuple):
+    """a, b = (x0, y0, extent), numbers or arrays (then elementwise). Rendered relations are
+    unambiguous: the main-axis offset of the centres is at least twice the cross-axis offset (the
+    checker only asks for more than once)."""
     main, cross = relation_offsets(rel, (a[0] + a[2] / 2, a[1] + a[2] / 2), (b[0] + b[2] / 2, b[1] + b[2] / 2))
-    return main > 0 and abs(cross) * 2 <= main
+    return (main > 0) & (abs(cross) * 2 <= main)
 
 
 def _layout(extents: list[int], size: int, relation: str | None, rng: np.random.Generator) -> list[tuple]:
-    """Rejection-sample top-left corners so boxes keep a gap (blur must not merge them)."""
+    """Top-left corners, one box at a time, each drawn uniformly from the corners still free:
+    boxes keep a gap (so blur cannot merge them) and a relation holds. Restart if a box finds no
+    room (only crowded scenes: three large objects in 32 px)."""
     gap, margin = max(2, round(0.05 * size)), 1
-    for _ in range(10_000):
-        boxes = []
+    for _ in range(1000):
+        boxes: list[tuple] = []
         for e in extents:
-            x, y = (int(v) for v in rng.integers(margin, size - margin - e + 1, size=2))
-            if any(x < bx + be + gap and bx < x + e + gap and y < by + be + gap and by < y + e + gap
-                   for bx, by, be in boxes):
+            ys, xs = np.mgrid[margin:size - margin - e + 1, margin:size - margin - e + 1]
+            free = np.ones(xs.shape, dtype=bool)
+            for bx, by, be in boxes:
+                free &= ~((xs < bx + be + gap) & (bx < xs + e + gap) & (ys < by + be + gap) & (by < ys + e + gap))
+            if relation is not None and boxes:
+                free &= _relation_holds(relation, boxes[0], (xs, ys, e))  # elementwise over corners
+            if not free.any():
                 break
-            boxes.append((x, y, e))
+            i = int(rng.choice(np.flatnonzero(free)))
+            boxes.append((int(xs.flat[i]), int(ys.flat[i]), e))
         else:
-            if relation is None or _relation_holds(relation, boxes[0], boxes[1]):
-                return boxes
+            return boxes
     raise RuntimeError(f"no layout found for extents {extents} at size {size}")  # a bug, not input
 
 
