@@ -54,9 +54,11 @@ class ARConfig:
                         text_len=d["text_len"], text_dim=d["text_dim"], cond_drop=d["cond_drop"])
 
 
-def ar_config(size: str = "XS", tokenizer: str | TokenizerConfig = "f8",
+def ar_config(size: str = "S", tokenizer: str | TokenizerConfig = "S",
               text_len: int = DEFAULT_MAX_TOKENS, **kw) -> ARConfig:
     """Named Llama size + named (or given) tokenizer -> a consistent ARConfig."""
+    if isinstance(tokenizer, str) and tokenizer not in TOKENIZER_PRESETS:
+        raise ValueError(f"unknown tokenizer preset {tokenizer!r}; choose one of {sorted(TOKENIZER_PRESETS)}")
     tok = TOKENIZER_PRESETS[tokenizer] if isinstance(tokenizer, str) else tokenizer
     lcfg = llama_config(size, vocab_size=tok.codebook_size, max_seq_len=text_len + 1 + tok.n_tokens)
     return ARConfig(llama=lcfg, tokenizer=replace(tok), text_len=text_len, **kw)
@@ -125,28 +127,39 @@ class ARTextToImage(nn.Module):
         return self.prefix(states, mask)
 
     # --- training ----------------------------------------------------------------------------
-    def training_loss(self, images_uint8: torch.Tensor, text: TextBatch,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        """Next-token cross-entropy over image tokens. images_uint8 (B, 3, H, W); text: encoder
-        output for the captions. `generator` draws the caption drop, so the loss is a function
-        of (weights, batch, step seed) only."""
-        dev = self.boi.device
-        tokens = self.tokenizer.encode_uint8(images_uint8.to(dev))  # (B, N)
+    def logits(self, tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits. tokens (B, N); states (B, T, 384); mask (B, T) -> (B, N, V),
+        row i predicting token i (the BOI position predicts token 0)."""
+        B, N = tokens.shape
+        pre, pre_mask = self.prefix(states, mask)  # (B, P, D), (B, P)
+        x = torch.cat([pre, self.llama.embed(tokens[:, :-1])], dim=1)  # (B, P + N - 1, D)
+        key_mask = torch.cat([pre_mask, pre_mask.new_ones(B, N - 1)], dim=1)  # (B, P + N - 1)
+        h = self.llama.forward_embeds(x, key_mask)  # (B, P + N - 1, D)
+        return self.llama.head(h[:, self.cfg.prefix_len - 1:])  # (B, N, V)
+
+    def forward(self, tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+                drop: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training loss (forward is the loss so DDP wrappers see the whole computation):
+        next-token cross-entropy; rows with drop (B,) True see the learned null caption."""
         B = tokens.shape[0]
-        states, mask = fit_text(text, self.cfg.text_len)
-        states, mask = states.to(dev, self.null_text.dtype), mask.to(dev)
-        gdev = generator.device if generator is not None else "cpu"
-        drop = (torch.rand(B, generator=generator, device=gdev) < self.cfg.cond_drop).to(dev)  # (B,)
+        states, mask = states.to(self.null_text.dtype), mask.to(torch.bool)
         ns, nm = self.null_condition(B)
         states = torch.where(drop[:, None, None], ns, states)  # (B, T, 384)
         mask = torch.where(drop[:, None], nm, mask)  # (B, T)
-        pre, pre_mask = self.prefix(states, mask)  # (B, P, D), (B, P)
-        x = torch.cat([pre, self.llama.embed(tokens[:, :-1])], dim=1)  # (B, P + N - 1, D)
-        key_mask = torch.cat([pre_mask, pre_mask.new_ones(B, tokens.shape[1] - 1)], dim=1)
-        h = self.llama.forward_embeds(x, key_mask)  # (B, P + N - 1, D)
-        logits = self.llama.head(h[:, self.cfg.prefix_len - 1:])  # (B, N, V): BOI onwards
+        logits = self.logits(tokens, states, mask)  # (B, N, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
         return loss, {"ce": loss.detach(), "cond_dropped": drop.float().mean()}
+
+    def training_loss(self, images_uint8: torch.Tensor, text: TextBatch,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        """From pixels and encoder output: tokenize with the frozen tokenizer, draw the caption
+        drop from `generator` (so the loss is a function of weights, batch and step seed only)."""
+        dev = self.boi.device
+        tokens = self.tokenizer.encode_uint8(images_uint8.to(dev))  # (B, N)
+        states, mask = fit_text(text, self.cfg.text_len)
+        gdev = generator.device if generator is not None else "cpu"
+        drop = torch.rand(tokens.shape[0], generator=generator, device=gdev) < self.cfg.cond_drop  # (B,)
+        return self(tokens, states.to(dev), mask.to(dev), drop.to(dev))
 
     # --- sampling ----------------------------------------------------------------------------
     @torch.inference_mode()

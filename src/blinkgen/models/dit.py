@@ -42,6 +42,7 @@ class DiTConfig:
 DIT_PRESETS: dict[str, dict] = {
     "tiny": dict(hidden=64, depth=2, heads=2),
     "S": dict(hidden=256, depth=6, heads=4),
+    "M": dict(hidden=320, depth=8, heads=5),  # the embedded default: ~15M params, 29 MB in fp16
     "B": dict(hidden=384, depth=8, heads=6),
     "L": dict(hidden=512, depth=10, heads=8),
 }

@@ -307,21 +307,30 @@ class Llama(nn.Module):
         return x
 
     # --- interop -------------------------------------------------------------------------------
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights under transformers' names, contiguous, on CPU; a tied head is stored once."""
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+    def hf_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Weights under transformers' names, contiguous, on CPU (cast to dtype if given); a tied
+        head is stored once."""
+        sd = {k: v.detach().cpu().to(dtype or v.dtype).contiguous() for k, v in self.state_dict().items()}
         if self.cfg.tie_embeddings:
             sd.pop("lm_head.weight")
         return sd
 
-    def hf_files(self) -> dict:
+    def hf_files(self, dtype: torch.dtype | None = None) -> dict:
         """{relative file -> content} of a folder `LlamaForCausalLM.from_pretrained` loads:
         transformers' config.json + model.safetensors (feed to modelio.write_folder_atomic)."""
+        sd = self.hf_state_dict(dtype)
         hf = self.cfg.to_hf_config().to_dict()
         hf["architectures"] = ["LlamaForCausalLM"]
         hf["blinkgen_llama"] = self.cfg.to_dict()  # our exact config, for a lossless round trip
-        hf["torch_dtype"] = hf["dtype"] = str(next(self.parameters()).dtype).removeprefix("torch.")
-        return {"config.json": hf, "model.safetensors": self.hf_state_dict()}
+        hf["torch_dtype"] = hf["dtype"] = str(sd["model.norm.weight"].dtype).removeprefix("torch.")
+        return {"config.json": hf, "model.safetensors": sd}
+
+    @staticmethod
+    def untie(cfg: LlamaConfig, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A stored tied checkpoint lacks lm_head.weight; give it back for load_state_dict."""
+        if cfg.tie_embeddings and "lm_head.weight" not in tensors:
+            return {**tensors, "lm_head.weight": tensors["model.embed_tokens.weight"]}
+        return tensors
 
     @staticmethod
     def from_hf_files(config: dict, tensors: dict[str, torch.Tensor]) -> "Llama":
@@ -333,9 +342,7 @@ class Llama(nn.Module):
 
             cfg = LlamaConfig.from_hf_config(HFLlamaConfig.from_dict(config))
         m = Llama(cfg)
-        if cfg.tie_embeddings:
-            tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
-            tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+        tensors = Llama.untie(cfg, tensors)
         missing, unexpected = m.load_state_dict(tensors, strict=False)
         if missing or unexpected:
             raise ValueError(f"Llama weights do not match the config: missing={missing[:5]} "

@@ -52,11 +52,15 @@ class TokenizerConfig:
         return TokenizerConfig(**d)
 
 
-# Named sizes: "f8" -> 8x8 = 64 tokens (fast AR decoding), "f4" -> 16x16 = 256 tokens (detail).
+# Named sizes (the same names as the autoencoder's presets, so one --ae-preset flag serves both
+# families). Downsample 8 -> an 8x8 grid = 64 tokens at 64px (fast AR decoding); "-f4" -> 16x16 =
+# 256 tokens (more detail, 4x the decode steps).
 TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
-    "tiny-f8": TokenizerConfig(channels=[8, 16, 16, 16], levels=[5, 5]),
-    "f8": TokenizerConfig(channels=[64, 128, 128, 128]),
-    "f4": TokenizerConfig(channels=[64, 128, 128]),
+    "tiny": TokenizerConfig(channels=[16, 32, 32, 32], levels=[5, 5, 5]),
+    "S": TokenizerConfig(channels=[64, 128, 128, 128]),
+    "M": TokenizerConfig(channels=[96, 192, 192, 192], levels=[8, 8, 8, 5, 5, 5]),
+    "tiny-f4": TokenizerConfig(channels=[16, 32, 32], levels=[5, 5, 5]),
+    "S-f4": TokenizerConfig(channels=[64, 128, 128]),
 }
 
 
@@ -134,12 +138,17 @@ class FSQTokenizer(nn.Module):
         p = next(self.parameters())
         return self.decoder(codes.permute(0, 3, 1, 2).to(p.dtype))  # (B, 3, H, W)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)) with straight-through gradients. x (B,3,H,W) in [-1,1]."""
         return self.decode_codes(self.quantized(x)[0])  # (B, 3, H, W)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training loss (forward is the loss so DDP wrappers see the whole computation)."""
+        return self.training_loss(x)
 
     def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Reconstruction L1 + MSE through the straight-through round; FSQ needs no other term."""
-        rec = self(x)
+        rec = self.reconstruct(x)
         l1 = (rec - x).abs().mean()
         mse = F.mse_loss(rec, x)
         return l1 + mse, {"l1": l1.detach(), "mse": mse.detach()}

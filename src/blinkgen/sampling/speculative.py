@@ -122,8 +122,9 @@ def speculative_jacobi_decode(llama: Llama, prefix: torch.Tensor, prefix_mask: t
 
 def speculative_decode_batch(llama: Llama, prefix: torch.Tensor, prefix_mask: torch.Tensor,
                              n_tokens: int, generators: list[torch.Generator], s: DecodeSettings,
-                             window: int = 16) -> tuple[torch.Tensor, list[SJDStats]]:
-    """prefix (B2, P, D) laid out as for `ar.decode` ([cond; uncond] under CFG). -> (B, N), stats."""
+                             window: int = 16, callback=None) -> tuple[torch.Tensor, list[SJDStats]]:
+    """prefix (B2, P, D) laid out as for `ar.decode` ([cond; uncond] under CFG). -> (B, N), stats.
+    callback(done_tokens, total_tokens) after each sample."""
     B = len(generators)
     if prefix.shape[0] != (2 * B if s.cfg else B):
         raise ValueError("prefix rows do not match the number of generators")
@@ -133,4 +134,6 @@ def speculative_decode_batch(llama: Llama, prefix: torch.Tensor, prefix_mask: to
         t, st = speculative_jacobi_decode(llama, prefix[rows], prefix_mask[rows], n_tokens, g, s, window)
         toks.append(t)
         stats.append(st)
+        if callback is not None:
+            callback((b + 1) * n_tokens, B * n_tokens)
     return torch.stack(toks).to(prefix.device), stats

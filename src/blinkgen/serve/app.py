@@ -30,7 +30,7 @@ from .jobs import Job, JobStore, Watch, image_datum, snapshot
 from .limits import BodyLimit, RequestMetrics, key_ok
 from .metrics import Metrics
 from .schemas import (MAX_SEED, ErrorResponse, ImageRequest, ImagesResponse, JobResponse, Limits,
-                      ModelList, UserError, validate_limits)
+                      ModelList, UserError, refine_openapi, validate_limits)
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -74,12 +74,17 @@ class Service:
         cap = self.config.limits.max_steps
         return min(gen.max_steps, cap) if cap else gen.max_steps
 
+    def default_steps(self, gen) -> int:
+        """The model's default, lowered to the server's cap when the cap is below it."""
+        return min(gen.defaults.steps, self.max_steps(gen))
+
     def model_card(self, name: str, gen) -> dict:
         d = gen.defaults
         return {"id": name, "object": "model", "created": self.started, "owned_by": "blinkgen",
                 "family": gen.family, "sizes": [f"{gen.image_size}x{gen.image_size}"],
                 "samplers": list(gen.samplers), "max_steps": self.max_steps(gen),
-                "defaults": {"steps": d.steps, "guidance": d.guidance, "sampler": d.sampler}}
+                "max_guidance": float(getattr(gen, "max_guidance", 30.0)),
+                "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler}}
 
     def make_job(self, req: ImageRequest) -> Job:
         """Validate a request against the server's limits and the model; UserError if it is bad."""
@@ -95,14 +100,13 @@ class Service:
                             param="size", code="invalid_size")
         if req.steps is not None and req.steps > self.max_steps(gen):
             raise UserError(f"steps must be between 1 and {self.max_steps(gen)}", param="steps", code="invalid_steps")
+        steps = req.steps if req.steps is not None else self.default_steps(gen)
         try:
-            settings = gen.settings(steps=req.steps, guidance=req.guidance, sampler=req.sampler)
+            settings = gen.settings(steps=steps, guidance=req.guidance, sampler=req.sampler)
         except (UserInputError, ValueError) as e:
             msg = str(e)
             param = next((p for p in ("sampler", "steps", "guidance") if p in msg.lower()), None)
             raise UserError(msg, param=param, code="invalid_settings") from None
-        if settings.steps > self.max_steps(gen):  # the model's default may exceed the server's cap
-            raise UserError(f"steps must be between 1 and {self.max_steps(gen)}", param="steps", code="invalid_steps")
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(req.n)]
         return Job(id=self.store.new_id(), model=name, prompt=req.prompt, seeds=seeds, settings=settings,
@@ -157,6 +161,15 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     app = FastAPI(title="blinkgen", version=__import__("blinkgen").__version__, lifespan=lifespan,
                   description="OpenAI-compatible images API with jobs, progress and dynamic batching.")
     app.state.service = svc
+    base_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            cards = [svc.model_card(n, g) for n, g in svc.generators.items()]
+            app.openapi_schema = refine_openapi(base_openapi(), cards, svc.config.limits)
+        return app.openapi_schema
+
+    app.openapi = openapi
     bearer = HTTPBearer(auto_error=False, description="Required when the server has API keys.")
 
     def auth(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:

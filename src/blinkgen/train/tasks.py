@@ -101,7 +101,7 @@ class DiffusionTask:
         pos = {c: i for i, c in enumerate(uniq)}
         self.null_id = pos[NULL_PROMPT]
         cache = Path(cfg.out) / "cache"
-        tb = encode_cached(uniq, cache, device="cpu")
+        tb = encode_cached(uniq, cache, device=str(device) if str(device).startswith("cuda") else "cpu")
         self.states = tb.states.to(device, torch.float16)  # (U, L, 384)
         self.mask = tb.mask.to(device)
         self.pooled = tb.pooled.to(device)
