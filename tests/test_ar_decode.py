@@ -5,7 +5,7 @@ import torch
 
 from blinkgen.models.ar_t2i import ARTextToImage, ar_config
 from blinkgen.models.llama import KVCache
-from blinkgen.models.tokenizer import TOKENIZER_PRESETS
+from blinkgen.models.tokenizer import TokenizerConfig
 from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, compiled_step, decode, decode_no_cache,
                                   draw_uniforms, filtered_probs, next_token, prefill, sample_from_probs)
 from blinkgen.text.encoder import TextBatch
@@ -18,7 +18,8 @@ def tiny_model(seed: int = 0, sharpen: float = 30.0) -> ARTextToImage:
     """64 image tokens over a 25-code vocabulary. The head is scaled up so logits are well
     separated: greedy ties would otherwise depend on rounding, not on the decode path."""
     torch.manual_seed(seed)
-    m = ARTextToImage(ar_config("tiny", tokenizer=TOKENIZER_PRESETS["tiny-f8"], text_len=TEXT_LEN)).eval()
+    tok = TokenizerConfig(channels=[8, 16, 16, 16], levels=[5, 5])
+    m = ARTextToImage(ar_config("tiny", tokenizer=tok, text_len=TEXT_LEN)).eval()
     with torch.no_grad():
         m.llama.lm_head.weight.mul_(sharpen)
     return m

@@ -77,15 +77,15 @@ def test_tokenizer_shapes_and_gradients(channels, grid):
     assert out.shape == (2, 3, 64, 64)
     # decode(encode(x)) is what forward computes, so training sees what sampling decodes
     x = images.float() / 127.5 - 1
-    assert torch.allclose(tok(x), out, atol=1e-5)
-    loss, logs = tok.training_loss(x)
+    assert torch.allclose(tok.reconstruct(x), out, atol=1e-5)
+    loss, logs = tok(x)  # forward is the loss (for DDP)
     loss.backward()
     assert tok.encoder[0].weight.grad.abs().sum() > 0  # reached the encoder through the round
     assert set(logs) == {"l1", "mse"}
 
 
 def test_tokenizer_presets_are_64_and_256_tokens():
-    assert TOKENIZER_PRESETS["f8"].n_tokens == 64
-    assert TOKENIZER_PRESETS["f4"].n_tokens == 256
+    assert TOKENIZER_PRESETS["S"].n_tokens == 64 and TOKENIZER_PRESETS["S"].codebook_size == 1000
+    assert TOKENIZER_PRESETS["S-f4"].n_tokens == 256
     with pytest.raises(ValueError):
         FSQTokenizer(TokenizerConfig(channels=[4, 4])).encode(torch.zeros(1, 3, 32, 32))
