@@ -29,7 +29,9 @@ def _integral_float_to_int(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-JsonInt = Annotated[int, BeforeValidator(_integral_float_to_int)]
+def json_int(ge: int, le: int):
+    """A bounded integer that also takes 2.0 (constraints first, so the JSON schema keeps them)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral_float_to_int)]
 
 
 @dataclass(frozen=True)
@@ -61,13 +63,13 @@ class ImageRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=100_000, description="What to draw.")
     model: str | None = Field(None, max_length=200, description="A loaded model's name; default: the first.")
-    n: JsonInt = Field(1, ge=1, le=MAX_N, description="Images to make (one seed each: seed, seed+1, ...).")
+    n: json_int(1, MAX_N) = Field(1, description="Images to make (one seed each: seed, seed+1, ...).")
     size: str | None = Field(None, max_length=32, description='"WxH", one of the model\'s sizes.')
     response_format: Literal["b64_json", "url"] = Field(
         "b64_json", description="`url` links expire after the server's --url-ttl-s.")
-    seed: JsonInt | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the first image; random if absent.")
-    steps: JsonInt | None = Field(None, ge=1, le=10_000, description="Sampling steps; model default if absent.")
-    guidance: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE, description="Classifier-free guidance scale.")
+    seed: json_int(0, MAX_SEED) | None = Field(None, description="Seed of the first image; random if absent.")
+    steps: json_int(1, 10_000) | None = Field(None, description="Sampling steps; model default if absent.")
+    guidance: Annotated[float, Field(ge=0.0, le=MAX_GUIDANCE)] | None = Field(None, description="Classifier-free guidance scale.")
     sampler: str | None = Field(None, max_length=64, description="One of the model's samplers.")
     # OpenAI fields accepted for compatibility and ignored (they do not apply to these models).
     quality: str | None = Field(None, max_length=32)

@@ -1,0 +1,62 @@
+"""The web page in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright):
+load it, submit a prompt, watch the progress bar move, see the images with seeds and a download
+link. Writes a screenshot to $BLINKGEN_SCREENSHOT (or the test's tmp dir) for a human to look at."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest_serve import live_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+
+
+def test_page_submits_shows_progress_and_images(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with live_server(batch_window_ms=5) as srv, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 760})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(srv.base_url + "/")
+            page.wait_for_selector("#status.ok", timeout=15_000)
+            page.wait_for_function("document.querySelector('#sampler').options.length > 0")
+            assert page.locator("#model option").first.get_attribute("value") == srv.model
+            page.fill("#prompt", "a red circle above a blue square")
+            page.fill("#n", "3")
+            page.fill("#seed", "42")
+            page.fill("#steps", "12")  # enough steps that the bar is seen part-way
+            page.click("#generate")
+            card = page.locator(".job").first
+            card.wait_for(timeout=15_000)
+            # the bar moves past zero before the job is done
+            page.wait_for_function(
+                "(() => { const c = document.querySelector('.job');"
+                " const v = +c.querySelector('.progress').getAttribute('aria-valuenow');"
+                " return v > 0 && c.classList.contains('running'); })()", timeout=30_000)
+            shot = Path(os.environ.get("BLINKGEN_SCREENSHOT", tmp_path / "serve_page.png"))
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot.with_name(shot.stem + "_progress.png")))
+            card.locator(".gallery figure").nth(2).wait_for(timeout=60_000)
+            page.wait_for_selector(".job.done", timeout=30_000)
+            assert card.locator(".progress").get_attribute("aria-valuenow") == "100"
+            captions = card.locator("figcaption").all_inner_texts()
+            assert [c.split(" ·")[0] for c in captions] == ["seed 42", "seed 43", "seed 44"]
+            # the images really loaded (natural size of the PNG, not a broken-image icon)
+            widths = card.locator(".gallery img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+            assert all(w == int(srv.size.split("x")[0]) for w in widths), widths
+            href = card.locator("figcaption a").first.get_attribute("href")
+            assert page.request.get(href).headers["content-type"] == "image/png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 0
+            assert not errors, errors
+        finally:
+            browser.close()
