@@ -143,3 +143,20 @@ def test_web_page_and_static_files_are_served(srv):
     assert page.status_code == 200 and "<form" in page.text
     for f in ("/static/app.js", "/static/style.css"):
         assert srv.client.get(f).status_code == 200
+
+
+def test_several_models_by_name():
+    from conftest_serve import tiny_generator
+
+    gen = tiny_generator()
+    with live_server(gens={"first": gen, "second": gen}) as live:
+        ids = [m["id"] for m in live.client.get("/v1/models").json()["data"]]
+        assert ids == ["first", "second"]
+        r = live.client.post("/v1/images/generations", json={"prompt": "a", "model": "second", "steps": 1})
+        assert r.status_code == 200
+        bad = live.client.post("/v1/images/generations", json={"prompt": "a", "model": "third"})
+        assert bad.status_code == 400 and "first, second" in bad.json()["error"]["message"]
+        # no model named: the first one serves it
+        job = live.client.post("/v1/jobs", json={"prompt": "a", "steps": 1}).json()
+        assert job["model"] == "first"
+        live.wait_job(job["id"])

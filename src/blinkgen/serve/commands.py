@@ -108,16 +108,19 @@ def make_server(app, host: str, port: int, log_level: str = "info", grace_s: flo
 
 
 def run(args) -> int:
+    """Load, build, serve until a signal. Model or key-file problems raise BlinkgenError, which
+    the CLI turns into one line and exit code 2."""
     from ..errors import BlinkgenError
     from .app import create_app
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(logging, str(args.log_level).upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("blinkgen").setLevel(level)  # the main CLI may have configured WARNING
     try:
         config = config_from_args(args)
-        gens = load_generators(args.model or ["default"], args.device, args.dtype)
-    except (BlinkgenError, OSError) as e:
-        print(f"blinkgen serve: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        raise BlinkgenError(f"cannot read --api-key-file: {e}") from None
+    gens = load_generators(args.model or ["default"], args.device, args.dtype)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         log.warning("listening on %s without API keys: anyone who can reach it can use it", args.host)
     app = create_app(gens, config)
@@ -128,9 +131,15 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """`python -m blinkgen.serve.commands ...`: the same command without the main CLI."""
+    from ..errors import BlinkgenError
+
     parser = argparse.ArgumentParser(prog="blinkgen serve")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except BlinkgenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

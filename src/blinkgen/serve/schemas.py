@@ -107,10 +107,14 @@ class JobResponse(BaseModel):
     state: Literal["queued", "running", "done", "failed", "cancelled"]
     created: int
     model: str
+    prompt: str
+    settings: dict[str, Any] = Field(description="The resolved steps, guidance and sampler.")
     queue_position: int | None = Field(None, description="Jobs ahead of this one; null once running.")
     progress: Progress
     data: list[ImageDatum] = Field(default_factory=list, description="Finished images so far.")
     error: ErrorBody | None = None
+    preview: str | None = Field(None, description="Low-resolution PNG data URL of the running image.")
+    batch_sizes: list[int] = Field(default_factory=list, description="Sizes of the model calls it joined.")
 
 
 class ModelCard(BaseModel):
