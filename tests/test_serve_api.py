@@ -160,3 +160,31 @@ def test_several_models_by_name():
         job = live.client.post("/v1/jobs", json={"prompt": "a", "steps": 1}).json()
         assert job["model"] == "first"
         live.wait_job(job["id"])
+
+
+def test_client_that_hangs_up_cancels_its_work(srv):
+    import httpx
+
+    def cancelled() -> int:
+        text = srv.client.get("/metrics").text
+        line = next((l for l in text.splitlines() if l.startswith('blinkgen_jobs_finished_total{state="cancelled"}')), None)
+        return int(line.split()[-1]) if line else 0
+
+    before = cancelled()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(srv.base_url + "/v1/images/generations", json={"prompt": "abandoned", "steps": 400}, timeout=0.5)
+    deadline = time.monotonic() + 15
+    while cancelled() == before or "blinkgen_images_running 0" not in srv.client.get("/metrics").text:
+        assert time.monotonic() < deadline, "abandoned request kept the worker busy"
+        time.sleep(0.05)
+
+
+def test_metrics_text_format_is_well_formed(srv):
+    import re
+
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
+                        r'(-?[0-9.eE+-]+|\+Inf|NaN)$')
+    text = srv.client.get("/metrics").text
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line

@@ -206,8 +206,8 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     def job_json(job: Job, request: Request, fmt: str | None = None) -> dict:
         pos = svc.batcher.queue_position(job)
         with svc.store.lock:
-            out = snapshot(job, str(request.base_url), pos)
-            if fmt:
+            out = snapshot(job, str(request.base_url), pos, with_images=fmt is None)
+            if fmt:  # e.g. SSE always links (small events) whatever the job's response_format
                 out["data"] = [image_datum(r, fmt, str(request.base_url), job.prompt)
                                for r in job.results if r is not None]
             out["preview"] = job.preview
