@@ -1,0 +1,75 @@
+"""`blinkgen eval`, `blinkgen caption`, `blinkgen bench`: thin -- parse, call the library, print."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+from ..errors import UserInputError
+
+REPO_BENCH = Path(__file__).resolve().parents[3] / "bench" / "bench_diffusion.py"
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import evaluate
+
+    r = evaluate(args.model, args.data, samples=args.samples, out_dir=args.out, seed=args.seed,
+                 steps=args.steps, guidance=args.guidance, sampler=args.sampler, prompts=args.prompts,
+                 evaluator=args.evaluator)
+    m = r["metrics"]
+    summary = {k: m[k] for k in ("fd", "kid", "precision", "recall", "alignment", "retrieval_R@1") if k in m}
+    if "shapes" in m:
+        summary["shapes_overall"] = m["shapes"]["overall"]
+    print(json.dumps(summary))
+    print(Path(args.out) / "report.md")
+
+
+def cmd_caption(args) -> None:
+    from .caption import caption
+
+    for text, score in caption(args.image, candidates=args.candidates, top_k=args.top_k, evaluator=args.evaluator):
+        print(f"{score:.3f}  {text}")
+
+
+def cmd_bench(args) -> None:
+    if not REPO_BENCH.is_file():
+        raise UserInputError("blinkgen bench runs from a source checkout (bench/bench_diffusion.py not found)")
+    spec = importlib.util.spec_from_file_location("blinkgen_bench_diffusion", REPO_BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(args.bench_args)
+
+
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return n
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="generate from held-out prompts and score quality (FD, KID, P/R, alignment, shapes)")
+    p.add_argument("--model", default="default", help="embedded model name or model folder")
+    p.add_argument("--data", required=True, help="dataset spec whose held-out images are the reference")
+    p.add_argument("--samples", type=_positive, default=128)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--sampler", default=None, help="euler | heun | dpmpp2m")
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompts", default=None, help="prompt file (default: the held-out captions)")
+    p.add_argument("--evaluator", default=None, help="contrastive evaluator folder (default: shipped)")
+    p.add_argument("--out", required=True, help="folder for metrics.json, report.md, grid.png")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("caption", help="rank candidate captions for an image with the contrastive evaluator")
+    p.add_argument("image")
+    p.add_argument("--candidates", default=None, help="text file, one caption per line (default: shipped)")
+    p.add_argument("--top-k", type=_positive, default=5)
+    p.add_argument("--evaluator", default=None)
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("bench", help="speed + quality ladder (source checkout; see bench/bench_diffusion.py -h)",
+                       add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,241 @@
+"""`evaluate(model, data_spec, samples, out_dir, seed)`: one honest, repeatable quality report.
+
+What it measures, and against what:
+- prompts: the primary captions of the real images the training loop holds out
+  (`blinkgen.train.loop.split`, split seed 0 = the training default), in split order, cycled to
+  `samples`; or a prompt file. Image i gets seed `seed + i`, so the run is a pure function of
+  (model, data, samples, seed, settings) -- two runs give identical numbers.
+- FD, KID and precision/recall of the generated images against those held-out REAL images, in
+  the shipped contrastive evaluator's image-embedding space (not Inception: not comparable with
+  published FIDs; FD is biased upwards at small N, so compare runs at the same N only).
+- alignment (mean cosine of image and prompt embeddings) and retrieval R@1/R@5 (does an image
+  pick its own prompt among the distinct prompts), with the real images' own scores as the ceiling.
+- for prompts of the shapes grammar, the compositional accuracy read back from pixels
+  (`eval.shapes_check.score`).
+Writes metrics.json, report.md, grid.png and prompts.txt into out_dir.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import UserInputError
+from . import metrics as M
+from .contrastive import Evaluator, held_out_split, load_evaluator, retrieval_at_k
+
+GRID_MAX = 64
+KID_SUBSETS = 50
+PR_K = 3
+
+
+@dataclass
+class Reference:
+    """The real side of a comparison, computed once: held-out images' embeddings, their primary
+    captions, the prompt list drawn from them, and the ceiling scores of real images."""
+
+    evaluator: Evaluator
+    real_emb: torch.Tensor  # (R, 384)
+    prompts: list[str]  # the full committed prompt list; a run of N uses the first N, cycled
+    ceiling: dict
+    data_spec: str
+    source: str
+
+
+def _prompts_from_file(path) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"prompts file not found: {p}")
+    out = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if not out:
+        raise UserInputError(f"prompts file {p} has no prompts")
+    return out
+
+
+def _is_shapes(prompt: str) -> bool:
+    from ..data import shapes as S
+
+    try:
+        S.parse_caption(prompt)
+        return True
+    except ValueError:
+        return False
+
+
+def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_seed: int = 0,
+                    evaluator: Evaluator | None = None) -> Reference:
+    from ..data.registry import load_dataset
+
+    ev = evaluator or load_evaluator()
+    data = load_dataset(data_spec, image_size, split_seed)
+    held = held_out_split(data, split_seed)[1]
+    real_emb = ev.embed_images(held.images)
+    own = [c[0] for c in held.captions]
+    if prompts is None:
+        plist, source = own, f"held-out primary captions of {data_spec!r} (train.loop.split, seed {split_seed})"
+    elif isinstance(prompts, (str, Path)):
+        plist, source = _prompts_from_file(prompts), str(prompts)
+    else:
+        plist, source = [str(p) for p in prompts], "list"
+    ceiling = {"real_alignment": M.alignment(real_emb, ev.embed_texts(own)),
+               **_retrieval(real_emb, own, ev, prefix="real_"), "n_real": len(held)}
+    return Reference(ev, real_emb, plist, ceiling, data_spec, source)
+
+
+def _retrieval(img_emb: torch.Tensor, prompts: list[str], ev: Evaluator, prefix: str = "") -> dict:
+    """R@k of each image against the DISTINCT prompts of the run (duplicates would tie)."""
+    uniq = sorted(set(prompts))
+    idx = {p: i for i, p in enumerate(uniq)}
+    txt = ev.embed_texts(uniq)
+    t = [idx[p] for p in prompts]
+    return {f"{prefix}retrieval_R@1": retrieval_at_k(img_emb, txt, t, 1),
+            f"{prefix}retrieval_R@5": retrieval_at_k(img_emb, txt, t, 5),
+            f"{prefix}retrieval_chance_R@1": 1.0 / len(uniq)}
+
+
+def run_prompts(ref: Reference, samples: int, seed: int) -> tuple[list[str], list[int]]:
+    return [ref.prompts[i % len(ref.prompts)] for i in range(samples)], [seed + i for i in range(samples)]
+
+
+def blas_threads(n: int | None = None):
+    """Cap OpenBLAS/MKL threads (numpy/scipy) at torch's count for the metric maths: on a busy
+    machine an oversubscribed scipy sqrtm of a 384x384 matrix took 16 s instead of 0.4 s. Fixing
+    the count also keeps the numbers reproducible. A no-op where threadpoolctl is missing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - speed only, never the numbers' meaning
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n or torch.get_num_threads(), user_api="blas")
+
+
+def score_images(images, prompts: list[str], ref: Reference, kid_seed: int = 0) -> dict:
+    """Every quality number for one set of generated images (PIL list) and their prompts."""
+    with blas_threads():
+        return _score_images(images, prompts, ref, kid_seed)
+
+
+def _score_images(images, prompts: list[str], ref: Reference, kid_seed: int) -> dict:
+    ev = ref.evaluator
+    fake = ev.embed_images(images)
+    txt = ev.embed_texts(prompts)
+    out = {"n": len(images), "fd": M.frechet_distance(fake, ref.real_emb),
+           "alignment": M.alignment(fake, txt), **_retrieval(fake, prompts, ev)}
+    if len(images) >= 2:
+        k = M.kid(fake, ref.real_emb, subsets=KID_SUBSETS, subset_size=1000, seed=kid_seed)
+        out.update(kid=k.mean, kid_std=k.std)
+    if len(images) > PR_K and len(ref.real_emb) > PR_K:
+        out.update(M.precision_recall(ref.real_emb, fake, k=PR_K))
+    sh = [i for i, p in enumerate(prompts) if _is_shapes(p)]
+    if sh:
+        from .shapes_check import score
+
+        s = score([np.asarray(images[i]) for i in sh], [prompts[i] for i in sh])
+        out["shapes"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()}
+    return out
+
+
+def versions() -> dict:
+    """Library versions from package metadata (no imports: diffusers alone costs seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"blinkgen": __version__, "git_commit": commit, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "scipy": v("scipy"),
+            "transformers": v("transformers"), "diffusers": v("diffusers"),
+            "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+
+
+def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int = 0, *, steps=None,
+             guidance=None, sampler=None, prompts=None, split_seed: int = 0, batch_size: int = 32,
+             evaluator=None) -> dict:
+    """Generate `samples` images and score them (see the module doc). model: a Generator, or an
+    embedded name / model folder. Returns the dict written to out_dir/metrics.json; everything
+    but `timing` is a deterministic function of the inputs."""
+    from ..api import Generator, load
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise UserInputError(f"samples must be an integer >= 2, got {samples!r}")
+    gen = model if isinstance(model, Generator) else load(str(model))
+    settings = gen.settings(steps, guidance, sampler)
+    ev = evaluator if isinstance(evaluator, Evaluator) else load_evaluator(evaluator)
+    t0 = time.perf_counter()
+    ref = build_reference(data_spec, gen.image_size, prompts, split_seed, ev)
+    plist, seeds = run_prompts(ref, samples, seed)
+    t1 = time.perf_counter()
+    images = []
+    for i in range(0, samples, batch_size):
+        images += gen.sample(plist[i:i + batch_size], seeds[i:i + batch_size], settings)
+    t2 = time.perf_counter()
+    quality = score_images(images, plist, ref)
+    t3 = time.perf_counter()
+    result = {
+        "model": getattr(gen, "name", str(model)), "family": gen.family, "settings": settings.to_dict(),
+        "data": data_spec, "prompts_source": ref.source, "samples": samples, "seed": seed,
+        "split_seed": split_seed, "metrics": quality, "ceiling": ref.ceiling,
+        "evaluator": {"path": str(ev.folder), "sha256": ev.weights_sha256(),
+                      "held_out_retrieval": ev.config.get("held_out_retrieval")},
+        "versions": versions(),
+        "timing": {"reference_s": t1 - t0, "generate_s": t2 - t1, "score_s": t3 - t2,
+                   "images_per_s": samples / max(t2 - t1, 1e-9), "batch_size": batch_size},
+    }
+    if out_dir is not None:
+        write_outputs(Path(out_dir), result, images, plist)
+    return result
+
+
+def write_outputs(out: Path, result: dict, images, prompts: list[str]) -> None:
+    from ..pngmeta import grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    (out / "prompts.txt").write_text("".join(p + "\n" for p in prompts))
+    grid(images[:GRID_MAX]).save(out / "grid.png")
+    (out / "report.md").write_text(report_markdown(result))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def report_markdown(r: dict) -> str:
+    m, c, s = r["metrics"], r["ceiling"], r["settings"]
+    lines = [f"# Evaluation of `{r['model']}` on `{r['data']}`", "",
+             f"{r['samples']} images, seeds {r['seed']}..{r['seed'] + r['samples'] - 1}, "
+             f"{s['sampler']} {s['steps']} steps, guidance {s['guidance']}. Prompts: {r['prompts_source']}.", "",
+             "| metric | generated | real held-out (ceiling) |", "|---|---|---|",
+             f"| FD (evaluator space, lower is better) | {_fmt(m['fd'])} | 0 |",
+             f"| KID | {_fmt(m.get('kid'))} ± {_fmt(m.get('kid_std'))} | 0 |",
+             f"| precision / recall (k={PR_K}) | {_fmt(m.get('precision'))} / {_fmt(m.get('recall'))} | |",
+             f"| alignment (cosine) | {_fmt(m['alignment'])} | {_fmt(c['real_alignment'])} |",
+             f"| retrieval R@1 | {_fmt(m['retrieval_R@1'])} (chance {_fmt(m['retrieval_chance_R@1'])}) "
+             f"| {_fmt(c['real_retrieval_R@1'])} |",
+             f"| retrieval R@5 | {_fmt(m['retrieval_R@5'])} | {_fmt(c['real_retrieval_R@5'])} |"]
+    if "shapes" in m:
+        sh = m["shapes"]
+        lines.append(f"| shapes overall (n={sh['n_overall']}) | {_fmt(sh['overall'])} | |")
+        for a in ("colour", "shape", "count", "size", "relation", "background"):
+            lines.append(f"| shapes {a} (n={sh[f'n_{a}']}) | {_fmt(sh[a])} | |")
+    lines += ["", "FD/KID use blinkgen's own contrastive image encoder, not Inception-v3: compare runs "
+              "only with each other, at the same sample count and evaluator "
+              f"(sha256 {str(r['evaluator']['sha256'])[:12]}).", "",
+              f"Versions: {json.dumps(r['versions'], sort_keys=True)}", "", "![samples](grid.png)", ""]
+    return "\n".join(lines)
