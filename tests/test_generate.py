@@ -1,0 +1,120 @@
+"""Generation promises: an image is a function of (model, prompt, seed, settings) only."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import blinkgen
+from blinkgen.errors import ModelLoadError, UserInputError
+from blinkgen.pngmeta import read_parameters
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model_dir):
+    return blinkgen.load(str(tiny_model_dir))
+
+
+def arr(im):
+    return np.asarray(im)
+
+
+def test_same_seed_same_image_and_different_seed_differs(gen):
+    a = gen.generate("a red circle", n=2, seed=3)
+    b = gen.generate("a red circle", n=2, seed=3)
+    assert all(np.array_equal(arr(x), arr(y)) for x, y in zip(a, b))
+    assert not np.array_equal(arr(a[0]), arr(a[1]))  # seeds 3 and 4
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp2m"])
+def test_batch_invariance(gen, sampler):
+    s = gen.settings(steps=3, sampler=sampler)
+    alone = gen.sample(["a blue square"], [11], s)[0]
+    mixed = gen.sample(["two green triangles on a black background", "a blue square", "x"], [5, 11, 2], s)[1]
+    assert np.array_equal(arr(alone), arr(mixed))
+
+
+def test_save_load_gives_bit_identical_images(gen, tmp_path):
+    gen.save(tmp_path / "copy")
+    again = blinkgen.load(str(tmp_path / "copy"))
+    for x, y in zip(gen.generate("a pizza", n=2, seed=1), again.generate("a pizza", n=2, seed=1)):
+        assert np.array_equal(arr(x), arr(y))
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(sampler="ddim"), "unknown sampler"),
+    (dict(steps=0), "steps must be between"),
+    (dict(steps=10_000), "steps must be between"),
+    (dict(steps=2.5), "steps must be an integer"),
+    (dict(guidance=-1.0), "guidance must be between"),
+    (dict(guidance=float("nan")), "guidance must be a number"),
+    (dict(n=0), "n must be between"),
+    (dict(n=100_000), "n must be between"),
+    (dict(seed=-1), "seed must be"),
+])
+def test_bad_arguments_get_clear_errors(gen, kwargs, msg):
+    with pytest.raises(UserInputError, match=msg):
+        gen.generate("a red apple", **kwargs)
+
+
+def test_empty_prompt_is_rejected(gen):
+    with pytest.raises(UserInputError, match="non-empty"):
+        gen.generate("   ")
+
+
+def test_long_prompt_is_truncated_with_a_warning(gen, caplog):
+    with caplog.at_level(logging.WARNING):
+        ims = gen.generate("a red circle " * 40, steps=2)
+    assert len(ims) == 1 and "truncated" in caplog.text
+
+
+def test_missing_and_corrupt_model_folders(tmp_path, tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="no model named"):
+        blinkgen.load(str(tmp_path / "nope"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(ModelLoadError, match="config.json is missing"):
+        blinkgen.load(str(bad))
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        blinkgen.load(str(bad))
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelLoadError, match="corrupt or not safetensors"):
+        blinkgen.load(str(broken))
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
+    cfg["dit"]["hidden"] = 96
+    shutil.copytree(tiny_model_dir, tmp_path / "mismatch")
+    (tmp_path / "mismatch" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="do not match"):
+        blinkgen.load(str(tmp_path / "mismatch"))
+
+
+def test_cli_generate_writes_pngs_with_parameters(tiny_model_dir, tmp_path):
+    r = run_cli("generate", "a grinning face", "--model", tiny_model_dir, "-n", 3, "--seed", 5,
+                "--steps", 2, "--sampler", "heun", "--outdir", tmp_path / "out")
+    files = sorted((tmp_path / "out").glob("*.png"))
+    assert len(files) == 3
+    p = read_parameters(files[0])
+    assert p["prompt"] == "a grinning face" and p["sampler"] == "heun" and p["steps"] == 2
+    assert p["seed"] in (5, 6, 7) and "blinkgen_version" in p and p["model"] == "tiny"
+    run_cli("generate", "a grinning face", "--model", tiny_model_dir, "-n", 4, "--grid", "-o", tmp_path / "g.png",
+            "--steps", 2)
+    from PIL import Image
+    assert Image.open(tmp_path / "g.png").size[0] > 64
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--sampler", "nope"], "unknown sampler"),
+    (["--steps", "0"], "steps must be between"),
+    (["-n", "0"], "n must be between"),
+    (["--model", "/definitely/not/here"], "no model named"),
+])
+def test_cli_errors_are_one_line(tiny_model_dir, args, msg):
+    model = [] if "--model" in args else ["--model", str(tiny_model_dir)]
+    r = run_cli("generate", "a cat", *model, *args, check=False)
+    assert r.returncode == 2
+    assert msg in r.stderr and "Traceback" not in r.stderr
