@@ -54,6 +54,9 @@ def main():
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--calib-steps", type=int, default=60)
     ap.add_argument("--mixed-precision", default="bf16")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--ema", type=float, default=0.9995)
+    ap.add_argument("--warmup", type=int, default=500)
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +77,7 @@ def main():
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
     dit_cfg = TrainConfig(family="diffusion", out=f"{a.run}/dit", preset=a.preset, batch_size=a.batch,
-                          lr=5e-4, warmup=500, ema_decay=0.9995, caption_dropout=0.1, eval_every=1000,
+                          lr=a.lr, warmup=a.warmup, ema_decay=a.ema, caption_dropout=0.1, eval_every=1000,
                           sample_every=4000, ckpt_every=2000, autoencoder=str(ae_dir), save_dtype="fp16", **common)
     dit_dir, meta["diffusion"] = calibrated(dit_cfg, a.dit_budget, a.calib_steps, data)
     meta["diffusion"]["config"] = json.loads((dit_dir / "config.json").read_text())

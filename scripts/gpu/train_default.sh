@@ -8,4 +8,4 @@ export PYTHONPATH="$PWD/src" BLINKGEN_TEXT_ENCODER_DIR="$PWD/.devcarry/minilm" P
 OUT="${OUT:-/tmp/blinkgen-out}"; mkdir -p "$OUT"; export TQDM_MININTERVAL=20
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
-python3 scripts/gpu/train_default.py --out "$OUT" "$@" 2>&1 | grep -v "step/s\]$" | tee "$OUT/log.txt"
+python3 scripts/gpu/train_default.py --out "$OUT" "$@" 2>&1 | grep --line-buffered -v "step/s\]$" | tee "$OUT/log.txt"
