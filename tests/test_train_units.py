@@ -1,0 +1,82 @@
+"""Fast invariants of the training machinery (no subprocesses)."""
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from blinkgen.errors import UserInputError
+from blinkgen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from blinkgen.train.config import TrainConfig
+from blinkgen.train.loop import BatchOrder
+from blinkgen.train.schedule import lr_at
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(2, 300), B=st.integers(1, 130), seed=st.integers(0, 10**6))
+def test_batch_order_visits_every_image_once_per_epoch(n, B, seed):
+    order = BatchOrder(n, seed)
+    steps = -(-2 * n // B)  # enough steps to cover two epochs
+    stream = torch.cat([order.indices(s, B) for s in range(steps)])[: 2 * n]
+    assert sorted(stream[:n].tolist()) == list(range(n))
+    assert sorted(stream[n:].tolist()) == list(range(n))
+    again = BatchOrder(n, seed)  # a function of (seed, step) only: resume needs no state
+    assert torch.equal(again.indices(steps - 1, B), order.indices(steps - 1, B))
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    lrs = [lr_at(s, 1e-3, 10, 100, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lr_at(100, 1e-3, 10, 100, 0.1) == pytest.approx(1e-4)
+
+
+def test_checkpoint_round_trip_and_pruning(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    ema = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        model(torch.randn(5, 4)).pow(2).mean().backward()
+        opt.step()
+    for step in (10, 20, 30):
+        save_checkpoint(tmp_path, step, model, ema, opt, {"best": 1.5}, keep=2)
+    ck = latest_checkpoint(tmp_path)
+    assert ck.name == "step-00000030"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000020", "step-00000030"]
+    m2, e2 = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-3)
+    st = load_checkpoint(ck, m2, e2, o2)
+    assert st["step"] == 30 and st["best"] == 1.5
+    assert torch.equal(m2.weight, model.weight) and torch.equal(e2.bias, ema.bias)
+    s1, s2 = opt.state_dict(), o2.state_dict()
+    for k in s1["state"]:
+        for name, v in s1["state"][k].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(s2["state"][k][name]))
+    assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
+
+
+def test_incomplete_checkpoint_is_reported(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000005\n")
+    with pytest.raises(Exception, match="incomplete"):
+        latest_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("field, value, msg", [
+    ("family", "vae9", "family must be"), ("size", 48, "size must be"), ("steps", 0, "steps must be"),
+    ("lr", 2.0, "lr must be"), ("caption_dropout", 1.0, "caption_dropout"), ("mixed_precision", "fp8", "mixed_precision"),
+])
+def test_train_config_validation(field, value, msg):
+    with pytest.raises(UserInputError, match=msg):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_train_config_json_round_trip_rejects_unknown(tmp_path):
+    cfg = TrainConfig(steps=7, data="shapes:10")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(UserInputError, match="unknown training options"):
+        TrainConfig.from_dict({"stpes": 3})
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"steps": 9}))
+    assert TrainConfig.from_json(p).steps == 9
