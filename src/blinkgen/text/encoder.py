@@ -116,6 +116,14 @@ def shared_encoder(device: str = "cpu") -> TextEncoder:
     return _SHARED[key]
 
 
+def text_cache_dir() -> Path:
+    """Where encoded caption sets live: $BLINKGEN_CACHE/text or ~/.cache/blinkgen/text. The file
+    name is a hash of the encoder, context length and the exact caption list, so sharing is safe;
+    encoding 25k captions costs ~10 CPU-minutes, which no second run should pay again."""
+    root = os.environ.get("BLINKGEN_CACHE") or Path.home() / ".cache" / "blinkgen"
+    return Path(root) / "text"
+
+
 def captions_key(captions: list[str], max_tokens: int) -> str:
     h = hashlib.sha256()
     h.update(f"minilm-l6-v2|{max_tokens}|".encode())

@@ -20,7 +20,7 @@ from ..modelio import state_dict_for_save, write_folder_atomic
 from ..models.autoencoder import AE_PRESETS, Autoencoder, measure_latent_scale, psnr, to_pixels, to_uint8
 from ..models.dit import DIT_PRESETS, DiT, DiTConfig
 from ..pngmeta import grid
-from ..text.encoder import encode_cached
+from ..text.encoder import encode_cached, text_cache_dir
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class DiffusionTask:
         uniq = sorted({c for caps in train.captions + val.captions for c in caps} | {NULL_PROMPT})
         pos = {c: i for i, c in enumerate(uniq)}
         self.null_id = pos[NULL_PROMPT]
-        cache = Path(cfg.out) / "cache"
+        cache = text_cache_dir()  # content-hashed, so runs over the same captions share it
         tb = encode_cached(uniq, cache, device=str(device) if str(device).startswith("cuda") else "cpu")
         self.states = tb.states.to(device, torch.float16)  # (U, L, 384)
         self.mask = tb.mask.to(device)
