@@ -70,3 +70,18 @@ def test_cli_eval(setup, tmp_path, capsys):
     assert "fd" in json.loads(capsys.readouterr().out.splitlines()[0])
     assert main(["eval", "--model", str(model), "--data", DATA, "--samples", "4", "--sampler", "nope",
                  "--evaluator", str(ev), "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_bench_script_runs_one_rung_and_a_peer(setup, tmp_path):
+    from blinkgen.cli import main
+
+    model, ev, _ = setup
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(model), "--data", DATA, "--evaluator", str(ev), "--out", str(out),
+                 "--settings", "euler:2", "--peer-steps", "2", "--naive-steps", "2", "--samples", "4", "--batch", "4",
+                 "--repeats", "1", "--threads", "1", "--matmul-n", "256"]) == 0
+    r = json.loads(out.read_text())
+    names = [(x["rung"], x["steps"]) for x in r["rungs"]]
+    assert names == [("euler", 2), ("naive", 2), ("diffusers_euler", 2), ("diffusers_dpmpp2m", 2)]
+    assert [x["peer"] for x in r["ratios"]] == ["naive@2", "diffusers_euler@2"]  # no dpmpp2m@2 rung of ours
+    assert r["matmul_peak_gflops"] > 0 and r["rungs"][0]["batch4"]["mfu"] > 0

@@ -38,7 +38,7 @@ def cmd_bench(args) -> None:
     spec = importlib.util.spec_from_file_location("blinkgen_bench_diffusion", REPO_BENCH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    mod.main(args.bench_args)
+    mod.main(args.bench_args, prog="blinkgen bench")
 
 
 def _positive(v: str) -> int:
@@ -69,7 +69,9 @@ def register(sub) -> None:
     p.add_argument("--evaluator", default=None)
     p.set_defaults(func=cmd_caption)
 
+    # every argument goes to bench/bench_diffusion.py (its own --help); prefix_chars="+" stops this
+    # subparser from reading "--model" etc. as its own options
     p = sub.add_parser("bench", help="speed + quality ladder (source checkout; see bench/bench_diffusion.py -h)",
-                       add_help=False)
+                       add_help=False, prefix_chars="+")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)

@@ -49,6 +49,16 @@ class Reference:
     ceiling: dict
     data_spec: str
     source: str
+    unseen_by_evaluator: bool | None  # True: these held-out images were kept out of its training
+
+
+def reference_unseen(ev: Evaluator, data_spec: str, split_seed: int) -> bool | None:
+    """True when the evaluator's training excluded this spec's held-out split (it was the training
+    spec or one of `exclude_specs`, same seed); None (unknown) otherwise -- most of any other
+    spec's held-out images were probably in its training set, which flatters the ceiling."""
+    tr = ev.config.get("training") or {}
+    known = [tr.get("data")] + list(tr.get("exclude_specs") or [])
+    return True if data_spec.strip() in known and split_seed == tr.get("seed") else None
 
 
 def _prompts_from_file(path) -> list[str]:
@@ -88,7 +98,7 @@ def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_se
         plist, source = [str(p) for p in prompts], "list"
     ceiling = {"real_alignment": M.alignment(real_emb, ev.embed_texts(own)),
                **_retrieval(real_emb, own, ev, prefix="real_"), "n_real": len(held)}
-    return Reference(ev, real_emb, plist, ceiling, data_spec, source)
+    return Reference(ev, real_emb, plist, ceiling, data_spec, source, reference_unseen(ev, data_spec, split_seed))
 
 
 def _retrieval(img_emb: torch.Tensor, prompts: list[str], ev: Evaluator, prefix: str = "") -> dict:
@@ -191,6 +201,7 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
         "model": getattr(gen, "name", str(model)), "family": gen.family, "settings": settings.to_dict(),
         "data": data_spec, "prompts_source": ref.source, "samples": samples, "seed": seed,
         "split_seed": split_seed, "metrics": quality, "ceiling": ref.ceiling,
+        "reference_unseen_by_evaluator": ref.unseen_by_evaluator,
         "evaluator": {"path": str(ev.folder), "sha256": ev.weights_sha256(),
                       "held_out_retrieval": ev.config.get("held_out_retrieval")},
         "versions": versions(),
@@ -234,6 +245,9 @@ def report_markdown(r: dict) -> str:
         lines.append(f"| shapes overall (n={sh['n_overall']}) | {_fmt(sh['overall'])} | |")
         for a in ("colour", "shape", "count", "size", "relation", "background"):
             lines.append(f"| shapes {a} (n={sh[f'n_{a}']}) | {_fmt(sh[a])} | |")
+    if r.get("reference_unseen_by_evaluator") is not True:
+        lines += ["", "**Warning:** the evaluator's training did not exclude this data's held-out split, so it "
+                  "has probably seen these reference images (the real-image ceiling is flattered)."]
     lines += ["", "FD/KID use blinkgen's own contrastive image encoder, not Inception-v3: compare runs "
               "only with each other, at the same sample count and evaluator "
               f"(sha256 {str(r['evaluator']['sha256'])[:12]}).", "",
