@@ -104,7 +104,28 @@ async def load_level(base: str, clients: int, seconds: float, max_requests: int,
             "p50_s": round(pct(latencies, 0.50), 4) if latencies else None,
             "p95_s": round(pct(latencies, 0.95), 4) if latencies else None,
             "mean_s": round(statistics.fmean(latencies), 4) if latencies else None,
-            "mean_batch_size_so_far": round(total / count, 2) if count else None}
+            "mean_batch_size_so_far": round(total / count, 2) if count else None,
+            "loadavg_1m_after": round(os.getloadavg()[0], 2)}  # a busy shared box skews everything
+
+
+def model_baseline(model: str, device: str, steps: int, sizes=(1, 16)) -> list[dict]:
+    """The model alone, no HTTP: seconds per call at batch 1 and 16 with the model's own split
+    (text / sample / decode) when it reports one -- the ceiling batching can reach."""
+    import blinkgen
+
+    gen = blinkgen.load(model, device=device)
+    settings = gen.settings(steps=steps)
+    gen.sample(["warm-up"], [0], settings)
+    rows = []
+    for b in sizes:
+        prompts = [f"baseline prompt {b}.{i}" for i in range(b)]  # unique: no prompt memo hits
+        t = time.perf_counter()
+        gen.sample(prompts, list(range(b)), settings)
+        dt = time.perf_counter() - t
+        split = {k: round(v, 4) for k, v in (getattr(gen, "last_timing", None) or {}).items()}
+        rows.append({"batch": b, "seconds": round(dt, 4), "images_per_s": round(b / dt, 3), "split_s": split})
+        print(f"model only    batch={b:<3d} {b / dt:8.2f} img/s  {split}", flush=True)
+    return rows
 
 
 def main() -> int:
@@ -131,8 +152,10 @@ def main() -> int:
     results = {"model": args.model or "tiny (random weights, blinkgen.testing.tiny_model)",
                "device": args.device, "steps": args.steps, "seconds_per_level": args.seconds,
                "window_ms": args.window_ms, "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                                                     "python": platform.python_version()},
+                                                     "python": platform.python_version(),
+                                                     "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
                "runs": {}}
+    results["model_only"] = model_baseline(model, args.device, args.steps)
     for label, mb in (("batching_on", args.max_batch), ("batching_off", 1)):
         proc, base = start_server(model, mb, args.window_ms, args.device)
         try:
