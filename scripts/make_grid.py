@@ -1,0 +1,49 @@
+"""Render a labelled grid of generations for a committed prompt list, so anyone can see what a
+model does. usage: python scripts/make_grid.py --model default --prompts bench/prompts/default_grid.txt \
+    --out docs/default_grid.png [--seed 0] [--steps N] [--scale 2]"""
+import argparse
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+import blinkgen
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--prompts", default="bench/prompts/default_grid.txt")
+    ap.add_argument("--out", default="docs/default_grid.png")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscale for viewing")
+    ap.add_argument("--cols", type=int, default=8)
+    a = ap.parse_args()
+    prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
+    gen = blinkgen.load(a.model)
+    t = time.perf_counter()
+    s = gen.settings(steps=a.steps)
+    images = gen.sample(prompts, [a.seed] * len(prompts), s)
+    dt = time.perf_counter() - t
+    w = gen.image_size * a.scale
+    label_h = 24
+    rows = -(-len(images) // a.cols)
+    sheet = Image.new("RGB", (a.cols * (w + 4) + 4, rows * (w + label_h + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for i, (im, p) in enumerate(zip(images, prompts)):
+        x, y = 4 + (i % a.cols) * (w + 4), 4 + (i // a.cols) * (w + label_h + 4)
+        sheet.paste(im.resize((w, w), Image.NEAREST), (x, y))
+        text = p if len(p) <= 22 else p[:21] + "…"
+        draw.text((x, y + w + 2), text, fill="black", font=font)
+        if len(p) > 22:
+            draw.text((x, y + w + 12), p[21:43], fill="black", font=font)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(a.out)
+    print(f"{len(images)} images, {s.sampler} {s.steps} steps, guidance {s.guidance}, seed {a.seed}: "
+          f"{dt:.1f}s ({len(images) / dt:.1f} img/s) -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
