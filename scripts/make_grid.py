@@ -2,6 +2,7 @@
 model does. usage: python scripts/make_grid.py --model default --prompts bench/prompts/default_grid.txt \
     --out docs/default_grid.png [--seed 0] [--steps N] [--scale 2]"""
 import argparse
+import textwrap
 import time
 from pathlib import Path
 
@@ -35,10 +36,8 @@ def main():
     for i, (im, p) in enumerate(zip(images, prompts)):
         x, y = 4 + (i % a.cols) * (w + 4), 4 + (i // a.cols) * (w + label_h + 4)
         sheet.paste(im.resize((w, w), Image.NEAREST), (x, y))
-        text = p if len(p) <= 22 else p[:21] + "…"
-        draw.text((x, y + w + 2), text, fill="black", font=font)
-        if len(p) > 22:
-            draw.text((x, y + w + 12), p[21:43], fill="black", font=font)
+        for j, line in enumerate(textwrap.wrap(p, width=w // 7)[:2]):
+            draw.text((x, y + w + 1 + 11 * j), line, fill="black", font=font)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(a.out)
     print(f"{len(images)} images, {s.sampler} {s.steps} steps, guidance {s.guidance}, seed {a.seed}: "
