@@ -101,6 +101,7 @@ class LlamaConfig:
 # Named sizes; the AR wrapper fills vocab_size (tokenizer codebook) and max_seq_len (text + image).
 LLAMA_PRESETS: dict[str, LlamaConfig] = {
     "tiny": LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2),  # tests
+    "XXS": LlamaConfig(dim=128, n_layers=4, n_heads=4),  # ~1M: minutes on a shared CPU (benches)
     "XS": LlamaConfig(dim=256, n_layers=6, n_heads=4),  # ~5M: trains on a laptop CPU
     "S": LlamaConfig(dim=384, n_layers=8, n_heads=6, n_kv_heads=2),  # ~15M
     "B": LlamaConfig(dim=768, n_layers=12, n_heads=12),  # ~100M, LlamaGen-B's shape
