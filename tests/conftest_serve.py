@@ -22,6 +22,8 @@ from blinkgen.serve.commands import make_server
 from blinkgen.serve.schemas import Limits
 
 STEPS = 2  # keep every generation cheap: the tiny model on 2 shared cores
+SLOW_STEPS = 30  # long enough that progress is seen before the end, even on a fast idle machine
+LONG = {"n": 10, "steps": 500}  # a request that surely outlives sub-second timeouts and hang-ups
 
 
 @functools.lru_cache(maxsize=1)

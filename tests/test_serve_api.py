@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest_serve import STEPS, live_server
+from conftest_serve import LONG, SLOW_STEPS, STEPS, live_server
 
 openai = pytest.importorskip("openai")
 
@@ -89,7 +89,7 @@ def test_job_lifecycle_with_polling(srv):
 
 
 def test_sse_progress_with_previews(srv):
-    job = srv.client.post("/v1/jobs", json={"prompt": "a green triangle", "n": 2, "steps": 4}).json()
+    job = srv.client.post("/v1/jobs", json={"prompt": "a green triangle", "n": 2, "steps": SLOW_STEPS}).json()
     events = []
     with srv.client.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -102,7 +102,7 @@ def test_sse_progress_with_previews(srv):
     names = [n for n, _ in events]
     assert names[-1] == "done" and "progress" in names
     steps_seen = {e["progress"]["step"] for n, e in events if n == "progress" and e["state"] == "running"}
-    assert steps_seen & {1, 2, 3, 4}, steps_seen
+    assert steps_seen & set(range(1, SLOW_STEPS + 1)), steps_seen
     previews = [e["preview"] for n, e in events if e.get("preview")]
     assert previews, "no low-resolution preview was streamed"
     assert previews[0].startswith("data:image/png;base64,")
@@ -113,7 +113,7 @@ def test_sse_progress_with_previews(srv):
 
 
 def test_cancel_running_and_queued_jobs(srv):
-    long = srv.client.post("/v1/jobs", json={"prompt": "long", "n": 2, "steps": 400}).json()
+    long = srv.client.post("/v1/jobs", json={"prompt": "long", **LONG}).json()
     running = srv.wait_job(long["id"], states=("running",))
     assert running["queue_position"] is None
     # different steps: cannot share the running batch, so it waits in the queue
@@ -127,7 +127,7 @@ def test_cancel_running_and_queued_jobs(srv):
     # the aborted batch frees the worker: a small request now finishes promptly
     t = time.monotonic()
     ok = srv.client.post("/v1/images/generations", json={"prompt": "after", "steps": 1})
-    assert ok.status_code == 200 and time.monotonic() - t < 20
+    assert ok.status_code == 200 and time.monotonic() - t < 60
     assert srv.client.get(f"/v1/jobs/{long['id']}").json()["state"] == "cancelled"
 
 
@@ -172,7 +172,7 @@ def test_client_that_hangs_up_cancels_its_work(srv):
 
     before = cancelled()
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(srv.base_url + "/v1/images/generations", json={"prompt": "abandoned", "steps": 400}, timeout=0.5)
+        httpx.post(srv.base_url + "/v1/images/generations", json={"prompt": "abandoned", **LONG}, timeout=0.25)
     deadline = time.monotonic() + 15
     while cancelled() == before or "blinkgen_images_running 0" not in srv.client.get("/metrics").text:
         assert time.monotonic() < deadline, "abandoned request kept the worker busy"

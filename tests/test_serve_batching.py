@@ -9,7 +9,7 @@ import pytest
 
 from conftest_serve import STEPS, live_server
 
-WINDOW_MS = 400  # long enough that back-to-back test submissions surely land in one window
+WINDOW_MS = 600  # long enough that back-to-back test submissions surely land in one window
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_big_request_does_not_starve_small_one(srv):
 
 
 def test_incompatible_settings_take_turns(srv):
-    big = submit(srv, prompt="slow lane", n=10, steps=3)
+    big = submit(srv, prompt="slow lane", n=10, steps=8)  # three batches: time for the other to arrive
     other = submit(srv, prompt="other lane", n=1, steps=1)
     order = []
     deadline = time.monotonic() + 60

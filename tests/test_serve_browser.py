@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest_serve import live_server
+from conftest_serve import SLOW_STEPS, live_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,7 +33,7 @@ def test_page_submits_shows_progress_and_images(tmp_path):
             page.fill("#prompt", "a red circle above a blue square")
             page.fill("#n", "3")
             page.fill("#seed", "42")
-            page.fill("#steps", "12")  # enough steps that the bar is seen part-way
+            page.fill("#steps", str(SLOW_STEPS))  # enough steps that the bar is seen part-way
             page.click("#generate")
             card = page.locator(".job").first
             card.wait_for(timeout=15_000)

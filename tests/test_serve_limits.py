@@ -8,9 +8,9 @@ import time
 import pytest
 
 from blinkgen.serve.schemas import Limits
-from conftest_serve import STEPS, live_server
+from conftest_serve import LONG, STEPS, live_server
 
-LONG = "x" * 1001
+LONG_PROMPT = "x" * 1001
 DEEP = "[" * 30_000 + "]" * 30_000  # under the body cap, deeper than Python's recursion limit
 
 # (id, raw body or JSON-able object, expected status or None for "any 4xx", expected param or None)
@@ -25,7 +25,7 @@ BAD = [
     ("prompt-object", {"prompt": {"a": 1}}, 400, "prompt"),
     ("prompt-empty", {"prompt": ""}, 400, "prompt"),
     ("prompt-blank", {"prompt": "   "}, 400, "prompt"),
-    ("prompt-too-long", {"prompt": LONG}, 400, "prompt"),
+    ("prompt-too-long", {"prompt": LONG_PROMPT}, 400, "prompt"),
     ("prompt-nul", {"prompt": "a\x00b"}, 400, "prompt"),
     ("n-zero", {"prompt": "a", "n": 0}, 400, "n"),
     ("n-eleven", {"prompt": "a", "n": 11}, 400, "n"),
@@ -151,9 +151,9 @@ def test_full_queue_is_429_with_retry_after():
 
 def test_request_timeout_is_504_and_job_fails():
     with live_server(timeout_s=0.4) as srv:
-        r = srv.client.post("/v1/images/generations", json={"prompt": "slow", "steps": 400})
+        r = srv.client.post("/v1/images/generations", json={"prompt": "slow", **LONG})
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
-        job = srv.client.post("/v1/jobs", json={"prompt": "slow", "steps": 400}).json()
+        job = srv.client.post("/v1/jobs", json={"prompt": "slow", **LONG}).json()
         final = srv.wait_job(job["id"])
         assert final["state"] == "failed" and final["error"]["code"] == "timeout"
         # the timed-out batch is aborted (not run to its 400th step): the worker goes idle
@@ -174,7 +174,7 @@ def test_shutdown_finishes_in_flight_work_within_grace():
 
 def test_shutdown_fails_what_it_cannot_finish_explicitly():
     with live_server(shutdown_grace_s=0.2) as srv:
-        job = srv.client.post("/v1/jobs", json={"prompt": "too long", "n": 2, "steps": 500}).json()
+        job = srv.client.post("/v1/jobs", json={"prompt": "too long", **LONG}).json()
         srv.wait_job(job["id"], states=("running",))
         srv.stop()
         assert not srv.thread.is_alive()
