@@ -43,7 +43,7 @@ def start_server(model: str, max_batch: int, window_ms: float, device: str) -> t
            "--device", device, "--log-level", "warning", "--shutdown-grace-s", "5"]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
@@ -54,7 +54,7 @@ def start_server(model: str, max_batch: int, window_ms: float, device: str) -> t
             pass
         time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("server not ready after 300 s")
+    raise RuntimeError("server not ready after 900 s")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
