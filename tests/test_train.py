@@ -73,7 +73,12 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir):
     ae = tiny_model_dir / "autoencoder"
     one, two = tmp_path / "one", tmp_path / "two"
     run_cli(*train_args(one, ae, steps=8))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    import socket
+    with socket.socket() as sock:  # a free port: "0" is not resolved by torchrun's static rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "--master_addr", "127.0.0.1",
            "-m", "blinkgen.cli", *map(str, train_args(two, ae, steps=8))]
     r = subprocess.run(cmd, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
