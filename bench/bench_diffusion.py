@@ -217,7 +217,13 @@ def main(argv=None, prog: str | None = None) -> dict:
         ladder.append(("naive", args.naive_steps))
         for k in (int(s) for s in args.peer_steps.split(",") if s.strip()):
             ladder += [("diffusers_euler", k), ("diffusers_dpmpp2m", k)]
-    rungs = [bench_rung(gen, peers, ref, name, steps, args, prompts, seeds, flops_nfe, peak) for name, steps in ladder]
+    rungs, work_done, t_ladder = [], 0, time.perf_counter()
+    work = [passes_per_image(n, k, args.guidance)[1] * (args.samples + args.repeats + 1) for n, k in ladder]
+    for i, (name, steps) in enumerate(ladder):
+        rungs.append(bench_rung(gen, peers, ref, name, steps, args, prompts, seeds, flops_nfe, peak))
+        work_done += work[i]
+        rate = (time.perf_counter() - t_ladder) / work_done  # seconds per image-pass so far
+        print(f"    {time.perf_counter() - t_start:.0f} s so far; about {rate * sum(work[i + 1:]):.0f} s to go", flush=True)
     result = {
         "what": "diffusion speed + quality ladder, CPU", "command": "python bench/bench_diffusion.py " + " ".join(
             sys.argv[1:] if argv is None else argv),

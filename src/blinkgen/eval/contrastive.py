@@ -265,8 +265,9 @@ def train_lit(cfg: LiTConfig, out, data: ImageCaptionSet | None = None, progress
     data = data if data is not None else load_dataset(cfg.data, cfg.size, cfg.seed)
     train, held = held_out_split(data, cfg.seed)
     excluded = set(held.names)
-    for spec in cfg.exclude_specs:
-        excluded |= set(held_out_split(load_dataset(spec, cfg.size, cfg.seed), cfg.seed)[1].names)
+    other_held = {spec: held_out_split(load_dataset(spec, cfg.size, cfg.seed), cfg.seed)[1] for spec in cfg.exclude_specs}
+    for h in other_held.values():
+        excluded |= set(h.names)
     keep = [i for i, n in enumerate(train.names) if n not in excluded]
     train = train.subset(keep)
     progress(f"data: {len(data)} images, train {len(train)}, held out {len(data) - len(train)} "
@@ -314,7 +315,9 @@ def train_lit(cfg: LiTConfig, out, data: ImageCaptionSet | None = None, progress
     ev = Evaluator(model, {})
     report = zero_shot_report(ev, held)
     progress(f"held-out zero-shot retrieval: {json.dumps(report)}")
-    extra = {"training": {**cfg.to_dict(), "train_images": len(train), "seconds": round(time.time() - t_start),
+    others = {spec: zero_shot_report(ev, h) for spec, h in other_held.items()}
+    extra = {"held_out_retrieval_other_specs": others,
+             "training": {**cfg.to_dict(), "train_images": len(train), "seconds": round(time.time() - t_start),
                           "cpu_seconds": round(time.process_time()),
                           "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
                           "split_rule": "blinkgen.train.loop.split(data, TrainConfig(seed)) held-out, "
@@ -322,7 +325,56 @@ def train_lit(cfg: LiTConfig, out, data: ImageCaptionSet | None = None, progress
                           "torch": torch.__version__},
              "held_out_retrieval": report}
     captions = sorted({cs[0] for cs in train.captions})
-    return save_evaluator(out, model, extra, captions)
+    folder = save_evaluator(out, model, extra, captions)
+    write_model_card(folder)
+    return folder
+
+
+def write_model_card(folder) -> Path:
+    """README.md beside the weights: what it is, how it was trained, how well it retrieves."""
+    folder = Path(folder)
+    cfg = read_config(folder)
+    tr, r = cfg.get("training", {}), cfg.get("held_out_retrieval", {})
+    pct = lambda v: f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
+    lines = [
+        "# blinkgen contrastive evaluator", "",
+        "A small CNN image tower trained (LiT-style, text tower locked) to place a 64x64 image next to "
+        "the MiniLM pooled embedding of its caption. blinkgen uses it for FD/KID/precision-recall "
+        "features, image-prompt alignment and retrieval (`blinkgen eval`, `bench/bench_diffusion.py`) "
+        "and as the first captioner (`blinkgen caption`). Not Inception, not CLIP: its FDs are "
+        "comparable only with each other.", "",
+        "## Training", "",
+        f"- data: `{tr.get('data')}` at {tr.get('size')} px, {tr.get('train_images')} training images; "
+        f"held out (never trained on): the `blinkgen.train.loop.split` held-out images (seed {tr.get('seed')}) "
+        f"of `{tr.get('data')}` and of {', '.join(f'`{x}`' for x in tr.get('exclude_specs', [])) or 'no other spec'}",
+        f"- {tr.get('steps')} steps x batch {tr.get('batch_size')}, AdamW lr {tr.get('lr')} (cosine), "
+        f"symmetric InfoNCE with duplicate captions as positives, learned temperature "
+        f"(final T = {1 / cfg.get('logit_scale', float('nan')):.4f})",
+        f"- {tr.get('seconds')} s wall, {tr.get('cpu_seconds')} s CPU, {tr.get('threads')} thread(s), torch {tr.get('torch')}",
+        f"- command: `{tr.get('command') or 'python -m blinkgen.eval.contrastive ...'}` "
+        "(all options are recorded in config.json `training`)", "",
+        "## Zero-shot retrieval on the held-out real images", "",
+        f"{r.get('n_images')} held-out images of `{tr.get('data')}`, ranked against their {r.get('n_captions')} "
+        "distinct primary captions.", "",
+        "| | R@1 | R@5 |", "|---|---|---|",
+        f"| image -> text | {pct(r.get('image_to_text_R@1'))} | {pct(r.get('image_to_text_R@5'))} |",
+        f"| text -> image | {pct(r.get('text_to_image_R@1'))} | {pct(r.get('text_to_image_R@5'))} |",
+        f"| chance | {pct(r.get('chance_R@1'))} | {pct(r.get('chance_R@5'))} |",
+        f"| image -> text, emoji only (n={r.get('emoji_n')}) | {pct(r.get('emoji_image_to_text_R@1'))} | |",
+        f"| image -> text, shapes only (n={r.get('shapes_n')}) | {pct(r.get('shapes_image_to_text_R@1'))} | |",
+        *[f"| image -> text on `{spec}`'s held-out (n={o.get('n_images')}, {o.get('n_captions')} captions) "
+          f"| {pct(o.get('image_to_text_R@1'))} | {pct(o.get('image_to_text_R@5'))} |"
+          for spec, o in (cfg.get("held_out_retrieval_other_specs") or {}).items()],
+        "", "## Files", "",
+        "- `config.json`, `model.safetensors` (fp16): the image tower and temperature",
+        "- `captions.txt`: the distinct primary captions of the training images (`blinkgen caption` candidates)",
+        "- `caption_embeddings.safetensors`: their MiniLM embeddings, int8 with a per-row scale", "",
+        "## Limits", "",
+        "- 64 px, emoji and procedural shapes only; other images embed, but meaningfully only near that domain.",
+        "- Trained for minutes on one CPU core: a coarse judge. Fine colour/count distinctions in shapes "
+        "captions are checked exactly by `eval/shapes_check.py`, not by this model.", ""]
+    (folder / "README.md").write_text("\n".join(lines))
+    return folder
 
 
 def main(argv=None) -> None:
