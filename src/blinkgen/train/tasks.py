@@ -168,3 +168,7 @@ class DiffusionTask:
 
 
 TASKS = {"autoencoder": AutoencoderTask, "diffusion": DiffusionTask}
+
+from ..ar_family import ARTask, TokenizerTask  # noqa: E402  (ar_family never imports train)
+
+TASKS.update(ar=ARTask, tokenizer=TokenizerTask)
