@@ -173,12 +173,39 @@ def parse_settings(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def render(r: dict) -> str:
+    """A results JSON as the Markdown tables of bench/RESULTS.md."""
+    b = r["batch"]
+    lines = [f"Model `{r['model']}`, data `{r['data']}` ({r['samples']} prompts from the held-out captions, "
+             f"seeds {r['seed']}..), guidance {r['guidance']}, {r['threads']} threads, matmul peak "
+             f"{r['matmul_peak_gflops']:.0f} GFLOP/s, {r['gflops_per_image_nfe']:.3f} GFLOP per image-NFE, "
+             f"load average {r['machine']['load_average_at_start'][0]} -> {r['machine']['load_average_at_end'][0]}.", "",
+             f"| rung | steps | NFE | img/s b1 | p50 / p95 ms b1 | img/s b{b} | MFU b{b} | peak RSS MB | FD | KID | "
+             "align | R@1 | shapes |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in r["rungs"]:
+        q, one, many = x["quality"], x["batch1"], x[f"batch{b}"]
+        sh = (q.get("shapes") or {}).get("overall")
+        lines.append(f"| {x['rung']} | {x['steps']} | {x['nfe']} | {one['images_per_s']:.2f} | "
+                     f"{one['p50_s'] * 1e3:.0f} / {one['p95_s'] * 1e3:.0f} | {many['images_per_s']:.2f} | "
+                     f"{many['mfu']:.2f} | {x['peak_rss_mb']:.0f} | {q['fd']:.3f} | {q.get('kid', float('nan')):.1e} | "
+                     f"{q['alignment']:.3f} | {q['retrieval_R@1']:.3f} | {'' if sh is None else f'{sh:.3f}'} |")
+    c = r["ceiling"]
+    lines += ["", f"Real held-out images (the ceiling): alignment {c['real_alignment']:.3f}, "
+              f"R@1 {c['real_retrieval_R@1']:.3f} over their own captions (n = {c['n_real']}).", "",
+              f"| ours | peer | speed-up b1 | speed-up b{b} | FD ours / peer | align ours / peer |", "|---|---|---|---|---|---|"]
+    for x in r["ratios"]:
+        lines.append(f"| {x['ours']} | {x['peer']} | {x['speedup_batch1']:.2f}x | {x[f'speedup_batch{b}']:.2f}x | "
+                     f"{x['fd_ours']:.3f} / {x['fd_peer']:.3f} | {x['alignment_ours']:.3f} / {x['alignment_peer']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None, prog: str | None = None) -> dict:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--model", default="default", help="embedded model name or model folder")
     ap.add_argument("--data", default="datasets/emoji+shapes:4000", help="spec whose held-out images are the reference")
-    ap.add_argument("--out", required=True, help="results JSON, e.g. bench/results/NAME.json")
+    ap.add_argument("--out", help="results JSON, e.g. bench/results/NAME.json (required unless --render)")
+    ap.add_argument("--render", default=None, help="print a results JSON as Markdown tables and exit")
     ap.add_argument("--settings", default=",".join(DEFAULT_SETTINGS), help="sampler:steps,... for our rungs")
     ap.add_argument("--peer-steps", default="20", help="steps for the diffusers peers (comma list); naive is 50")
     ap.add_argument("--naive-steps", type=int, default=50, help="steps of the naive peer (the DESIGN rung: 50)")
@@ -192,6 +219,11 @@ def main(argv=None, prog: str | None = None) -> dict:
     ap.add_argument("--evaluator", default=None, help="contrastive evaluator folder (default: shipped)")
     ap.add_argument("--matmul-n", type=int, default=MATMUL_N, help="side of the square matmul that sets the peak")
     args = ap.parse_args(argv)
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())), end="")
+        return {}
+    if not args.out:
+        ap.error("--out is required")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     load_avg = os.getloadavg()
@@ -212,6 +244,8 @@ def main(argv=None, prog: str | None = None) -> dict:
     print(f"matmul peak {peak:.1f} GFLOP/s ({args.threads} threads); {flops_nfe / 1e9:.3f} GFLOP per image-NFE; "
           f"text {text_s * 1e3:.1f} ms/prompt; load average {load_avg[0]:.2f}", flush=True)
 
+    # warm-up at the batch shape (allocator, oneDNN kernels), so the first rung is not charged for it
+    gen.sample(prompts[:args.batch], seeds[:args.batch], gen.settings(1, args.guidance, "euler"))
     ladder = parse_settings(args.settings)
     if not args.no_peers:
         ladder.append(("naive", args.naive_steps))

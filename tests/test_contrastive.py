@@ -148,3 +148,19 @@ def test_caption_ranks_the_matching_candidate_first(tmp_path):
     assert top[0][0] == "blue block" and len(top) == 2 and top[0][1] >= top[1][1]
     again = caption(im, candidates=["blue block", "red block"], top_k=5, evaluator=tmp_path / "ev")
     assert [c for c, _ in again][0] == "blue block" and len(again) == 2
+
+
+def test_shipped_evaluator_is_complete_small_and_documented():
+    folder = C.EVALUATOR_DIR
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert size < 6.5 * 2 ** 20
+    ev = C.load_evaluator()
+    caps = C.read_captions(folder)
+    assert ev.config["captions_sha256"] == C.texts_sha(caps) and len(caps) > 1000
+    r = ev.config["held_out_retrieval"]
+    assert r["image_to_text_R@1"] > 10 * r["chance_R@1"]  # it learned something real
+    assert str(r["image_to_text_R@1"] * 100)[:2] in (folder / "README.md").read_text()
+    tr = ev.config["training"]
+    assert tr["train_images"] + r["n_images"] < 10572  # the held-out images stayed out
+    emb = ev.embed_images(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+    assert emb.shape == (2, 384) and torch.isfinite(emb).all()

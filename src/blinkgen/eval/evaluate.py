@@ -2,8 +2,8 @@
 
 What it measures, and against what:
 - prompts: the primary captions of the real images the training loop holds out
-  (`blinkgen.train.loop.split`, split seed 0 = the training default), in split order, cycled to
-  `samples`; or a prompt file. Image i gets seed `seed + i`, so the run is a pure function of
+  (`blinkgen.train.loop.split`, split seed 0 = the training default), in a fixed shuffled order,
+  cycled to `samples`; or a prompt file (used in its order). Image i gets seed `seed + i`, so the run is a pure function of
   (model, data, samples, seed, settings) -- two runs give identical numbers.
 - FD, KID and precision/recall of the generated images against those held-out REAL images, in
   the shipped contrastive evaluator's image-embedding space (not Inception: not comparable with
@@ -34,6 +34,7 @@ from . import metrics as M
 from .contrastive import Evaluator, held_out_split, load_evaluator, retrieval_at_k
 
 GRID_MAX = 64
+PROMPT_ORDER_SEED = 0  # fixed: the prompt list is part of the benchmark, not of the run's seed
 KID_SUBSETS = 50
 PR_K = 3
 
@@ -91,7 +92,11 @@ def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_se
     real_emb = ev.embed_images(held.images)
     own = [c[0] for c in held.captions]
     if prompts is None:
-        plist, source = own, f"held-out primary captions of {data_spec!r} (train.loop.split, seed {split_seed})"
+        # a fixed shuffle, so any prefix mixes the sources (the split keeps dataset order: emoji first)
+        order = torch.randperm(len(own), generator=torch.Generator().manual_seed(PROMPT_ORDER_SEED)).tolist()
+        plist = [own[i] for i in order]
+        source = (f"held-out primary captions of {data_spec!r} (train.loop.split, seed {split_seed}), "
+                  f"shuffled with seed {PROMPT_ORDER_SEED}")
     elif isinstance(prompts, (str, Path)):
         plist, source = _prompts_from_file(prompts), str(prompts)
     else:
