@@ -190,8 +190,12 @@ def render(r: dict) -> str:
                      f"{many['mfu']:.2f} | {x['peak_rss_mb']:.0f} | {q['fd']:.3f} | {q.get('kid', float('nan')):.1e} | "
                      f"{q['alignment']:.3f} | {q['retrieval_R@1']:.3f} | {'' if sh is None else f'{sh:.3f}'} |")
     c = r["ceiling"]
+    same = r["rungs"][0]["quality"].get("real_same_prompts") if r["rungs"] else None
     lines += ["", f"Real held-out images (the ceiling): alignment {c['real_alignment']:.3f}, "
-              f"R@1 {c['real_retrieval_R@1']:.3f} over their own captions (n = {c['n_real']}).", "",
+              f"R@1 {c['real_retrieval_R@1']:.3f} over their own captions (n = {c['n_real']})"
+              + (f"; FD between two halves {c['real_fd_between_halves']:.3f}" if c.get("real_fd_between_halves") else "")
+              + (f"; the real images of this run's prompts: R@1 {same['retrieval_R@1']:.3f}, alignment "
+                 f"{same['alignment']:.3f} (n = {same['n']}, same candidates as the table)" if same else "") + ".", "",
               f"| ours | peer | speed-up b1 | speed-up b{b} | FD ours / peer | align ours / peer |", "|---|---|---|---|---|---|"]
     for x in r["ratios"]:
         lines.append(f"| {x['ours']} | {x['peer']} | {x['speedup_batch1']:.2f}x | {x[f'speedup_batch{b}']:.2f}x | "

@@ -50,6 +50,7 @@ class Reference:
     ceiling: dict
     data_spec: str
     source: str
+    own: list[str]  # the held-out images' primary captions, row-aligned with real_emb
     unseen_by_evaluator: bool | None  # True: these held-out images were kept out of its training
 
 
@@ -101,9 +102,12 @@ def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_se
         plist, source = _prompts_from_file(prompts), str(prompts)
     else:
         plist, source = [str(p) for p in prompts], "list"
+    with blas_threads():  # FD of two halves of the real set: the small-sample floor, not 0
+        floor = M.frechet_distance(real_emb[0::2], real_emb[1::2]) if len(held) >= 4 else None
     ceiling = {"real_alignment": M.alignment(real_emb, ev.embed_texts(own)),
-               **_retrieval(real_emb, own, ev, prefix="real_"), "n_real": len(held)}
-    return Reference(ev, real_emb, plist, ceiling, data_spec, source, reference_unseen(ev, data_spec, split_seed))
+               **_retrieval(real_emb, own, ev, prefix="real_"), "n_real": len(held),
+               "real_fd_between_halves": floor}
+    return Reference(ev, real_emb, plist, ceiling, data_spec, source, own, reference_unseen(ev, data_spec, split_seed))
 
 
 def _retrieval(img_emb: torch.Tensor, prompts: list[str], ev: Evaluator, prefix: str = "") -> dict:
@@ -144,6 +148,19 @@ def _score_images(images, prompts: list[str], ref: Reference, kid_seed: int) -> 
     txt = ev.embed_texts(prompts)
     out = {"n": len(images), "fd": M.frechet_distance(fake, ref.real_emb),
            "alignment": M.alignment(fake, txt), **_retrieval(fake, prompts, ev)}
+    # the comparable ceiling: real held-out images of the same prompts, ranked among the same
+    # distinct prompts (the whole-set ceiling ranks among all held-out captions: other chance)
+    asked = set(prompts)
+    same = [i for i, c in enumerate(ref.own) if c in asked]
+    if same:
+        uniq = sorted(asked)
+        idx = {p: j for j, p in enumerate(uniq)}
+        txt_u = ev.embed_texts(uniq)
+        t = [idx[ref.own[i]] for i in same]
+        out["real_same_prompts"] = {"n": len(same), "retrieval_R@1": retrieval_at_k(ref.real_emb[same], txt_u, t, 1),
+                                    "retrieval_R@5": retrieval_at_k(ref.real_emb[same], txt_u, t, 5),
+                                    "alignment": M.alignment(ref.real_emb[same], ev.embed_texts([ref.own[i] for i in same])),
+                                    "note": "real images of these prompts, ranked among the run's distinct prompts"}
     if len(images) >= 2:
         k = M.kid(fake, ref.real_emb, subsets=KID_SUBSETS, subset_size=1000, seed=kid_seed)
         out.update(kid=k.mean, kid_std=k.std)
@@ -234,17 +251,21 @@ def _fmt(v) -> str:
 
 def report_markdown(r: dict) -> str:
     m, c, s = r["metrics"], r["ceiling"], r["settings"]
+    same = m.get("real_same_prompts") or {}
     lines = [f"# Evaluation of `{r['model']}` on `{r['data']}`", "",
              f"{r['samples']} images, seeds {r['seed']}..{r['seed'] + r['samples'] - 1}, "
              f"{s['sampler']} {s['steps']} steps, guidance {s['guidance']}. Prompts: {r['prompts_source']}.", "",
              "| metric | generated | real held-out (ceiling) |", "|---|---|---|",
-             f"| FD (evaluator space, lower is better) | {_fmt(m['fd'])} | 0 |",
-             f"| KID | {_fmt(m.get('kid'))} ± {_fmt(m.get('kid_std'))} | 0 |",
+             f"| FD (evaluator space, lower is better) | {_fmt(m['fd'])} | {_fmt(c.get('real_fd_between_halves'))} "
+             "(two halves of the real set) |",
+             f"| KID | {_fmt(m.get('kid'))} ± {_fmt(m.get('kid_std'))} | |",
              f"| precision / recall (k={PR_K}) | {_fmt(m.get('precision'))} / {_fmt(m.get('recall'))} | |",
              f"| alignment (cosine) | {_fmt(m['alignment'])} | {_fmt(c['real_alignment'])} |",
-             f"| retrieval R@1 | {_fmt(m['retrieval_R@1'])} (chance {_fmt(m['retrieval_chance_R@1'])}) "
-             f"| {_fmt(c['real_retrieval_R@1'])} |",
-             f"| retrieval R@5 | {_fmt(m['retrieval_R@5'])} | {_fmt(c['real_retrieval_R@5'])} |"]
+             f"| retrieval R@1 among the run's prompts | {_fmt(m['retrieval_R@1'])} (chance "
+             f"{_fmt(m['retrieval_chance_R@1'])}) | {_fmt(same.get('retrieval_R@1'))} (n={same.get('n')}) |",
+             f"| retrieval R@5 among the run's prompts | {_fmt(m['retrieval_R@5'])} | {_fmt(same.get('retrieval_R@5'))} |",
+             f"| real held-out vs all {c['n_real']} of their captions: R@1 / R@5 | | "
+             f"{_fmt(c['real_retrieval_R@1'])} / {_fmt(c['real_retrieval_R@5'])} |"]
     if "shapes" in m:
         sh = m["shapes"]
         lines.append(f"| shapes overall (n={sh['n_overall']}) | {_fmt(sh['overall'])} | |")
