@@ -66,7 +66,10 @@ def sample_dpmpp_2m(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, callba
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in data prediction, written for the flow
     parameterisation alpha_t = 1 - t, sigma_t = t, lambda_t = log(alpha_t / sigma_t).
     Second order multistep; NFE = steps. The first step is first order (no history), and the
-    last step to t = 0 returns the data prediction (lambda = +inf)."""
+    last step to t = 0 returns the data prediction (lambda = +inf). A step that starts at t = 1
+    (lambda = -inf, alpha = 0) leaves no history: its h is infinite, so the textbook second-order
+    correction of the next step is exactly zero (r = h_prev / h = inf); this is also what
+    diffusers' DPMSolverMultistepScheduler computes."""
     x = x.float()
     n = len(ts) - 1
     ts = ts.double()
@@ -81,8 +84,10 @@ def sample_dpmpp_2m(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, callba
         if t_next == 0:
             x = x0
             break
-        # at t = 1, alpha = 0 and lambda = -inf; clamp for the log and use the 1st-order form
+        # at t = 1, alpha = 0 and lambda = -inf: x_next = (t_next / 1) x + (1 - t_next) x0 is the
+        # exact limit of the update below; the clamp only keeps the log finite
         t_c = t.clamp(max=1.0 - 1e-7)
+        at_noise = bool(t >= 1.0)
         h = lam(t_next) - lam(t_c)
         if x0_prev is None or h_prev is None:
             d = x0
@@ -90,7 +95,7 @@ def sample_dpmpp_2m(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, callba
             r = h_prev / h
             d = (1.0 + 1.0 / (2.0 * r)).float() * x0 - (1.0 / (2.0 * r)).float() * x0_prev
         x = (t_next / t_c).float() * x - ((1.0 - t_next) * torch.expm1(-h)).float() * d
-        x0_prev, h_prev = x0, h
+        x0_prev, h_prev = (None, None) if at_noise else (x0, h)
     return x
 
 
