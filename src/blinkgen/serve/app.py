@@ -5,6 +5,11 @@ worker thread, so the event loop never runs a model step.
 Error policy: every non-2xx body is OpenAI's `{"error": {message, type, param, code}}`; anything
 the client can fix is a 4xx (validation is 400, not FastAPI's 422, as OpenAI does); a 5xx means a
 bug, a failed model call, a timeout (504) or a shutdown (503).
+
+Isolation: with API keys, each job records the sha256 of the key that created it (never the key)
+and is visible only to that key: another key gets the same 404 as for an unknown id, so ids
+cannot be probed. Image links (`response_format="url"`, SSE results) are bearer-less capability
+URLs -- see `jobs.ImageStore`. Without keys everyone sees every job, as before.
 """
 from __future__ import annotations
 
@@ -26,8 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserInputError
 from .batcher import Batcher
-from .jobs import Job, JobStore, Watch, image_datum, snapshot
-from .limits import BodyLimit, RequestMetrics, key_ok
+from .jobs import Job, JobStore, Watch, image_datum, owner_id, snapshot, visible_to
+from .limits import BodyLimit, RequestMetrics, bearer_token, key_ok
 from .metrics import Metrics
 from .schemas import (MAX_SEED, ErrorResponse, ImageRequest, ImagesResponse, JobResponse, Limits,
                       ModelList, UserError, refine_openapi, validate_limits)
@@ -49,6 +54,9 @@ class ServeConfig:
     max_queue: int = 256  # images waiting (not requests): n=10 weighs ten times n=1
     timeout_s: float = 300.0  # per request, queue time included
     url_ttl_s: float = 3600.0
+    keep_jobs: int = 2000  # finished jobs kept for polling (each also at most url_ttl_s)
+    keep_images: int = 4096  # images kept behind url links, and images of kept finished jobs
+    keep_mb: float = 512.0  # PNG megabytes kept behind url links, and in kept finished jobs
     max_body_bytes: int = 64 * 1024
     shutdown_grace_s: float = 30.0
     api_keys: frozenset = frozenset()
@@ -64,8 +72,9 @@ class Service:
             raise ValueError("serve needs at least one model")
         self.generators, self.config = dict(generators), config
         self.metrics = Metrics()
-        self.store = JobStore(ttl_s=max(config.url_ttl_s, 60.0), url_ttl_s=config.url_ttl_s,
-                              on_final=self.metrics.observe_job_end)
+        self.store = JobStore(ttl_s=max(config.url_ttl_s, 60.0), max_finished=config.keep_jobs,
+                              url_ttl_s=config.url_ttl_s, max_images=config.keep_images,
+                              max_bytes=int(config.keep_mb * 2**20), on_final=self.metrics.observe_job_end)
         self.batcher = Batcher(self.generators, self.store, self.metrics, config.max_batch,
                                config.batch_window_ms / 1000.0, config.max_queue, warmup=config.warmup)
         self.started = int(time.time())
@@ -86,8 +95,9 @@ class Service:
                 "max_guidance": float(getattr(gen, "max_guidance", 30.0)),
                 "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler}}
 
-    def make_job(self, req: ImageRequest) -> Job:
-        """Validate a request against the server's limits and the model; UserError if it is bad."""
+    def make_job(self, req: ImageRequest, owner: str | None = None) -> Job:
+        """Validate a request against the server's limits and the model; UserError if it is bad.
+        `owner` is the owner_id of the caller's key (None on a server without keys)."""
         validate_limits(req, self.config.limits)
         name = req.model or next(iter(self.generators))
         gen = self.generators.get(name)
@@ -110,7 +120,7 @@ class Service:
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(req.n)]
         return Job(id=self.store.new_id(), model=name, prompt=req.prompt, seeds=seeds, settings=settings,
-                   response_format=req.response_format,
+                   response_format=req.response_format, owner=owner,
                    deadline=time.monotonic() + self.config.timeout_s)
 
     def expire_if_late(self, job: Job) -> None:
@@ -172,11 +182,15 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     app.openapi = openapi
     bearer = HTTPBearer(auto_error=False, description="Required when the server has API keys.")
 
-    def auth(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def auth(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
+        """401 unless the key is valid; returns the caller's owner id (None without keys)."""
         if not key_ok(svc.config.api_keys, request.headers.get("authorization")):
             raise UserError("missing or invalid API key (Authorization: Bearer <key>)",
                             code="invalid_api_key", status=401, type="authentication_error",
                             headers={"WWW-Authenticate": "Bearer"})
+        if not svc.config.api_keys:
+            return None
+        return owner_id(bearer_token(request.headers.get("authorization")))  # the key key_ok matched
 
     @app.exception_handler(UserError)
     async def _user_error(request, exc: UserError):
@@ -197,9 +211,10 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
         log.exception("unhandled error")
         return _openai_error(500, "internal server error", "server_error", "internal_error")
 
-    def job_or_404(job_id: str) -> Job:
+    def job_or_404(job_id: str, owner: str | None) -> Job:
+        """The caller's job; someone else's is exactly as absent as one that never existed."""
         job = svc.store.get(job_id)
-        if job is None:
+        if job is None or not visible_to(job, owner):
             raise UserError(f"no job {job_id!r}", param="id", code="job_not_found", status=404)
         return job
 
@@ -242,11 +257,8 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
         return {"object": "list", "data": [svc.model_card(n, g) for n, g in svc.generators.items()]}
 
     # ---- images --------------------------------------------------------------------------
-    @app.post("/v1/images/generations", response_model=ImagesResponse, dependencies=[Depends(auth)],
-              responses=ERRORS, summary="Generate images and wait for them (OpenAI-compatible).")
-    async def generations(req: ImageRequest, request: Request):
-        job = svc.make_job(req)
-        svc.batcher.submit(job)
+    async def wait_and_answer(job: Job, request: Request):
+        """Wait for a submitted job; its images (OpenAI shape) or its error."""
         async with Watch(job, svc.store.lock) as w:
             while job.alive:
                 svc.expire_if_late(job)
@@ -261,8 +273,19 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
         return {"created": job.created, "data": [image_datum(r, job.response_format, base, job.prompt)
                                                  for r in job.results]}
 
+    @app.post("/v1/images/generations", response_model=ImagesResponse,
+              responses=ERRORS, summary="Generate images and wait for them (OpenAI-compatible).")
+    async def generations(req: ImageRequest, request: Request, owner: str | None = Depends(auth)):
+        job = svc.make_job(req, owner)
+        svc.batcher.submit(job)
+        try:
+            return await wait_and_answer(job, request)
+        finally:
+            svc.store.discard(job)  # answered (or abandoned): nobody holds its id, keep nothing
+
     @app.get("/images/{token}.png", include_in_schema=False)
     async def image(token: str):
+        """No API key here on purpose: the unguessable token is the capability (jobs.ImageStore)."""
         png = svc.store.images.get(token)
         if png is None:
             raise UserError("image not found or its link expired", code="not_found", status=404)
@@ -270,32 +293,32 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
                         headers={"Cache-Control": f"private, max-age={int(svc.config.url_ttl_s)}"})
 
     # ---- jobs ----------------------------------------------------------------------------
-    @app.post("/v1/jobs", status_code=202, response_model=JobResponse, dependencies=[Depends(auth)],
+    @app.post("/v1/jobs", status_code=202, response_model=JobResponse,
               responses=ERRORS, summary="Queue an image job; poll it or stream its events.")
-    async def create_job(req: ImageRequest, request: Request):
-        job = svc.make_job(req)
+    async def create_job(req: ImageRequest, request: Request, owner: str | None = Depends(auth)):
+        job = svc.make_job(req, owner)
         svc.batcher.submit(job)
         return JSONResponse(job_json(job, request), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobResponse, dependencies=[Depends(auth)], responses=ERRORS)
-    async def get_job(job_id: str, request: Request):
-        job = job_or_404(job_id)
+    @app.get("/v1/jobs/{job_id}", response_model=JobResponse, responses=ERRORS)
+    async def get_job(job_id: str, request: Request, owner: str | None = Depends(auth)):
+        job = job_or_404(job_id, owner)
         svc.expire_if_late(job)
         return JSONResponse(job_json(job, request))
 
-    @app.delete("/v1/jobs/{job_id}", response_model=JobResponse, dependencies=[Depends(auth)],
+    @app.delete("/v1/jobs/{job_id}", response_model=JobResponse,
                 responses={**ERRORS, 409: {"model": ErrorResponse}}, summary="Cancel a job.")
-    async def cancel_job(job_id: str, request: Request):
-        job = job_or_404(job_id)
+    async def cancel_job(job_id: str, request: Request, owner: str | None = Depends(auth)):
+        job = job_or_404(job_id, owner)
         if not svc.batcher.cancel(job) and job.state != "cancelled":
             raise UserError(f"job {job_id} is already {job.state}", param="id", code="job_finished", status=409)
         return JSONResponse(job_json(job, request))
 
-    @app.get("/v1/jobs/{job_id}/events", dependencies=[Depends(auth)], responses=ERRORS,
+    @app.get("/v1/jobs/{job_id}/events", responses=ERRORS,
              response_class=StreamingResponse, summary="Server-Sent Events: progress, previews, result.")
-    async def job_events(job_id: str, request: Request):
-        job = job_or_404(job_id)
+    async def job_events(job_id: str, request: Request, owner: str | None = Depends(auth)):
+        job = job_or_404(job_id, owner)
 
         async def stream():
             last, quiet = None, 0.0

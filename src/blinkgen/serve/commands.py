@@ -41,7 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=_positive(int), default=None, help="cap on steps below the model's own")
     p.add_argument("--max-prompt-chars", type=_positive(int), default=1000)
     p.add_argument("--max-body-bytes", type=_positive(int), default=64 * 1024)
-    p.add_argument("--url-ttl-s", type=_positive(float), default=3600.0, help="lifetime of response_format=url links")
+    p.add_argument("--url-ttl-s", type=_positive(float), default=3600.0,
+                   help="lifetime of response_format=url links and of finished jobs")
+    p.add_argument("--keep-jobs", type=_positive(int), default=2000,
+                   help="most finished jobs kept for polling; the oldest are forgotten first")
+    p.add_argument("--keep-images", type=_positive(int), default=4096,
+                   help="most images kept behind url links (and, separately, in kept finished jobs)")
+    p.add_argument("--keep-mb", type=_positive(float), default=512.0,
+                   help="most PNG megabytes kept behind url links (and, separately, in kept finished jobs)")
     p.add_argument("--shutdown-grace-s", type=_nonneg(float), default=30.0,
                    help="on shutdown, time to finish queued work before failing it")
     p.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up call")
@@ -74,6 +81,7 @@ def config_from_args(args):
     return ServeConfig(
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_queue=args.max_queue,
         timeout_s=args.timeout_s, url_ttl_s=args.url_ttl_s, max_body_bytes=args.max_body_bytes,
+        keep_jobs=args.keep_jobs, keep_images=args.keep_images, keep_mb=args.keep_mb,
         shutdown_grace_s=args.shutdown_grace_s, api_keys=load_api_keys(args.api_key_file),
         limits=Limits(max_prompt_chars=args.max_prompt_chars, max_steps=args.max_steps),
         warmup=not args.no_warmup)

@@ -1,6 +1,13 @@
 """Jobs: one request's images, their state, progress and results; plus the store of finished PNGs
 that `response_format="url"` links point at.
 
+Memory: everything a server keeps after answering is bounded twice, by count/bytes and by age.
+Finished jobs (kept so clients can poll their results) are dropped oldest-first past
+`max_finished` jobs or `max_images` images or `max_bytes` PNG bytes, and after `ttl_s`; url
+images likewise in the ImageStore. Both drop from the front of an insertion-ordered dict, so the
+cost is O(1) per item and the caps hold whether or not anyone ever reads again. Jobs of the
+synchronous images endpoint are discarded as soon as they are answered (no client has their id).
+
 Threading: the batcher's worker thread and the event loop both touch jobs, so every mutation and
 every snapshot happens under the store's single lock. Watchers (SSE streams, waiting HTTP
 handlers) are woken with `loop.call_soon_threadsafe(event.set)`: the worker never blocks on a
@@ -10,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import secrets
 import threading
 import time
@@ -26,6 +35,10 @@ class ImageResult:
     seed: int
     png: bytes
     token: str  # capability in the image's URL: unguessable, so <img src> needs no API key
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.png)
 
 
 @dataclass(eq=False)  # identity semantics: jobs are dict keys and set members
@@ -51,6 +64,7 @@ class Job:
     batch_sizes: list[int] = field(default_factory=list)  # diagnostics: sizes of batches it joined
     watchers: set = field(default_factory=set)  # {(loop, asyncio.Event)}
     finished_at: float | None = None
+    owner: str | None = None  # owner_id() of the creating API key; None when the server has no keys
 
     def __post_init__(self):
         self.results = [None] * len(self.seeds)
@@ -85,16 +99,21 @@ class Job:
 
 
 class JobStore:
-    """All jobs by id, with the lock that guards them. Finished jobs are kept for `ttl_s`
-    (and at most `max_finished`) so clients can still read their results, then dropped."""
+    """All jobs by id, with the lock that guards them. Finished jobs are kept for `ttl_s` so
+    clients can still read their results -- and at most `max_finished` jobs, `max_images`
+    images and `max_bytes` PNG bytes of them, oldest dropped first -- then forgotten (404)."""
 
     def __init__(self, ttl_s: float = 3600.0, max_finished: int = 2000, url_ttl_s: float = 3600.0,
-                 max_images: int = 4096, on_final=None):
+                 max_images: int = 4096, on_final=None, max_bytes: int = 512 * 2**20):
         self.lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
         self.ttl_s, self.max_finished = ttl_s, max_finished
-        self.images = ImageStore(url_ttl_s, max_images)
+        self.max_images, self.max_bytes = max_images, max_bytes
+        self.images = ImageStore(url_ttl_s, max_images, max_bytes)
         self.on_final = on_final or (lambda state: None)
+        self._finished: OrderedDict[str, Job] = OrderedDict()  # in finishing order = expiry order
+        self._finished_images = 0
+        self._finished_bytes = 0
 
     def new_id(self) -> str:
         return "job_" + secrets.token_hex(12)
@@ -106,7 +125,14 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         with self.lock:
+            self._evict()
             return self.jobs.get(job_id)
+
+    def discard(self, job: Job) -> None:
+        """Forget a finished job now (its results were handed over and nobody can ask again)."""
+        with self.lock:
+            if self.jobs.get(job.id) is job and not job.alive:
+                self._drop(job)
 
     def finish(self, job: Job, state: str, error: dict | None = None) -> bool:
         """Move a live job to a final state; False if it had already finished."""
@@ -116,8 +142,13 @@ class JobStore:
             job.state, job.error, job.running = state, error, 0
             job.finished_at = time.monotonic()
             job.preview = None
+            if self.jobs.get(job.id) is job:
+                self._finished[job.id] = job
+                self._finished_images += job.images_done
+                self._finished_bytes += sum(r.nbytes for r in job.results if r is not None)
             self.on_final(state)
             job.notify()
+            self._evict()
             return True
 
     def add_result(self, job: Job, index: int, seed: int, png: bytes) -> None:
@@ -125,41 +156,75 @@ class JobStore:
             token = self.images.put(png)
             job.results[index] = ImageResult(seed, png, token)
 
+    def stats(self) -> dict:
+        """Sizes of what is kept, for tests and the soak benchmark."""
+        with self.lock:
+            return {"jobs": len(self.jobs), "finished_jobs": len(self._finished),
+                    "finished_images": self._finished_images, "finished_bytes": self._finished_bytes,
+                    **self.images.stats()}
+
+    def _drop(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        if self._finished.pop(job.id, None) is not None:
+            self._finished_images -= job.images_done
+            self._finished_bytes -= sum(r.nbytes for r in job.results if r is not None)
+
     def _evict(self) -> None:
         now = time.monotonic()
-        finished = [j for j in self.jobs.values() if j.finished_at is not None]
-        finished.sort(key=lambda j: j.finished_at)
-        excess = len(finished) - self.max_finished
-        for i, j in enumerate(finished):
-            if i < excess or now - j.finished_at > self.ttl_s:
-                del self.jobs[j.id]
+        while self._finished:
+            oldest = next(iter(self._finished.values()))
+            if (len(self._finished) > self.max_finished or self._finished_images > self.max_images
+                    or self._finished_bytes > self.max_bytes or now - oldest.finished_at > self.ttl_s):
+                self._drop(oldest)
+            else:
+                break
 
 
 class ImageStore:
-    """PNG bytes behind expiring URL tokens (OpenAI's `url` links also expire)."""
+    """PNG bytes behind expiring URL tokens (OpenAI's `url` links also expire).
 
-    def __init__(self, ttl_s: float, max_images: int):
-        self.ttl_s, self.max_images = ttl_s, max_images
-        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+    Why the URL carries no API key check: the token is 192 random bits (`secrets.token_urlsafe`),
+    so the link itself is the capability -- it can only be learnt from the owner's response or
+    job, which other keys cannot read -- and `<img src>`, browsers and OpenAI-style clients fetch
+    it without an Authorization header (OpenAI's own image URLs are bearer-less signed links).
+    The link expires after `ttl_s`, and the oldest links are dropped past `max_images` images or
+    `max_bytes` bytes, so a busy server cannot grow this store without bound."""
+
+    def __init__(self, ttl_s: float, max_images: int, max_bytes: int = 512 * 2**20):
+        self.ttl_s, self.max_images, self.max_bytes = ttl_s, max_images, max_bytes
+        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # insertion = expiry order
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def put(self, png: bytes) -> str:
         token = secrets.token_urlsafe(24)
+        now = time.monotonic()
         with self._lock:
-            self._items[token] = (png, time.monotonic() + self.ttl_s)
-            while len(self._items) > self.max_images:
-                self._items.popitem(last=False)
+            self._items[token] = (png, now + self.ttl_s)
+            self._bytes += len(png)
+            self._evict(now)
         return token
 
     def get(self, token: str) -> bytes | None:
         with self._lock:
+            self._evict(time.monotonic())
             item = self._items.get(token)
-            if item is None:
-                return None
-            if time.monotonic() > item[1]:
-                del self._items[token]
-                return None
-            return item[0]
+            return None if item is None else item[0]
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"url_images": len(self._items), "url_bytes": self._bytes}
+
+    def _evict(self, now: float) -> None:
+        """Drop expired links and the oldest past the caps (the ttl is constant, so the oldest
+        link is also the first to expire)."""
+        while self._items:
+            png, expires = next(iter(self._items.values()))
+            if len(self._items) > self.max_images or self._bytes > self.max_bytes or now > expires:
+                self._items.popitem(last=False)
+                self._bytes -= len(png)
+            else:
+                break
 
 
 def image_datum(r: ImageResult, fmt: str, base_url: str, prompt: str) -> dict:
@@ -170,6 +235,19 @@ def image_datum(r: ImageResult, fmt: str, base_url: str, prompt: str) -> dict:
     else:
         d["url"] = f"{base_url.rstrip('/')}/images/{r.token}.png"
     return d
+
+
+def owner_id(api_key: str) -> str:
+    """What a job records as its owner: a hash of the key, so memory, logs and dumps never hold
+    the key itself (a plain sha256 suffices: keys are long random secrets, not passwords)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def visible_to(job: Job, owner: str | None) -> bool:
+    """Whether a caller (owner_id of its key, None on a server without keys) may see a job."""
+    if job.owner is None or owner is None:
+        return job.owner is None and owner is None
+    return hmac.compare_digest(job.owner, owner)
 
 
 def snapshot(job: Job, base_url: str, queue_position: int | None, with_images: bool = True) -> dict:

@@ -29,13 +29,21 @@ def load_api_keys(path: str | os.PathLike | None = None, env: dict | None = None
     return frozenset(keys)
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The key in an `Authorization: Bearer <key>` header (scheme case-insensitive), or None."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    return authorization[7:].strip()
+
+
 def key_ok(keys: frozenset[str], authorization: str | None) -> bool:
     """Bearer check in constant time per key, so response timing does not leak key prefixes."""
     if not keys:
         return True
-    if not authorization or not authorization.lower().startswith("bearer "):
+    token = bearer_token(authorization)
+    if token is None:
         return False
-    given = authorization[7:].strip().encode()
+    given = token.encode()
     ok = False
     for k in keys:
         ok |= hmac.compare_digest(given, k.encode())

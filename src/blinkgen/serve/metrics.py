@@ -77,6 +77,11 @@ class Metrics:
             self.images_total += size
             now = time.monotonic()
             self._recent.append((now, size))
+            self._prune(now)  # here too, not only at scrape time: unscraped, it would grow forever
+
+    def _prune(self, now: float) -> None:
+        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+            self._recent.popleft()
 
     def observe_job_end(self, state: str) -> None:
         with self._lock:
@@ -85,9 +90,7 @@ class Metrics:
 
     def images_per_second(self) -> float:
         with self._lock:
-            now = time.monotonic()
-            while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
-                self._recent.popleft()
+            self._prune(time.monotonic())
             return sum(n for _, n in self._recent) / RATE_WINDOW_S
 
     def render(self) -> str:
