@@ -35,6 +35,40 @@ def test_batch_invariance(gen, sampler):
     assert np.array_equal(arr(alone), arr(mixed))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_text_encoding_is_bit_identical_to_one_at_a_time(threads):
+    """A server encodes all new prompts of a batch in one pass; each prompt's states must be
+    exactly what it gets alone, wherever it sits in a batch of any size."""
+    import torch
+    from blinkgen.text.encoder import shared_encoder
+
+    enc = shared_encoder("cpu")
+    prompts = [f"{c} {s} number {i}" for i, (c, s) in enumerate(
+        (c, s) for c in ("red", "a tiny green", "blue") for s in ("circle", "cat with a hat", "flag of peru", "x"))]
+    prompts += ["a grinning face with big eyes and a very long caption that goes on " * 2]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        alone = [enc.encode_fixed([p], 32) for p in prompts]
+        for order in (prompts, prompts[::-1], prompts[:3] + prompts * 3):
+            batch = enc.encode_fixed(order, 32, batch_size=64)
+            for i, p in enumerate(order):
+                a = alone[prompts.index(p)]
+                assert torch.equal(batch.states[i : i + 1], a.states) and torch.equal(batch.pooled[i : i + 1], a.pooled)
+                assert torch.equal(batch.mask[i : i + 1], a.mask)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_batch_invariance_with_fresh_prompt_encodings(gen):
+    s = gen.settings(steps=3)
+    gen._memo.clear()
+    alone = gen.sample(["a purple hexagon"], [7], s)[0]
+    gen._memo.clear()
+    mixed = gen.sample(["three yellow stars", "a purple hexagon", "an orange heart", "y"], [1, 7, 2, 3], s)[1]
+    assert np.array_equal(arr(alone), arr(mixed))
+
+
 def test_save_load_gives_bit_identical_images(gen, tmp_path):
     gen.save(tmp_path / "copy")
     again = blinkgen.load(str(tmp_path / "copy"))

@@ -113,26 +113,28 @@ class DiffusionGenerator(Generator):
         return v.float()
 
     def encode_prompts(self, prompts: list[str]) -> tuple[TextBatch, TextBatch]:
-        """Each prompt is encoded on its own and padded to the fixed context length, so its
-        states never depend on which other prompts share the batch (and shapes stay static)."""
+        """Prompts are encoded padded to the fixed context length, so a prompt's states never
+        depend on which other prompts share the batch (and shapes stay static); the prompts not
+        yet memoised are encoded together in one batched pass."""
         L = int(self.config.get("text_max_tokens", DEFAULT_MAX_TOKENS))
-        cond = TextBatch.cat([self._encode_one(p, L) for p in prompts])
-        null = self._encode_one(self.config.get("null_prompt", NULL_PROMPT), L)
+        null_prompt = self.config.get("null_prompt", NULL_PROMPT)
+        self._encode_missing(list(prompts) + [null_prompt], L)
+        cond = TextBatch.cat([self._memo[p] for p in prompts])
+        null = self._memo[null_prompt]
         B = len(prompts)
         uncond = TextBatch(null.states.expand(B, -1, -1), null.mask.expand(B, -1), null.pooled.expand(B, -1))
         return cond.to(self.device), uncond.to(self.device)
 
-    def _encode_one(self, prompt: str, L: int) -> TextBatch:
-        hit = self._memo.get(prompt)
-        if hit is None:
-            tb = self.text.encode([prompt])
-            pad = L - tb.states.shape[1]
-            hit = TextBatch(torch.nn.functional.pad(tb.states, (0, 0, 0, pad)),
-                            torch.nn.functional.pad(tb.mask, (0, pad), value=False), tb.pooled)
-            if len(self._memo) > 4096:
-                self._memo.clear()
-            self._memo[prompt] = hit
-        return hit
+    def _encode_missing(self, prompts: list[str], L: int) -> None:
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._memo))
+        if not missing:
+            return
+        if len(self._memo) + len(missing) > 4096:  # bounded: a server sees unboundedly many prompts
+            self._memo.clear()
+            missing = list(dict.fromkeys(prompts))
+        tb = self.text.encode_fixed(missing, L)
+        for i, p in enumerate(missing):
+            self._memo[p] = tb.index(slice(i, i + 1))
 
     def initial_noise(self, seeds: list[int]) -> torch.Tensor:
         c, s = self.dit.cfg.latent_channels, self.dit.cfg.latent_size

@@ -83,6 +83,33 @@ class TextEncoder:
         return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
     @torch.inference_mode()
+    def encode_fixed(self, texts: list[str], length: int, batch_size: int = 64) -> TextBatch:
+        """Encode with every prompt padded to exactly `length` tokens, pad states zeroed.
+
+        Why: generation needs a prompt's encoding to be a function of the prompt alone, never of
+        the other prompts in a server batch. Padding to a batch-dependent length changes the
+        float rounding of the real tokens (~1e-6), but with the length fixed every row is computed
+        by the same kernels on the same shapes, and the result is bit-identical for any batch
+        size (tests/test_generate.py checks it), so a batch of prompts costs one forward pass
+        instead of one per prompt."""
+        if isinstance(texts, str):
+            texts = [texts]
+        for t in texts:
+            n = self.count_tokens(t)
+            if n > length:
+                log.warning("prompt has %d tokens; the encoder takes %d, so it was truncated: %r", n, length, t[:80])
+        out: list[TextBatch] = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.tokenizer(list(texts[i : i + batch_size]), padding="max_length", truncation=True,
+                                 max_length=length, return_tensors="pt").to(self.device)
+            mask = tok["attention_mask"].bool()
+            m = mask.unsqueeze(-1).float()
+            states = self.model(**tok).last_hidden_state.float() * m
+            pooled = torch.nn.functional.normalize(states.sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
+            out.append(TextBatch(states.cpu(), mask.cpu(), pooled.cpu()))
+        return TextBatch.cat(out)
+
+    @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 256) -> TextBatch:
         if isinstance(texts, str):
             texts = [texts]
