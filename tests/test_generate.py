@@ -152,3 +152,13 @@ def test_cli_errors_are_one_line(tiny_model_dir, args, msg):
     r = run_cli("generate", "a cat", *model, *args, check=False)
     assert r.returncode == 2
     assert msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_embedded_models_lists_generators_only():
+    """`blinkgen models` lists what `generate --model` accepts: the shipped evaluator sits in the
+    same weights folder but is not a generator."""
+    from blinkgen.api import WEIGHTS_DIR, embedded_models
+
+    names = embedded_models()
+    assert "default" in names and "evaluator" not in names
+    assert (WEIGHTS_DIR / "evaluator" / "config.json").is_file()

@@ -119,9 +119,21 @@ def resolve(name_or_path: str) -> Path:
 
 
 def embedded_models() -> list[str]:
+    """The embedded generators (folders under weights/ whose config names a generator family);
+    the contrastive evaluator lives there too but generates nothing, so it is not listed."""
     if not WEIGHTS_DIR.is_dir():
         return []
-    return sorted(d.name for d in WEIGHTS_DIR.iterdir() if (d / "config.json").is_file())
+    import json
+
+    families = set(_family_loaders())
+    out = []
+    for d in WEIGHTS_DIR.iterdir():
+        try:
+            if json.loads((d / "config.json").read_text()).get("family") in families:
+                out.append(d.name)
+        except (OSError, ValueError):
+            continue
+    return sorted(out)
 
 
 def load(name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32") -> Generator:
