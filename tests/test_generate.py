@@ -162,3 +162,18 @@ def test_embedded_models_lists_generators_only():
     names = embedded_models()
     assert "default" in names and "evaluator" not in names
     assert (WEIGHTS_DIR / "evaluator" / "config.json").is_file()
+
+
+def test_prompt_memo_is_bounded_and_still_correct(gen, monkeypatch):
+    """A server sees unboundedly many prompts: the encoding memo must stay capped, and a batch
+    that overflows it must still get every prompt's own encoding."""
+    import torch
+
+    monkeypatch.setattr(gen, "MEMO_MAX", 5)
+    gen._memo.clear()
+    prompts = [f"a red circle number {i}" for i in range(9)]
+    cond, _ = gen.encode_prompts(prompts[:4])
+    cond2, _ = gen.encode_prompts(prompts[3:])  # 6 new + the null prompt: overflows the cap
+    assert len(gen._memo) <= 7 and torch.equal(cond.states[3], cond2.states[0])
+    alone, _ = gen.encode_prompts([prompts[8]])
+    assert torch.equal(alone.states[0], cond2.states[5])
