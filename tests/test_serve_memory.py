@@ -131,3 +131,7 @@ def test_sync_requests_keep_nothing_and_caps_hold_on_a_live_server():
                 time.sleep(0.05)
         assert srv.service.store.stats()["finished_jobs"] <= 2
         assert srv.client.get(f"/v1/jobs/{ids[-1]}").json()["state"] == "done"
+        text = srv.client.get("/metrics").text
+        kept = srv.service.store.stats()
+        assert f"blinkgen_jobs_kept {kept['jobs']}" in text
+        assert f'blinkgen_images_kept{{store="url"}} {kept["url_images"]}' in text

@@ -77,6 +77,7 @@ class Service:
                               max_bytes=int(config.keep_mb * 2**20), on_final=self.metrics.observe_job_end)
         self.batcher = Batcher(self.generators, self.store, self.metrics, config.max_batch,
                                config.batch_window_ms / 1000.0, config.max_queue, warmup=config.warmup)
+        self.metrics.kept = self.store.stats
         self.started = int(time.time())
 
     def max_steps(self, gen) -> int:

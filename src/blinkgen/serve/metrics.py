@@ -63,6 +63,7 @@ class Metrics:
         self._recent: deque[tuple[float, int]] = deque()  # (time, images) for images/s
         self.queue_depth = lambda: 0  # set by the app: images waiting, read at scrape time
         self.running = lambda: 0
+        self.kept = lambda: {}  # set by the app: JobStore.stats(), what the server holds after answering
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -95,7 +96,7 @@ class Metrics:
 
     def render(self) -> str:
         ips = self.images_per_second()
-        depth, running = self.queue_depth(), self.running()
+        depth, running, kept = self.queue_depth(), self.running(), self.kept()
         with self._lock:
             out = ["# HELP blinkgen_requests_total HTTP requests by endpoint and status.",
                    "# TYPE blinkgen_requests_total counter"]
@@ -120,4 +121,15 @@ class Metrics:
                     "# HELP blinkgen_jobs_finished_total Jobs by final state.",
                     "# TYPE blinkgen_jobs_finished_total counter"]
             out += [f"blinkgen_jobs_finished_total{_fmt_labels(k)} {v}" for k, v in sorted(self.jobs_total.items())]
+            if kept:  # bounded by --keep-jobs/--keep-images/--keep-mb and --url-ttl-s; watch them in soaks
+                out += ["# HELP blinkgen_jobs_kept Jobs held (live, and finished ones kept for polling).",
+                        "# TYPE blinkgen_jobs_kept gauge", f"blinkgen_jobs_kept {kept['jobs']}",
+                        "# HELP blinkgen_images_kept Images held behind url links, and in kept finished jobs.",
+                        "# TYPE blinkgen_images_kept gauge",
+                        f'blinkgen_images_kept{{store="url"}} {kept["url_images"]}',
+                        f'blinkgen_images_kept{{store="finished_jobs"}} {kept["finished_images"]}',
+                        "# HELP blinkgen_kept_bytes PNG bytes held behind url links, and in kept finished jobs.",
+                        "# TYPE blinkgen_kept_bytes gauge",
+                        f'blinkgen_kept_bytes{{store="url"}} {kept["url_bytes"]}',
+                        f'blinkgen_kept_bytes{{store="finished_jobs"}} {kept["finished_bytes"]}']
         return "\n".join(out) + "\n"
