@@ -8,7 +8,9 @@ cut; uvicorn then closes the connections and the app's lifespan joins the worker
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,8 @@ def run(args) -> int:
     from ..errors import BlinkgenError
     from .app import create_app
 
+    if hasattr(faulthandler, "register") and hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack to stderr
     level = getattr(logging, str(args.log_level).upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("blinkgen").setLevel(level)  # the main CLI may have configured WARNING
