@@ -117,14 +117,24 @@ def make_server(app, host: str, port: int, log_level: str = "info", grace_s: flo
     return Server(config)
 
 
+def _stack_dumps_on_sigusr1() -> None:
+    """`kill -USR1 PID` prints every thread's stack to stderr: how a stalled server is told apart
+    from a deadlocked one without a debugger."""
+    if not hasattr(signal, "SIGUSR1"):  # Windows
+        return
+    try:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    except (AttributeError, ValueError, OSError) as e:  # no real stderr file (embedded, captured)
+        log.warning("no stack dumps on SIGUSR1: %s", e)
+
+
 def run(args) -> int:
     """Load, build, serve until a signal. Model or key-file problems raise BlinkgenError, which
     the CLI turns into one line and exit code 2."""
     from ..errors import BlinkgenError
     from .app import create_app
 
-    if hasattr(faulthandler, "register") and hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack to stderr
+    _stack_dumps_on_sigusr1()
     level = getattr(logging, str(args.log_level).upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("blinkgen").setLevel(level)  # the main CLI may have configured WARNING
