@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
-from blinkgen.models.llama import LLAMA_PRESETS, KVCache, Llama, LlamaConfig, llama_config
+from blinkgen.models.llama import (LLAMA_PRESETS, FusedLlama, KVCache, Llama, LlamaConfig, int8_view,
+                                   llama_config)
 
 torch.set_num_threads(1)
 
@@ -85,3 +86,77 @@ def test_presets_and_config_errors():
         llama_config("huge")
     with pytest.raises(ValueError, match="exceeds"):
         tiny().forward_embeds(torch.zeros(1, 49, 64))
+
+
+def _prefill_then_steps(forward, cfg, x, key_mask, P):
+    """Hidden states of a prefill of P positions and one-token steps after it, through `forward`."""
+    B, T, _ = x.shape
+    cache = KVCache.allocate(cfg, B, T, x.dtype, "cpu")
+    with torch.no_grad():
+        steps = [forward(x[:, :P], torch.arange(P), cache, key_mask)]
+        for i in range(P, T):
+            steps.append(forward(x[:, i:i + 1], torch.tensor([i]), cache, key_mask))
+    return torch.cat(steps, 1), cache
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4}, {"n_kv_heads": 1}, {"tie_embeddings": True}])
+def test_fused_view_equals_the_module_by_module_reference(kw):
+    """Fused q/k/v and gate/up, one-flip rotary, one mask per call: same hidden states, same
+    cache contents and same logits as the reference path, GQA or not, with padding."""
+    m = tiny(**kw)
+    B, T, P = 2, 20, 8
+    x = torch.randn(B, T, m.cfg.dim)
+    key_mask = torch.ones(B, T, dtype=torch.bool)
+    key_mask[1, 2:P] = False
+    fused, fc = _prefill_then_steps(m.forward_cached, m.cfg, x, key_mask, P)
+    ref, rc = _prefill_then_steps(m.forward_cached_reference, m.cfg, x, key_mask, P)
+    assert (fused - ref).abs().max() < 1e-5
+    assert all((a - b).abs().max() < 1e-5 for a, b in zip(fc.k + fc.v, rc.k + rc.v))
+    with torch.no_grad():
+        assert (m.fused().head(fused) - m.head(ref)).abs().max() < 1e-5
+    assert isinstance(m.fused(), FusedLlama) and m.fused() is m.fused()  # built once
+
+
+def test_fused_view_follows_the_weights_and_stays_out_of_the_checkpoint():
+    """The fused copies are rebuilt after an in-place update, a load_state_dict and a dtype change;
+    the checkpoint keeps transformers' layout (no fused keys)."""
+    m = tiny()
+    keys = set(m.state_dict())
+    first = m.fused()
+    assert set(m.state_dict()) == keys and m.num_params() == sum(p.numel() for p in m.parameters())
+    x, km = torch.randn(1, 6, m.cfg.dim), torch.ones(1, 6, dtype=torch.bool)
+
+    def check():
+        a, _ = _prefill_then_steps(m.forward_cached, m.cfg, x, km, 3)
+        b, _ = _prefill_then_steps(m.forward_cached_reference, m.cfg, x, km, 3)
+        assert (a - b).abs().max() < 1e-5
+
+    with torch.no_grad():
+        m.model.layers[0].self_attn.k_proj.weight.add_(0.5)  # as an optimizer step does
+    check()
+    assert m.fused() is not first
+    other = tiny()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.normal_(0, 0.1)
+    m.load_state_dict(other.state_dict())
+    check()
+    m.double()
+    x = x.double()
+    check()
+    assert m.fused().layers[0].qkv.weight.dtype == torch.float64
+
+
+def test_int8_view_is_close_and_leaves_the_source_alone():
+    torch.manual_seed(0)
+    m = Llama(llama_config("tiny", dim=128, vocab_size=40, max_seq_len=48)).eval()
+    q = int8_view(m)
+    assert q.layers[0].qkv._get_name() == "DynamicQuantizedLinear" and type(q.lm_head) is torch.nn.Linear
+    assert type(m.model.layers[0].self_attn.o_proj) is torch.nn.Linear  # the source keeps fp32 modules
+    x, km = torch.randn(2, 12, 128), torch.ones(2, 12, dtype=torch.bool)
+    a, _ = _prefill_then_steps(m.forward_cached, m.cfg, x, km, 6)
+    b, _ = _prefill_then_steps(q.forward_cached, m.cfg, x, km, 6)
+    with torch.no_grad():
+        la, lb = m.head(a), q.head(b)
+    # int8 weights with per-channel scales: logits move by a small fraction of their spread
+    assert (la - lb).abs().max() < 0.05 * la.std(), ((la - lb).abs().max(), la.std())

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..models.llama import KVCache, Llama
+from ..models.llama import KVCache, Llama, inference_view
 
 # callback(done_tokens, total_tokens) -> None; raising inside aborts the decode.
 TokenCallback = Callable[[int, int], None] | None
@@ -87,19 +87,25 @@ def next_token(logits: torch.Tensor, u: torch.Tensor, s: DecodeSettings) -> torc
     """Last-position logits ((2B, V) under CFG, else (B, V)) -> tokens (B,)."""
     if s.cfg:
         logits = combine_cfg(logits, s.guidance)  # (B, V)
+    if s.temperature == 0:
+        # What sample_from_probs gives for the one-hot of the argmax (the cdf is 0 before it and
+        # 1 from it on, and u < 1), without the eight ops that compute it.
+        return logits.argmax(-1)  # (B,)
     return sample_from_probs(filtered_probs(logits, s), u)
 
 
-def prefill(llama: Llama, prefix: torch.Tensor, key_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Run the prefix (B2, P, D) at positions 0..P-1 into the cache; logits of the last (B2, V)."""
+def prefill(llama, prefix: torch.Tensor, key_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Run the prefix (B2, P, D) at positions 0..P-1 into the cache; logits of the last (B2, V).
+    llama: a Llama or any decode view of one (`models.llama.inference_view`)."""
     pos = torch.arange(prefix.shape[1], device=prefix.device)  # (P,)
     h = llama.forward_cached(prefix, pos, cache, key_mask)  # (B2, P, D)
     return llama.head(h[:, -1:])[:, 0]  # (B2, V)
 
 
-def decode_one_token(llama: Llama, tokens: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
+def decode_one_token(llama, tokens: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
                      key_mask: torch.Tensor, u: torch.Tensor, s: DecodeSettings) -> torch.Tensor:
     """One fixed-shape step: feed tokens (B,) at input_pos (1,), return the next tokens (B,).
+    llama: the decode view (`inference_view`), so no per-step weight checks happen here.
     Compiles with fullgraph=True: no Python branching on tensor values, no .item()."""
     if s.cfg:
         tokens = torch.cat([tokens, tokens])  # (2B,): both halves continue the same image
@@ -143,22 +149,25 @@ def decode(llama: Llama, prefix: torch.Tensor, prefix_mask: torch.Tensor, unifor
 
     prefix (B2, P, D) in the network dtype, [cond; uncond] rows under CFG; prefix_mask (B2, P) bool;
     uniforms (B, N) from `draw_uniforms`; step: `decode_one_token` or `compiled_step()`.
+    llama: a Llama (its fused inference view is used) or a decode view (`inference_view`).
     Returns tokens (B, N) long."""
     _check(prefix, prefix_mask, uniforms, s)
+    net = inference_view(llama)
     B, N = uniforms.shape
     dev = prefix.device
     u = uniforms.to(dev)
     # Token i is fed back at position P + i; the last token is never fed, so P + N - 1 slots.
     key_mask = full_key_mask(prefix_mask, N - 1)  # (B2, P + N - 1)
-    cache = KVCache.allocate(llama.cfg, prefix.shape[0], key_mask.shape[1], prefix.dtype, dev)
+    cache = KVCache.allocate(net.cfg, prefix.shape[0], key_mask.shape[1], prefix.dtype, dev)
     out = torch.empty(B, N, dtype=torch.long, device=dev)
-    out[:, 0] = next_token(prefill(llama, prefix, key_mask, cache), u[:, 0], s)
+    out[:, 0] = next_token(prefill(net, prefix, key_mask, cache), u[:, 0], s)
     P = prefix.shape[1]
     if callback is not None:
         callback(1, N)
+    pos = torch.empty(1, dtype=torch.long, device=dev)  # (1,), rewritten in place: no per-step allocation
     for i in range(1, N):
-        pos = torch.tensor([P + i - 1], device=dev)  # (1,)
-        out[:, i] = step(llama, out[:, i - 1], pos, cache, key_mask, u[:, i], s)
+        pos.fill_(P + i - 1)
+        out[:, i] = step(net, out[:, i - 1], pos, cache, key_mask, u[:, i], s)
         if callback is not None:
             callback(i + 1, N)
     return out
