@@ -219,7 +219,7 @@ def main() -> int:
                     help="model-only timing per (batch, memo) cell; at least 3 calls each")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--max-batch", type=int, default=16, help="batching-on setting and model-only batch")
-    ap.add_argument("--window-ms", type=float, default=10.0)
+    ap.add_argument("--window-ms", type=float, default=0.0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_load.json"))
     args = ap.parse_args()
 

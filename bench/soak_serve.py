@@ -282,7 +282,7 @@ def main() -> int:
     ap.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval")
     ap.add_argument("--steps", type=int, default=4, help="steps per image (job_cancel uses 4x)")
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--window-ms", type=float, default=10.0)
+    ap.add_argument("--window-ms", type=float, default=0.0)
     ap.add_argument("--url-ttl-s", type=float, default=60.0,
                     help="server's url/finished-job lifetime; short so the stores reach steady state")
     ap.add_argument("--prompts", type=int, default=64, help="size of the prompt pool")

@@ -50,7 +50,7 @@ class ServeConfig:
     """Server policy. Defaults suit one CPU box; `blinkgen serve --help` exposes each one."""
 
     max_batch: int = 16
-    batch_window_ms: float = 10.0
+    batch_window_ms: float = 0.0  # bench/RESULTS.md: 0 was as fast or faster than 10 ms at 1-64 clients
     max_queue: int = 256  # images waiting (not requests): n=10 weighs ten times n=1
     timeout_s: float = 300.0  # per request, queue time included
     url_ttl_s: float = 3600.0

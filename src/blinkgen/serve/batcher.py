@@ -8,6 +8,8 @@ How a batch is formed:
 - the job at the head of `pending` (the one that has waited longest since it was last served)
   picks the settings key; only jobs with the same key (model, steps, guidance, sampler) join;
 - after the head arrives we wait up to `window_s` for company unless the batch is already full;
+  the server's default window is 0 (continuous batching): under load, requests pile up while the
+  previous batch runs and form the next one, so waiting only adds latency (bench/RESULTS.md);
 - the batch is filled round-robin, one image per job per turn, so a request for 10 images
   cannot starve a request for 1; served jobs with images left go to the back of `pending`.
 Each image carries its own seed into `Generator.sample`, whose contract is that image i depends

@@ -35,8 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-file", default=None, metavar="F",
                    help="file with one API key per line; keys in $BLINKGEN_API_KEYS are added")
     p.add_argument("--max-batch", type=_positive(int), default=16, help="most images per model call")
-    p.add_argument("--batch-window-ms", type=_nonneg(float), default=10.0,
-                   help="how long the first request waits for batch-mates")
+    p.add_argument("--batch-window-ms", type=_nonneg(float), default=0.0,
+                   help="how long a request waits for batch-mates when the worker is idle (default 0: "
+                        "a batch starts at once and requests arriving meanwhile form the next one)")
     p.add_argument("--max-queue", type=_positive(int), default=256,
                    help="most images waiting; more gets 429 with Retry-After")
     p.add_argument("--timeout-s", type=_positive(float), default=300.0, help="per request, queue time included")
