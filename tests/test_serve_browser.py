@@ -33,7 +33,9 @@ def test_page_submits_shows_progress_and_images(tmp_path):
             page.fill("#prompt", "a red circle above a blue square")
             page.fill("#n", "3")
             page.fill("#seed", "42")
-            page.fill("#steps", str(SLOW_STEPS))  # enough steps that the bar is seen part-way
+            # enough steps that the bar is seen part-way even when a loaded 2-core machine starves
+            # the event loop (SSE sends the latest state when it wakes; 30 steps once came too late)
+            page.fill("#steps", str(5 * SLOW_STEPS))
             # Record, inside the page, whether the bar was ever seen part-way while the job ran:
             # polling from the test can miss a fast job or time out on a slow machine.
             page.evaluate("""() => { window.__sawProgress = false;
