@@ -1,0 +1,50 @@
+"""bench/bench_families.py end to end on tiny random models and an untrained tiny evaluator: both
+families see the same prompts and seeds, every row carries speed and the shared quality metrics,
+the SJD comparison is filled in, and the JSON renders as Markdown."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from blinkgen.ar_family import tiny_ar_model
+from blinkgen.eval import contrastive as C
+from blinkgen.models.clip import CLIP_PRESETS, ContrastiveModel
+from blinkgen.testing import tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_families", ROOT / "bench" / "bench_families.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_families_bench_on_tiny_models(tmp_path, capsys):
+    torch.manual_seed(0)
+    ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
+    diff, ar = tiny_model(tmp_path / "diff"), tiny_ar_model(tmp_path / "ar")
+    out = tmp_path / "families.json"
+    r = _bench().main(["--diffusion", str(diff), "--ar", str(ar), "--data", "shapes:200", "--samples", "4",
+                       "--repeats", "2", "--threads", "1", "--windows", "4", "16", "--evaluator", str(ev),
+                       "--out", str(out)])
+    rungs = [(x["family"], x["rung"]) for x in r["rows"]]
+    assert rungs == [("diffusion", "default"), ("ar", "cached"), ("ar", "sjd window 4"), ("ar", "sjd window 16"),
+                     ("ar", "cached, other seeds")]
+    for x in r["rows"]:
+        assert x["batch4"]["n"] == 4 and x["batch4"]["images_per_s"] > 0
+        assert {"fd", "alignment", "retrieval_R@1", "shapes"} <= set(x["quality"])
+        if x["rung"] != "cached, other seeds":
+            assert x["batch1"]["n"] == 2 and x["batch1"]["p95_s"] >= x["batch1"]["p50_s"]
+    sjd = {x["rung"]: x for x in r["rows"]}["sjd window 16"]
+    assert sjd["sjd_tokens_per_pass"] >= 1.0 and sjd["settings"]["sampler"] == "sjd"
+    comp = r["sjd_vs_plain"]
+    assert [c["rung"] for c in comp] == ["sjd window 4", "sjd window 16"]
+    assert all(isinstance(c["within_5pct"], bool) and "fd_rel_diff_plain_vs_other_seeds" in c for c in comp)
+    assert json.loads(out.read_text())["rows"][0]["family"] == "diffusion"
+    table = capsys.readouterr().out
+    assert "| ar | sjd window 16 |" in table and "within 5%" in table
