@@ -36,14 +36,20 @@ def test_page_submits_shows_progress_and_images(tmp_path):
             # enough steps that the bar is seen part-way even when a loaded 2-core machine starves
             # the event loop (SSE sends the latest state when it wakes; 30 steps once came too late)
             page.fill("#steps", str(5 * SLOW_STEPS))
-            # Record, inside the page, whether the bar was ever seen part-way while the job ran:
-            # polling from the test can miss a fast job or time out on a slow machine.
+            # Record, inside the page, whether the bar was ever set part-way while the job ran:
+            # polling from the test can miss a fast job or time out on a slow machine. The
+            # observer reads every mutation record (oldValue), not the DOM at callback time: on a
+            # loaded machine several SSE events can arrive in one chunk and be rendered in one JS
+            # task, and the callback would then only see the final state.
             page.evaluate("""() => { window.__sawProgress = false;
-                new MutationObserver(() => {
-                  const c = document.querySelector('.job'); if (!c) return;
-                  const v = +(c.querySelector('.progress') || {getAttribute: () => 0}).getAttribute('aria-valuenow');
-                  if (v > 0 && v < 100 && c.classList.contains('running')) window.__sawProgress = true;
-                }).observe(document.body, {subtree: true, attributes: true, childList: true}); }""")
+                new MutationObserver((records) => {
+                  for (const r of records) {
+                    if (r.attributeName !== 'aria-valuenow' || !r.target.closest('.job')) continue;
+                    const seen = [+r.oldValue, +r.target.getAttribute('aria-valuenow')];
+                    if (seen.some((v) => v > 0 && v < 100)) window.__sawProgress = true;
+                  }
+                }).observe(document.body, {subtree: true, attributes: true, attributeOldValue: true,
+                                           attributeFilter: ['aria-valuenow']}); }""")
             page.click("#generate")
             card = page.locator(".job").first
             card.wait_for(timeout=30_000)
