@@ -41,11 +41,12 @@ def test_page_submits_shows_progress_and_images(tmp_path):
             # observer reads every mutation record (oldValue), not the DOM at callback time: on a
             # loaded machine several SSE events can arrive in one chunk and be rendered in one JS
             # task, and the callback would then only see the final state.
-            page.evaluate("""() => { window.__sawProgress = false;
+            page.evaluate("""() => { window.__sawProgress = false; window.__values = [];
                 new MutationObserver((records) => {
                   for (const r of records) {
                     if (r.attributeName !== 'aria-valuenow' || !r.target.closest('.job')) continue;
                     const seen = [+r.oldValue, +r.target.getAttribute('aria-valuenow')];
+                    window.__values.push(seen.join('>') + ' ' + (r.target.closest('.job').className));
                     if (seen.some((v) => v > 0 && v < 100)) window.__sawProgress = true;
                   }
                 }).observe(document.body, {subtree: true, attributes: true, attributeOldValue: true,
@@ -57,7 +58,9 @@ def test_page_submits_shows_progress_and_images(tmp_path):
             shot.parent.mkdir(parents=True, exist_ok=True)
             card.locator(".gallery figure").nth(2).wait_for(timeout=180_000)
             page.wait_for_selector(".job.done", timeout=60_000)
-            assert page.evaluate("window.__sawProgress"), "the progress bar never showed a running job part-way"
+            assert page.evaluate("window.__sawProgress"), ("the progress bar never showed a running job part-way: "
+                                                           + repr(page.evaluate("window.__values"))
+                                                           + repr(card.locator(".meta").inner_text()))
             assert card.locator(".progress").get_attribute("aria-valuenow") == "100"
             captions = card.locator("figcaption").all_inner_texts()
             assert [c.split(" ·")[0] for c in captions] == ["seed 42", "seed 43", "seed 44"]

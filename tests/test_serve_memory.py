@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import types
+
 import pytest
 
 from blinkgen.serve import jobs as jobs_mod
@@ -26,10 +28,19 @@ class Clock:
         return self.t
 
 
+def _time_with(clock):
+    import time as real
+
+    return types.SimpleNamespace(**{**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")},
+                                    "monotonic": clock})
+
+
 @pytest.fixture
 def clock(monkeypatch):
     c = Clock()
-    monkeypatch.setattr(jobs_mod.time, "monotonic", c)
+    # patch the module's name `time`, never the global time module: other threads in this test
+    # process (live servers of other tests, batcher workers) must keep the real clock
+    monkeypatch.setattr(jobs_mod, "time", _time_with(c))
     return c
 
 
@@ -106,7 +117,7 @@ def test_image_store_capped_by_count_bytes_and_age(clock):
 
 def test_images_per_second_window_is_bounded_without_scrapes(monkeypatch):
     c = Clock()
-    monkeypatch.setattr(metrics_mod.time, "monotonic", c)
+    monkeypatch.setattr(metrics_mod, "time", _time_with(c))
     m = Metrics()
     for _ in range(1000):
         m.observe_batch(4)
