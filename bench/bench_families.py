@@ -10,6 +10,15 @@ Rows:
                    measures
   ar cached, other seeds   `cached` again on seeds shifted by --noise-seed-offset: how much
                    FD/alignment move between two equally good runs (the yardstick for "within 5%")
+  ar maskgit K     the parallel mode (--masked: a model trained with `--family maskgit` on the same
+                   tokenizer and data), K passes per image for each K in --masked-steps; compared
+                   with `cached` in `parallel_vs_plain` (a different network, so its quality is
+                   that model's, not a re-draw of the causal one)
+
+Shapes compositional accuracy: the held-out sample holds only a handful of shapes-grammar
+prompts, so the default row of each family (and every maskgit row) also generates the committed
+--shapes-prompts file (128 prompts, seeds 0..) and reads colour/shape/count/size/relation back from
+the pixels (`blinkgen.eval.shapes_check.score`), as `blinkgen eval --prompts` does.
 
 Each row reports images/s at batch 1 (p50/p95 latency over --repeats single-prompt calls, after a
 warm-up call) and at batch --batch (default: all --samples at once), peak RSS, and the quality of
@@ -105,6 +114,17 @@ def run_row(gen, label: str, settings, prompts: list[str], seeds: list[int], ref
     return row
 
 
+def shapes_eval(gen, settings, prompts: list[str], batch: int) -> dict:
+    """Compositional accuracy on a shapes prompt list, seeds 0..n-1, generated at `batch`."""
+    from blinkgen.eval.shapes_check import score
+
+    images = []
+    for i in range(0, len(prompts), batch):
+        images += gen.sample(prompts[i:i + batch], list(range(i, min(i + batch, len(prompts)))), settings)
+    out = score([np.asarray(im) for im in images], prompts)
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}
+
+
 def _rel(a: float, b: float) -> float:
     """Relative difference |a - b| / |b|."""
     return abs(a - b) / max(abs(b), 1e-12)
@@ -128,6 +148,26 @@ def compare_sjd(rows: list[dict]) -> list[dict]:
             c["alignment_rel_diff_plain_vs_other_seeds"] = _rel(noise["quality"]["alignment"], p["alignment"])
         if "batch1" in r and "batch1" in plain:
             c["speedup_batch1"] = r["batch1"]["images_per_s"] / plain["batch1"]["images_per_s"]
+        out.append(c)
+    return out
+
+
+def compare_parallel(rows: list[dict], batch: int) -> list[dict]:
+    """Each masked-mode row against plain cached decoding of the causal model: speed-ups at batch 1
+    and at the batch size, and the relative quality differences."""
+    plain = next((r for r in rows if r["family"] == "ar" and r["rung"] == "cached"), None)
+    out = []
+    for r in rows:
+        if not r["rung"].startswith("maskgit") or plain is None:
+            continue
+        q, p = r["quality"], plain["quality"]
+        c = {"rung": r["rung"], "fd": q["fd"], "fd_plain": p["fd"], "fd_rel_diff": _rel(q["fd"], p["fd"]),
+             "alignment": q["alignment"], "alignment_plain": p["alignment"],
+             "alignment_rel_diff": _rel(q["alignment"], p["alignment"]),
+             f"speedup_batch{batch}": r[f"batch{batch}"]["images_per_s"] / plain[f"batch{batch}"]["images_per_s"]}
+        if "batch1" in r and "batch1" in plain:
+            c["speedup_batch1"] = r["batch1"]["images_per_s"] / plain["batch1"]["images_per_s"]
+            c["cpu_speedup_batch1"] = plain["batch1"]["cpu_s_per_image"] / r["batch1"]["cpu_s_per_image"]
         out.append(c)
     return out
 
@@ -168,6 +208,24 @@ def render(r: dict) -> str:
             lines.append(f"| {x['rung']} | {sp} | {x['fd_sjd']:.3f} / {x['fd_plain']:.3f} ({x['fd_rel_diff']:.1%}) | "
                          f"{x['alignment_sjd']:.3f} / {x['alignment_plain']:.3f} ({x['alignment_rel_diff']:.1%}) | "
                          f"{'yes' if x['within_5pct'] else 'no'} | {noise} |")
+    sh_rows = [x for x in r["rows"] if "shapes_eval" in x]
+    if sh_rows:
+        attrs = ["overall", "colour", "shape", "count", "size", "relation", "background"]
+        lines += ["", f"Shapes compositional accuracy on `{r['shapes_prompts']}` "
+                  f"({sh_rows[0]['shapes_eval'].get('n_colour', '?')} prompts with a colour):", "",
+                  "| family | rung | " + " | ".join(attrs) + " |", "|---|---|" + "---|" * len(attrs)]
+        for x in sh_rows:
+            e = x["shapes_eval"]
+            lines.append(f"| {x['family']} | {x['rung']} | " + " | ".join(
+                "" if e.get(a) is None else f"{e[a]:.3f}" for a in attrs) + " |")
+    if r.get("parallel_vs_plain"):
+        lines += ["", f"| masked-mode rung | speed-up b1 (wall / CPU) | speed-up b{b} | FD masked / plain (rel.) | "
+                  "align masked / plain (rel.) |", "|---|---|---|---|---|"]
+        for x in r["parallel_vs_plain"]:
+            sp = f"{x['speedup_batch1']:.2f}x / {x['cpu_speedup_batch1']:.2f}x" if "speedup_batch1" in x else ""
+            lines.append(f"| {x['rung']} | {sp} | {x[f'speedup_batch{b}']:.2f}x | "
+                         f"{x['fd']:.3f} / {x['fd_plain']:.3f} ({x['fd_rel_diff']:.1%}) | "
+                         f"{x['alignment']:.3f} / {x['alignment_plain']:.3f} ({x['alignment_rel_diff']:.1%}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -184,6 +242,8 @@ def main(argv=None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--diffusion", default="default", help="diffusion model: embedded name or folder ('' to skip)")
     ap.add_argument("--ar", default=None, help="AR model folder (omit to skip)")
+    ap.add_argument("--masked", default=None, help="masked-mode (maskgit) model folder (omit to skip)")
+    ap.add_argument("--masked-steps", type=int, nargs="*", default=[4, 8, 16], help="maskgit passes per image")
     ap.add_argument("--data", default="datasets/emoji+shapes:1500", help="spec whose held-out images are the reference")
     ap.add_argument("--samples", type=int, default=64, help="quality images per row (= the batch timing run)")
     ap.add_argument("--batch", type=int, default=None, help="batch size of the timing run (default: --samples)")
@@ -195,6 +255,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--noise-seed-offset", type=int, default=NOISE_SEED_OFFSET,
                     help="seed shift of the 'cached, other seeds' row (0 skips the row)")
     ap.add_argument("--evaluator", default=None, help="contrastive evaluator folder (default: shipped)")
+    ap.add_argument("--shapes-prompts", default=str(ROOT / "bench" / "prompts" / "shapes_eval.txt"),
+                    help="shapes-grammar prompt file for compositional accuracy ('' to skip)")
     ap.add_argument("--out", help="results JSON (required unless --render)")
     ap.add_argument("--render", default=None, help="print a results JSON as Markdown and exit")
     args = ap.parse_args(argv)
@@ -203,8 +265,8 @@ def main(argv=None) -> dict:
         return {}
     if not args.out:
         ap.error("--out is required")
-    if not args.diffusion and not args.ar:
-        ap.error("nothing to compare: give --diffusion and/or --ar")
+    if not args.diffusion and not args.ar and not args.masked:
+        ap.error("nothing to compare: give --diffusion, --ar and/or --masked")
     args.batch = args.batch or args.samples
     torch.set_num_threads(args.threads)
     t_start, load_avg = time.perf_counter(), os.getloadavg()
@@ -217,8 +279,19 @@ def main(argv=None) -> dict:
         gens["diffusion"] = load(args.diffusion)
     if args.ar:
         gens["ar"] = load(args.ar)
+    if args.masked:
+        gens["masked"] = load(args.masked)
     refs: dict[int, object] = {}  # one reference per image size (the same prompts at any size)
     rows, prompts, seeds = [], None, None
+    shapes_prompts = ([ln.strip() for ln in Path(args.shapes_prompts).read_text().splitlines() if ln.strip()]
+                      if args.shapes_prompts else [])
+
+    def with_shapes(row: dict, gen, settings) -> dict:
+        if shapes_prompts:
+            gen.encode_prompts(sorted(set(shapes_prompts)))
+            row["shapes_eval"] = shapes_eval(gen, settings, shapes_prompts, args.batch)
+        return row
+
     for fam, gen in gens.items():
         if gen.image_size not in refs:
             refs[gen.image_size] = build_reference(args.data, gen.image_size, evaluator=ev)
@@ -235,10 +308,16 @@ def main(argv=None) -> dict:
             configs = [("default", base)] + [(f"{n}:{k}", gen.settings(k, None, n))
                                              for n, k in parse_settings(args.diffusion_settings)]
             for label, st in configs:
-                rows.append(run_row(gen, label, st, prompts, seeds, ref, args, bd))
+                row = run_row(gen, label, st, prompts, seeds, ref, args, bd)
+                rows.append(with_shapes(row, gen, st) if label == "default" else row)
+            continue
+        if fam == "masked":
+            for k in args.masked_steps:
+                st = gen.settings(steps=k)
+                rows.append(with_shapes(run_row(gen, f"maskgit {k}", st, prompts, seeds, ref, args, bd), gen, st))
             continue
         plain = gen.settings(sampler="cached")
-        rows.append(run_row(gen, "cached", plain, prompts, seeds, ref, args, bd))
+        rows.append(with_shapes(run_row(gen, "cached", plain, prompts, seeds, ref, args, bd), gen, plain))
         default_window = gen.window
         for w in (args.windows or [default_window]):
             rows.append(run_row(gen, f"sjd window {w}", gen.settings(sampler="sjd"), prompts, seeds, ref, args, bd,
@@ -251,7 +330,10 @@ def main(argv=None) -> dict:
     result = {
         "what": "diffusion vs autoregressive family, speed + quality, CPU",
         "command": "python bench/bench_families.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "data": args.data, "prompts_source": first_ref.source, "samples": args.samples, "seed": args.seed,
+        "data": args.data, "prompts_source": first_ref.source,
+        "shapes_prompts": (str(Path(args.shapes_prompts).resolve().relative_to(ROOT))
+                           if args.shapes_prompts and Path(args.shapes_prompts).resolve().is_relative_to(ROOT)
+                           else args.shapes_prompts or None), "samples": args.samples, "seed": args.seed,
         "threads": args.threads, "batch": args.batch, "repeats": args.repeats,
         "models": {fam: {"name": getattr(g, "name", ""), "image_size": g.image_size,
                          "defaults": g.defaults.to_dict(),
@@ -264,6 +346,7 @@ def main(argv=None) -> dict:
         "ceiling_by_image_size": {str(k): r.ceiling for k, r in refs.items()},
         "evaluator": {"path": str(ev.folder), "sha256": ev.weights_sha256()},
         "versions": versions(), "rows": rows, "sjd_vs_plain": compare_sjd(rows),
+        "parallel_vs_plain": compare_parallel(rows, args.batch),
         "wall_s": time.perf_counter() - t_start,
     }
     out = Path(args.out)

@@ -28,13 +28,21 @@ def test_families_bench_on_tiny_models(tmp_path, capsys):
     torch.manual_seed(0)
     ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
     diff, ar = tiny_model(tmp_path / "diff"), tiny_ar_model(tmp_path / "ar")
+    masked = tiny_ar_model(tmp_path / "mg", objective="masked")
     out = tmp_path / "families.json"
+    shapes = tmp_path / "shapes.txt"
+    shapes.write_text("a red circle on a white background\ntwo blue squares on a black background\n")
     r = _bench().main(["--diffusion", str(diff), "--ar", str(ar), "--data", "shapes:200", "--samples", "4",
                        "--repeats", "2", "--threads", "1", "--windows", "4", "16", "--evaluator", str(ev),
+                       "--masked", str(masked), "--masked-steps", "2", "8", "--shapes-prompts", str(shapes),
                        "--out", str(out)])
     rungs = [(x["family"], x["rung"]) for x in r["rows"]]
     assert rungs == [("diffusion", "default"), ("ar", "cached"), ("ar", "sjd window 4"), ("ar", "sjd window 16"),
-                     ("ar", "cached, other seeds")]
+                     ("ar", "cached, other seeds"), ("ar", "maskgit 2"), ("ar", "maskgit 8")]
+    par = r["parallel_vs_plain"]
+    assert [c["rung"] for c in par] == ["maskgit 2", "maskgit 8"]
+    assert all(c["speedup_batch1"] > 0 and c["speedup_batch4"] > 0 for c in par)
+    assert {x["rung"]: x for x in r["rows"]}["maskgit 8"]["network_calls_per_image"] == 8
     for x in r["rows"]:
         assert x["batch4"]["n"] == 4 and x["batch4"]["images_per_s"] > 0
         assert {"fd", "alignment", "retrieval_R@1", "shapes"} <= set(x["quality"])
@@ -48,3 +56,8 @@ def test_families_bench_on_tiny_models(tmp_path, capsys):
     assert json.loads(out.read_text())["rows"][0]["family"] == "diffusion"
     table = capsys.readouterr().out
     assert "| ar | sjd window 16 |" in table and "within 5%" in table
+    assert "| maskgit 8 |" in table and "Shapes compositional accuracy" in table
+    with_shapes = [x["rung"] for x in r["rows"] if "shapes_eval" in x]
+    assert with_shapes == ["default", "cached", "maskgit 2", "maskgit 8"]
+    assert all(0 <= x["shapes_eval"]["colour"] <= 1 and x["shapes_eval"]["n_colour"] == 2
+               for x in r["rows"] if "shapes_eval" in x)

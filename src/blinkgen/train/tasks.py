@@ -169,6 +169,6 @@ class DiffusionTask:
 
 TASKS = {"autoencoder": AutoencoderTask, "diffusion": DiffusionTask}
 
-from ..ar_family import ARTask, TokenizerTask  # noqa: E402  (ar_family never imports train)
+from ..ar_family import ARTask, MaskedARTask, TokenizerTask  # noqa: E402  (ar_family never imports train)
 
-TASKS.update(ar=ARTask, tokenizer=TokenizerTask)
+TASKS.update(ar=ARTask, maskgit=MaskedARTask, tokenizer=TokenizerTask)
