@@ -244,6 +244,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--ar", default=None, help="AR model folder (omit to skip)")
     ap.add_argument("--masked", default=None, help="masked-mode (maskgit) model folder (omit to skip)")
     ap.add_argument("--masked-steps", type=int, nargs="*", default=[4, 8, 16], help="maskgit passes per image")
+    ap.add_argument("--choice-temperatures", type=float, nargs="*", default=None,
+                    help="maskgit Gumbel temperatures on which slots to keep (default: the model's)")
     ap.add_argument("--data", default="datasets/emoji+shapes:1500", help="spec whose held-out images are the reference")
     ap.add_argument("--samples", type=int, default=64, help="quality images per row (= the batch timing run)")
     ap.add_argument("--batch", type=int, default=None, help="batch size of the timing run (default: --samples)")
@@ -312,9 +314,15 @@ def main(argv=None) -> dict:
                 rows.append(with_shapes(row, gen, st) if label == "default" else row)
             continue
         if fam == "masked":
-            for k in args.masked_steps:
-                st = gen.settings(steps=k)
-                rows.append(with_shapes(run_row(gen, f"maskgit {k}", st, prompts, seeds, ref, args, bd), gen, st))
+            cts = args.choice_temperatures or [gen.choice_temperature]
+            for ct in cts:
+                gen.choice_temperature = ct
+                for k in args.masked_steps:
+                    st = gen.settings(steps=k)
+                    label = f"maskgit {k}" + (f", choice temp {ct:g}" if len(cts) > 1 else "")
+                    row = run_row(gen, label, st, prompts, seeds, ref, args, bd)
+                    row["choice_temperature"] = ct
+                    rows.append(with_shapes(row, gen, st))
             continue
         plain = gen.settings(sampler="cached")
         rows.append(with_shapes(run_row(gen, "cached", plain, prompts, seeds, ref, args, bd), gen, plain))

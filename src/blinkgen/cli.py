@@ -62,7 +62,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--sampler", default=None, help="euler | heun | dpmpp2m")
+    p.add_argument("--sampler", default=None, help="diffusion: euler | heun | dpmpp2m; ar: cached | sjd | nocache; maskgit: maskgit")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder")

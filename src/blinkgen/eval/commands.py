@@ -54,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, help="dataset spec whose held-out images are the reference")
     p.add_argument("--samples", type=_positive, default=128)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--sampler", default=None, help="euler | heun | dpmpp2m")
+    p.add_argument("--sampler", default=None, help="diffusion: euler | heun | dpmpp2m; ar: cached | sjd | nocache; maskgit: maskgit")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default=None, help="prompt file (default: the held-out captions)")

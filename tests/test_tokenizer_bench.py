@@ -1,0 +1,39 @@
+"""bench/bench_tokenizer.py end to end on a random tiny tokenizer and autoencoder: every number the
+issue asks of a tokenizer is there, finite and in range, and the JSON renders."""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+from blinkgen.ar_family import tiny_ar_model
+from blinkgen.eval import contrastive as C
+from blinkgen.models.clip import CLIP_PRESETS, ContrastiveModel
+from blinkgen.testing import tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_tokenizer", ROOT / "bench" / "bench_tokenizer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tokenizer_bench_on_tiny_models(tmp_path, capsys):
+    torch.manual_seed(0)
+    ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
+    ar = tiny_ar_model(tmp_path / "ar")
+    diff = tiny_model(tmp_path / "diff")
+    r = _bench().main(["--tokenizer", str(ar), "--autoencoder", str(diff), "--data", "shapes:200",
+                       "--evaluator", str(ev), "--threads", "1", "--out", str(tmp_path / "tok.json")])
+    fsq, ae = r["rows"]
+    assert fsq["kind"] == "fsq" and fsq["tokens_per_image"] == 16 and fsq["codebook_size"] == 125
+    assert 0 < fsq["codebook_usage"] <= 1 and 1 <= fsq["code_perplexity"] <= 125
+    for x in (fsq, ae):
+        assert math.isfinite(x["psnr_db"]) and x["fd_recon_vs_real"] >= 0 and -1 <= x["alignment_recon"] <= 1
+    assert r["n_images"] > 0 and r["real_fd_between_halves"] > 0
+    assert "| codebook usage |" in capsys.readouterr().out
