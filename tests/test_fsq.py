@@ -87,5 +87,6 @@ def test_tokenizer_shapes_and_gradients(channels, grid):
 def test_tokenizer_presets_are_64_and_256_tokens():
     assert TOKENIZER_PRESETS["S"].n_tokens == 64 and TOKENIZER_PRESETS["S"].codebook_size == 1000
     assert TOKENIZER_PRESETS["S-f4"].n_tokens == 256
+    assert TOKENIZER_PRESETS["XS"].n_tokens == 64 and TOKENIZER_PRESETS["XS"].codebook_size == 1000
     with pytest.raises(ValueError):
         FSQTokenizer(TokenizerConfig(channels=[4, 4])).encode(torch.zeros(1, 3, 32, 32))
