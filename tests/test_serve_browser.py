@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest_serve import SLOW_STEPS, live_server
+from conftest_serve import LONG, SLOW_STEPS, live_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -51,16 +51,25 @@ def test_page_submits_shows_progress_and_images(tmp_path):
                   }
                 }).observe(document.body, {subtree: true, attributes: true, attributeOldValue: true,
                                            attributeFilter: ['aria-valuenow']}); }""")
-            # A job ahead in the queue (other settings, so it cannot share the batch): the page's
-            # job then waits long enough for the page to subscribe to its events before it runs.
-            # Without it a fast tiny-model job could finish before the event stream opened
-            # (seen in clean-clone full runs: the card went queued -> done).
-            ahead = page.request.post(srv.base_url + "/v1/jobs",
-                                      data={"prompt": "a slow job ahead", "n": 4, "steps": 400})
+            # Hold the page's job behind a long one until the page's event stream is delivering,
+            # then cancel the long one: the part-way check then measures what the page shows while
+            # its job runs, not a race between the browser opening its stream and a tiny job
+            # finishing. (A short job ahead was not enough: in a loaded clean-clone full run the
+            # page's first SSE event arrived after both jobs were done, records queued -> done.)
+            ahead = page.request.post(srv.base_url + "/v1/jobs", data={"prompt": "a long job ahead", **LONG})
             assert ahead.status == 202, ahead.text()
             page.click("#generate")
             card = page.locator(".job").first
             card.wait_for(timeout=30_000)
+            # one record is the card drawn from the POST answer; the next one comes from the stream
+            try:
+                page.wait_for_function("window.__values.length >= 2", timeout=120_000)
+            except sync_api.TimeoutError:
+                pytest.fail(f"the page's event stream delivered nothing in 120 s: {page.evaluate('window.__values')}")
+            first = page.evaluate("window.__values")
+            assert first[1].endswith("job queued"), f"the page's job did not wait for its stream: {first}"
+            gone = page.request.delete(srv.base_url + f"/v1/jobs/{ahead.json()['id']}")
+            assert gone.status == 200, gone.text()
             shot = Path(os.environ.get("BLINKGEN_SCREENSHOT", tmp_path / "serve_page.png"))
             shot.parent.mkdir(parents=True, exist_ok=True)
             card.locator(".gallery figure").nth(2).wait_for(timeout=180_000)
@@ -78,11 +87,6 @@ def test_page_submits_shows_progress_and_images(tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 0
             assert not errors, errors
-            if not saw_progress:
-                # Known issue (stop 7 note): in clean-clone full-suite runs the page's event stream
-                # delivered nothing before the job ended (card went queued -> done), though the SSE
-                # endpoint streams progress (tests/test_serve_api.py) and this test passes alone.
-                # Reported as xfail with the evidence, not hidden: every other check above passed.
-                pytest.xfail(f"progress bar not seen part-way; aria-valuenow records: {seen_values}")
+            assert saw_progress, f"progress bar never seen part-way; aria-valuenow records: {seen_values}"
         finally:
             browser.close()
