@@ -61,3 +61,26 @@ def test_families_bench_on_tiny_models(tmp_path, capsys):
     assert with_shapes == ["default", "cached", "maskgit 2", "maskgit 8"]
     assert all(0 <= x["shapes_eval"]["colour"] <= 1 and x["shapes_eval"]["n_colour"] == 2
                for x in r["rows"] if "shapes_eval" in x)
+
+
+def test_cli_front_door_for_ar_models(tmp_path, capsys):
+    """`blinkgen eval` and `blinkgen bench families|tokenizer` take AR and masked-mode models; the
+    diffusion ladder refuses an AR model with a pointer to the right bench."""
+    from blinkgen.cli import main
+
+    torch.manual_seed(0)
+    ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
+    ar, mg = tiny_ar_model(tmp_path / "ar"), tiny_ar_model(tmp_path / "mg", objective="masked")
+    for model, extra in ((ar, []), (mg, ["--steps", "3"])):
+        assert main(["eval", "--model", str(model), "--data", "shapes:200", "--samples", "4", "--evaluator", str(ev),
+                     "--out", str(tmp_path / f"eval-{model.name}"), *extra]) == 0
+        assert json.loads(capsys.readouterr().out.splitlines()[0])["fd"] >= 0
+    assert main(["bench", "families", "--diffusion", "", "--masked", str(mg), "--masked-steps", "2",
+                 "--data", "shapes:200", "--samples", "2", "--repeats", "1", "--threads", "1", "--shapes-prompts", "",
+                 "--evaluator", str(ev), "--out", str(tmp_path / "fam.json")]) == 0
+    assert json.loads((tmp_path / "fam.json").read_text())["rows"][0]["rung"] == "maskgit 2"
+    assert main(["bench", "tokenizer", "--tokenizer", str(ar), "--data", "shapes:200", "--evaluator", str(ev),
+                 "--threads", "1", "--out", str(tmp_path / "tok.json")]) == 0
+    capsys.readouterr()
+    assert main(["bench", "--model", str(ar), "--out", str(tmp_path / "x.json")]) == 2
+    assert "blinkgen bench ar" in capsys.readouterr().err

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-REPO_BENCH = Path(__file__).resolve().parents[3] / "bench" / "bench_diffusion.py"
+REPO_BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
+# `blinkgen bench <name> ...` runs bench/bench_<name>.py; no name = the diffusion ladder
+BENCHES = ("diffusion", "families", "ar", "tokenizer")
 
 
 def cmd_eval(args) -> None:
@@ -32,13 +34,33 @@ def cmd_caption(args) -> None:
         print(f"{score:.3f}  {text}")
 
 
+def _model_family(argv: list[str]) -> str | None:
+    if "--model" not in argv or argv.index("--model") + 1 >= len(argv):
+        return None
+    cfg = Path(argv[argv.index("--model") + 1]) / "config.json"
+    try:
+        return json.loads(cfg.read_text()).get("family") if cfg.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def cmd_bench(args) -> None:
-    if not REPO_BENCH.is_file():
-        raise UserInputError("blinkgen bench runs from a source checkout (bench/bench_diffusion.py not found)")
-    spec = importlib.util.spec_from_file_location("blinkgen_bench_diffusion", REPO_BENCH)
+    argv = list(args.bench_args)
+    name = argv.pop(0) if argv and argv[0] in BENCHES else "diffusion"
+    script = REPO_BENCH_DIR / f"bench_{name}.py"
+    if not script.is_file():
+        raise UserInputError(f"blinkgen bench runs from a source checkout ({script} not found)")
+    if name == "diffusion" and _model_family(argv) == "ar":
+        m = argv[argv.index("--model") + 1]
+        raise UserInputError(f"{m} is an ar-family model: use `blinkgen bench ar --model {m} ...` (decode speed) "
+                             f"or `blinkgen bench families --ar {m} ...` (speed + quality beside diffusion)")
+    spec = importlib.util.spec_from_file_location(f"blinkgen_bench_{name}", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    mod.main(args.bench_args, prog="blinkgen bench")
+    if name == "diffusion":
+        mod.main(argv, prog="blinkgen bench")
+    else:
+        mod.main(argv)
 
 
 def _positive(v: str) -> int:
@@ -69,9 +91,10 @@ def register(sub) -> None:
     p.add_argument("--evaluator", default=None)
     p.set_defaults(func=cmd_caption)
 
-    # every argument goes to bench/bench_diffusion.py (its own --help); prefix_chars="+" stops this
+    # every argument goes to bench/bench_<name>.py (its own --help); prefix_chars="+" stops this
     # subparser from reading "--model" etc. as its own options
-    p = sub.add_parser("bench", help="speed + quality ladder (source checkout; see bench/bench_diffusion.py -h)",
+    p = sub.add_parser("bench", help="benchmarks from a source checkout: [diffusion] (the speed + quality ladder), "
+                       "families, ar, tokenizer -- each bench/bench_<name>.py with its own -h",
                        add_help=False, prefix_chars="+")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
