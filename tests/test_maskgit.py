@@ -153,3 +153,14 @@ def test_tokenizer_then_maskgit_through_the_shared_loop(tmp_path):
     assert g.samplers == ("maskgit",)
     ims = g.generate("a red circle", n=1, seed=0, steps=4)
     assert ims[0].size == (32, 32)
+
+
+def test_model_level_sampling_matches_the_generator(gen):
+    """MaskedTextToImage.sample_tokens (the model-level entry, as ARTextToImage has) never falls back
+    to causal decoding: it gives the generator's tokens for the same seed and settings."""
+    from dataclasses import replace
+
+    s = replace(gen.decode_settings, guidance=gen.defaults.guidance)
+    toks = gen.model.sample_tokens(gen.encode_prompts(["a red circle"]), [torch.Generator().manual_seed(3)], s,
+                                   steps=5, choice_temperature=gen.choice_temperature)
+    assert torch.equal(toks, gen.sample_tokens(["a red circle"], [3], gen.settings(steps=5)))

@@ -92,9 +92,12 @@ class MaskedTextToImage(ARTextToImage):
 
     @torch.inference_mode()
     def sample_tokens(self, text, generators: list[torch.Generator], settings, steps: int = 8,
-                      callback=None, **_) -> torch.Tensor:
-        from ..sampling.maskgit import draw_maskgit_uniforms, maskgit_decode
+                      choice_temperature: float | None = None, callback=None) -> torch.Tensor:
+        """Parallel decoding in `steps` passes (sampling/maskgit.py); one generator per prompt.
+        Overrides the causal decode, which would be meaningless for this network. -> (B, N)."""
+        from ..sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
 
         pre, pre_mask = self.conditioning(text, settings.cfg)
         u = draw_maskgit_uniforms(generators, steps, self.cfg.n_tokens)
-        return maskgit_decode(self, pre, pre_mask, u, settings, callback=callback)
+        ct = DEFAULT_CHOICE_TEMPERATURE if choice_temperature is None else choice_temperature
+        return maskgit_decode(self, pre, pre_mask, u, settings, ct, callback=callback)
