@@ -84,3 +84,21 @@ def test_cli_front_door_for_ar_models(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", "--model", str(ar), "--out", str(tmp_path / "x.json")]) == 2
     assert "blinkgen bench ar" in capsys.readouterr().err
+
+
+def test_sjd_latency_bench_on_tiny_models(tmp_path):
+    """bench/bench_sjd.py: every rung timed on every prompt, speed-ups relative to plain decoding."""
+    spec = importlib.util.spec_from_file_location("bench_sjd", ROOT / "bench" / "bench_sjd.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
+    ar, mg = tiny_ar_model(tmp_path / "ar"), tiny_ar_model(tmp_path / "mg", objective="masked")
+    r = mod.main(["--ar", str(ar), "--masked", str(mg), "--windows", "2", "8", "--masked-steps", "3",
+                  "--data", "shapes:200", "--prompts", "3", "--rounds", "2", "--threads", "1",
+                  "--evaluator", str(ev), "--out", str(tmp_path / "sjd.json")])
+    rows = {x["rung"]: x for x in r["rows"]}
+    assert list(rows) == ["cached", "sjd window 2", "sjd window 8", "maskgit 3"]
+    assert all(x["n"] == 6 and x["speedup_median_wall"] > 0 for x in rows.values())
+    assert rows["cached"]["speedup_median_cpu"] == 1.0
+    assert 1.0 <= rows["sjd window 8"]["tokens_per_pass"] <= 9 and "tokens_per_pass" not in rows["maskgit 3"]
