@@ -3,25 +3,15 @@ families see the same prompts and seeds, every row carries speed and the shared 
 the SJD comparison is filled in, and the JSON renders as Markdown."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
+from benchload import load_bench
 
 from blinkgen.ar_family import tiny_ar_model
 from blinkgen.eval import contrastive as C
 from blinkgen.models.clip import CLIP_PRESETS, ContrastiveModel
 from blinkgen.testing import tiny_model
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_families", ROOT / "bench" / "bench_families.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_families_bench_on_tiny_models(tmp_path, capsys):
@@ -32,7 +22,7 @@ def test_families_bench_on_tiny_models(tmp_path, capsys):
     out = tmp_path / "families.json"
     shapes = tmp_path / "shapes.txt"
     shapes.write_text("a red circle on a white background\ntwo blue squares on a black background\n")
-    r = _bench().main(["--diffusion", str(diff), "--ar", str(ar), "--data", "shapes:200", "--samples", "4",
+    r = load_bench("bench_families").main(["--diffusion", str(diff), "--ar", str(ar), "--data", "shapes:200", "--samples", "4",
                        "--repeats", "2", "--threads", "1", "--windows", "4", "16", "--evaluator", str(ev),
                        "--masked", str(masked), "--masked-steps", "2", "8", "--shapes-prompts", str(shapes),
                        "--out", str(out)])
@@ -88,9 +78,7 @@ def test_cli_front_door_for_ar_models(tmp_path, capsys):
 
 def test_sjd_latency_bench_on_tiny_models(tmp_path):
     """bench/bench_sjd.py: every rung timed on every prompt, speed-ups relative to plain decoding."""
-    spec = importlib.util.spec_from_file_location("bench_sjd", ROOT / "bench" / "bench_sjd.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("bench_sjd")
     torch.manual_seed(0)
     ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
     ar, mg = tiny_ar_model(tmp_path / "ar"), tiny_ar_model(tmp_path / "mg", objective="masked")

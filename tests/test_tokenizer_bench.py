@@ -2,25 +2,15 @@
 issue asks of a tokenizer is there, finite and in range, and the JSON renders."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
+from benchload import load_bench
 
 from blinkgen.ar_family import tiny_ar_model
 from blinkgen.eval import contrastive as C
 from blinkgen.models.clip import CLIP_PRESETS, ContrastiveModel
 from blinkgen.testing import tiny_model
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_tokenizer", ROOT / "bench" / "bench_tokenizer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_tokenizer_bench_on_tiny_models(tmp_path, capsys):
@@ -28,7 +18,7 @@ def test_tokenizer_bench_on_tiny_models(tmp_path, capsys):
     ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
     ar = tiny_ar_model(tmp_path / "ar")
     diff = tiny_model(tmp_path / "diff")
-    r = _bench().main(["--tokenizer", str(ar), "--autoencoder", str(diff), "--data", "shapes:200",
+    r = load_bench("bench_tokenizer").main(["--tokenizer", str(ar), "--autoencoder", str(diff), "--data", "shapes:200",
                        "--evaluator", str(ev), "--threads", "1", "--out", str(tmp_path / "tok.json")])
     fsq, ae = r["rows"]
     assert fsq["kind"] == "fsq" and fsq["tokens_per_image"] == 16 and fsq["codebook_size"] == 125
