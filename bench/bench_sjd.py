@@ -7,6 +7,11 @@ lands on some rungs and not others. Here every prompt is decoded by every rung b
 and on the minimum per-image time, wall and process CPU. Quality is not measured here (the
 families bench does, on 64 images); the tokens per pass are.
 
+It also times one network pass of the causal model alone at 1 position (a plain decode step) and
+at window + 1 positions (an SJD pass), CFG rows included: the speed-up SJD can reach is at most
+tokens-per-pass x (step cost / pass cost), so these two numbers say how many tokens per pass a
+target speed-up needs.
+
     python bench/bench_sjd.py --ar runs/ar-emoji/ar/model --windows 4 8 16 --out bench/results/sjd_latency.json
 """
 from __future__ import annotations
@@ -29,6 +34,31 @@ def _time(fn) -> tuple[float, float]:
     w, c = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - w, time.process_time() - c
+
+
+@torch.inference_mode()
+def pass_costs(gen, positions: list[int], reps: int = 50) -> dict[int, float]:
+    """Median seconds of one cached forward + head of the causal model at T new positions
+    (2 rows: CFG), mid-sequence, for each T in `positions`."""
+    from blinkgen.models.llama import KVCache
+
+    net = gen.model.llama.fused()
+    c, dt = net.cfg, gen.model.dtype
+    P, N = gen.model.cfg.prefix_len, gen.model.cfg.n_tokens
+    key_mask = torch.ones(2, P + N, dtype=torch.bool)
+    cache = KVCache.allocate(c, 2, P + N, dt, "cpu")
+    g = torch.Generator().manual_seed(0)
+    net.forward_cached(torch.randn(2, P, c.dim, generator=g).to(dt), torch.arange(P), cache, key_mask)
+    out = {}
+    for T in positions:
+        x, pos = torch.randn(2, T, c.dim, generator=g).to(dt), torch.arange(P + N // 4, P + N // 4 + T)
+        for _ in range(5):
+            net.head(net.forward_cached(x, pos, cache, key_mask))
+        ts = []
+        for _ in range(reps):
+            ts.append(_time(lambda: net.head(net.forward_cached(x, pos, cache, key_mask)))[0])
+        out[T] = statistics.median(ts)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -74,6 +104,7 @@ def main(argv=None) -> dict:
                 times[name]["cpu"].append(cpu)
                 tpp[name] += g.last_stats.get("tokens_per_pass", [])
         print(f"round {rnd + 1}/{args.rounds} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    costs = pass_costs(gen, sorted({1, *(w + 1 for w in args.windows)}))
     base = times["cached"]
     rows = []
     for name, *_ in rungs:
@@ -86,12 +117,16 @@ def main(argv=None) -> dict:
                 row[f"speedup_{stat}_{clock}"] = f(base[clock]) / f(t[clock])  # plain time / this time
         if tpp[name]:
             row["tokens_per_pass"] = statistics.mean(tpp[name])
+            w = int(name.rsplit(" ", 1)[1])
+            row["pass_cost_vs_step"] = costs[w + 1] / costs[1]
+            row["tokens_per_pass_needed_for_1.8x"] = 1.8 * row["pass_cost_vs_step"]
         rows.append(row)
     result = {"what": "batch-1 decode latency, rungs interleaved per prompt",
               "command": "python bench/bench_sjd.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "ar": args.ar, "masked": args.masked, "prompts": args.prompts, "rounds": args.rounds,
               "threads": args.threads, "load_average_at_start": [round(x, 2) for x in load_start],
               "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "rows": rows,
+              "network_pass_median_s": {str(k): v for k, v in costs.items()},
               "wall_s": time.perf_counter() - t0}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,12 +138,14 @@ def main(argv=None) -> dict:
 def render(r: dict) -> str:
     lines = [f"`{r['ar']}`, {r['prompts']} prompts x {r['rounds']} rounds, {r['threads']} threads, load "
              f"{r['load_average_at_start'][0]} -> {r['load_average_at_end'][0]}.", "",
-             "| rung | median ms (wall) | speed-up median wall | speed-up min wall | speed-up median CPU | tokens/pass |",
-             "|---|---|---|---|---|---|"]
+             "| rung | median ms (wall) | speed-up median wall | speed-up min wall | speed-up median CPU | tokens/pass | "
+             "pass / step cost | tokens/pass for 1.8x |", "|---|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
         tp = f"{x['tokens_per_pass']:.2f}" if "tokens_per_pass" in x else ""
+        pc = f"{x['pass_cost_vs_step']:.2f}" if "pass_cost_vs_step" in x else ""
+        need = f"{x['tokens_per_pass_needed_for_1.8x']:.2f}" if "pass_cost_vs_step" in x else ""
         lines.append(f"| {x['rung']} | {x['median_wall_s'] * 1e3:.0f} | {x['speedup_median_wall']:.2f}x | "
-                     f"{x['speedup_min_wall']:.2f}x | {x['speedup_median_cpu']:.2f}x | {tp} |")
+                     f"{x['speedup_min_wall']:.2f}x | {x['speedup_median_cpu']:.2f}x | {tp} | {pc} | {need} |")
     return "\n".join(lines) + "\n"
 
 

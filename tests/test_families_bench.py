@@ -90,3 +90,5 @@ def test_sjd_latency_bench_on_tiny_models(tmp_path):
     assert all(x["n"] == 6 and x["speedup_median_wall"] > 0 for x in rows.values())
     assert rows["cached"]["speedup_median_cpu"] == 1.0
     assert 1.0 <= rows["sjd window 8"]["tokens_per_pass"] <= 9 and "tokens_per_pass" not in rows["maskgit 3"]
+    assert set(r["network_pass_median_s"]) == {"1", "3", "9"} and rows["sjd window 8"]["pass_cost_vs_step"] > 0
+    assert rows["sjd window 8"]["tokens_per_pass_needed_for_1.8x"] == 1.8 * rows["sjd window 8"]["pass_cost_vs_step"]

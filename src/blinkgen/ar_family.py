@@ -48,7 +48,7 @@ MASKED_SAMPLERS = ("maskgit",)
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_MASKGIT_STEPS = 8
 # temperature 1 / no top-k / no top-p samples the model as trained; window = SJD draft length
-# (8: 1.40x at batch 1 vs 1.14x for 16, medians with the same ~2.2 tokens per pass, bench/RESULTS.md);
+# (8: 1.40-1.65x at batch 1 vs 1.14-1.37x for 16, medians, same ~2.2 tokens per pass, bench/RESULTS.md);
 # choice_temperature = the masked mode's Gumbel noise on which slots to keep (sampling/maskgit.py).
 DEFAULT_DECODE = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "window": 8,
                   "choice_temperature": DEFAULT_CHOICE_TEMPERATURE}
