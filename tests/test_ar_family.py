@@ -57,7 +57,7 @@ def test_folder_round_trip_and_transformers_loads_the_llama(folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_tokenizer_then_ar_through_the_shared_loop(tmp_path):
+def test_tokenizer_then_ar_and_maskgit_through_the_shared_loop(tmp_path):
     from blinkgen.data.registry import load_dataset
     from blinkgen.train.config import TrainConfig
     from blinkgen.train.loop import train
@@ -67,4 +67,10 @@ def test_tokenizer_then_ar_through_the_shared_loop(tmp_path):
     tok = train(TrainConfig(family="tokenizer", out=str(tmp_path / "tok"), **common), data=data)
     model = train(TrainConfig(family="ar", out=str(tmp_path / "ar"), autoencoder=str(tok), **common), data=data)
     ims = blinkgen.load(str(model)).generate("a red circle", n=1, seed=0)
+    assert ims[0].size == (32, 32)
+    # the parallel (masked) mode trains on the same tokenizer through the same loop
+    model = train(TrainConfig(family="maskgit", out=str(tmp_path / "mg"), autoencoder=str(tok), **common), data=data)
+    g = blinkgen.load(str(model))
+    assert g.samplers == ("maskgit",)
+    ims = g.generate("a red circle", n=1, seed=0, steps=4)
     assert ims[0].size == (32, 32)

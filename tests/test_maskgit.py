@@ -138,23 +138,6 @@ def test_folder_round_trip(gen, tmp_path):
     assert np.array_equal(np.array(a[0]), np.array(b[0]))
 
 
-@pytest.mark.slow
-def test_tokenizer_then_maskgit_through_the_shared_loop(tmp_path):
-    from blinkgen.data.registry import load_dataset
-    from blinkgen.train.config import TrainConfig
-    from blinkgen.train.loop import train
-
-    data = load_dataset("shapes:40", 32, 0)
-    common = dict(size=32, preset="tiny", steps=4, batch_size=8, eval_every=4, sample_every=0,
-                  ckpt_every=0, log_every=0, data="shapes:40")
-    tok = train(TrainConfig(family="tokenizer", out=str(tmp_path / "tok"), **common), data=data)
-    model = train(TrainConfig(family="maskgit", out=str(tmp_path / "mg"), autoencoder=str(tok), **common), data=data)
-    g = blinkgen.load(str(model))
-    assert g.samplers == ("maskgit",)
-    ims = g.generate("a red circle", n=1, seed=0, steps=4)
-    assert ims[0].size == (32, 32)
-
-
 def test_model_level_sampling_matches_the_generator(gen):
     """MaskedTextToImage.sample_tokens (the model-level entry, as ARTextToImage has) never falls back
     to causal decoding: it gives the generator's tokens for the same seed and settings."""

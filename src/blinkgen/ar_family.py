@@ -315,12 +315,17 @@ class ARTask:
     def draw(self, g: torch.Generator, B: int) -> dict:
         return {"u": torch.rand((B,), generator=g), "drop": torch.rand((B,), generator=g)}
 
-    def loss(self, model, idx, rnd):
+    def _captions(self, idx, rnd) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's caption per image (one of its captions, drawn by rnd["u"]) as encoder
+        states (b, T, 384) and mask (b, T), and the caption-drop flags (b,) for CFG."""
         dev = self.device
         k = (rnd["u"].to(dev) * self.cap_count[idx]).long().clamp(max=self.cap_ids.shape[1] - 1)
-        cid = self.cap_ids[idx, k]  # one of each image's captions
-        drop = rnd["drop"].to(dev) < self.cfg.caption_dropout  # (b,)
-        return model(self.tokens[idx], self.states[cid].float(), self.mask[cid], drop)
+        cid = self.cap_ids[idx, k]
+        drop = rnd["drop"].to(dev) < self.cfg.caption_dropout
+        return self.states[cid].float(), self.mask[cid], drop
+
+    def loss(self, model, idx, rnd):
+        return model(self.tokens[idx], *self._captions(idx, rnd))
 
     @torch.no_grad()
     def validate(self, ema) -> dict:
@@ -368,12 +373,8 @@ class MaskedARTask(ARTask):
         return {**super().draw(g, B), "ratio": torch.rand((B,), generator=g), "order": torch.rand((B, N), generator=g)}
 
     def loss(self, model, idx, rnd):
-        dev = self.device
-        k = (rnd["u"].to(dev) * self.cap_count[idx]).long().clamp(max=self.cap_ids.shape[1] - 1)
-        cid = self.cap_ids[idx, k]
-        drop = rnd["drop"].to(dev) < self.cfg.caption_dropout  # (b,)
-        masked = random_masking(rnd["ratio"], rnd["order"]).to(dev)  # (b, N)
-        return model(self.tokens[idx], self.states[cid].float(), self.mask[cid], drop, masked)
+        masked = random_masking(rnd["ratio"], rnd["order"]).to(self.device)  # (b, N)
+        return model(self.tokens[idx], *self._captions(idx, rnd), masked)
 
     @torch.no_grad()
     def validate(self, ema) -> dict:

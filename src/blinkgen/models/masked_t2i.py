@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ar_t2i import ARConfig, ARTextToImage
+from .ar_t2i import ARConfig, ARTextToImage, fit_text
 from .tokenizer import FSQTokenizer
 
 
@@ -78,8 +78,6 @@ class MaskedTextToImage(ARTextToImage):
         return loss, {"ce": loss.detach(), "mask_ratio": masked.float().mean()}
 
     def training_loss(self, images_uint8: torch.Tensor, text, generator: torch.Generator | None = None):
-        from .ar_t2i import fit_text
-
         dev = self.boi.device
         tokens = self.tokenizer.encode_uint8(images_uint8.to(dev))  # (B, N)
         states, mask = fit_text(text, self.cfg.text_len)
