@@ -75,7 +75,12 @@ def test_build_from_verified_tarball_then_load(cached, tmp_path):
     assert {"heavy black heart", "heart", "red heart emoji"} <= set(heart["captions"])
     assert wave_md["text"] == "waving hand: medium skin tone"
     assert "wave: medium skin tone" in wave_md["captions"] and wave_md["unified"] == "1F44B-1F3FD"
-    assert (heart["style"], heart["category"], heart["subcategory"]) == ("google", "Smileys & Emotion", "heart")
+    assert (heart["style"], heart["source"], heart["category"], heart["subcategory"]) == \
+        ("noto emoji", "google", "Smileys & Emotion", "heart")
+    # a skin tone is a variant of its base emoji: one group, so balanced training draws the
+    # subject once and then one of its tones
+    assert wave["group"] == wave_md["group"] == "emoji:1F44B" != heart["group"]
+    assert not any("style" in c for c in heart["captions"])  # the style is a field, not a caption
     for f in ("ATTRIBUTION.md", "LICENSES/Apache-2.0.txt", "LICENSES/MIT-emoji-datasource.txt",
               "LICENSES/LICENSE-emoji-datasource-package"):
         assert (out / f).is_file(), f
@@ -85,6 +90,7 @@ def test_build_from_verified_tarball_then_load(cached, tmp_path):
     px = {n: tuple(ds.images[i, :, 32, 32].tolist()) for i, n in enumerate(ds.names)}
     assert px["google/2764-fe0f.png"] == (255, 255, 255)              # transparent -> white
     assert px["google/1f44b-1f3fd.png"] == (120, 80, 40)
+    assert ds.groups == ["emoji:1F44B", "emoji:1F44B", "emoji:2764-FE0F"] and set(ds.styles) == {"noto emoji"}
     # A second build reuses the folder and does not touch the cache (even with the tarball gone).
     (cache / pkg.filename).unlink()
     assert build_emoji(out, styles="google", cache_dir=cache, packages={"google": pkg}) == out

@@ -72,14 +72,17 @@ def test_existing_run_needs_resume_flag(tmp_path, tiny_model_dir):
 def test_two_processes_match_one(tmp_path, tiny_model_dir):
     ae = tiny_model_dir / "autoencoder"
     one, two = tmp_path / "one", tmp_path / "two"
-    run_cli(*train_args(one, ae, steps=8))
+    # fp32: the all-reduce's summation order differs from one process's by ~1e-7, which bf16
+    # autocast (the default on bf16 CPUs) would round up to ~1e-3 in the weights
+    fp32 = ("--mixed-precision", "no")
+    run_cli(*train_args(one, ae, steps=8, extra=fp32))
     import socket
     with socket.socket() as sock:  # a free port: "0" is not resolved by torchrun's static rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "--master_addr", "127.0.0.1",
-           "-m", "blinkgen.cli", *map(str, train_args(two, ae, steps=8))]
+           "-m", "blinkgen.cli", *map(str, train_args(two, ae, steps=8, extra=fp32))]
     r = subprocess.run(cmd, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((two / "train_stats.json").read_text())["processes"] == 2

@@ -52,6 +52,9 @@ NOTO_FONT_PATHS = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
                    "/usr/share/fonts/noto/NotoColorEmoji.ttf",
                    "/System/Library/Fonts/NotoColorEmoji.ttf")
 BUILD_INFO = "build_info.json"
+# 2: rows carry `group` (the base emoji: its skin tones and styles share it) and `style` as the
+# caption phrase ("twemoji"; the package key moved to `source`); no per-style caption.
+BUILD_FORMAT = 2
 SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
               "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}
 _TONE = r"(?:light|medium-light|medium|medium-dark|dark) skin tone"
@@ -130,7 +133,7 @@ def _letters(s: str) -> str:
 def captions_for(entry: dict, style: str, variant_key: str | None = None) -> list[str]:
     """All captions for one image, primary (CLDR name, else emoji.json name) first, deduplicated:
     CLDR name, lowercase emoji.json name, short names, '<name> emoji', a category phrase
-    ('red heart, a heart emoji in smileys & emotion') and a style phrase."""
+    ('red heart, a heart emoji in smileys & emotion'); the style goes in the row's `style` field."""
     sub, cat = entry.get("subcategory") or "", (entry.get("category") or "").lower()
     unified = entry["skin_variations"][variant_key]["unified"] if variant_key else entry["unified"]
     tones = tone_phrase(variant_key) if variant_key else ""
@@ -145,7 +148,8 @@ def captions_for(entry: dict, style: str, variant_key: str | None = None) -> lis
     caps = [primary, *plain, f"{primary} emoji"]
     if phrase and cat:
         caps.append(f"{primary}, {article} {phrase} emoji in {cat}")
-    caps.append(f"{primary} in {STYLE_NAMES.get(style, style)} style")
+    # No "<name> in twemoji style" caption here: the row's `style` field carries the style, and
+    # training appends " in <style> style" to most draws of ANY caption (train/captions.py).
     return [c for c in dict.fromkeys(normalize_caption(c) for c in caps) if c and c.strip(":")]
 
 
@@ -182,7 +186,8 @@ def build_style_from_tarball(tarball: Path, style: str, out: Path) -> tuple[list
         var = entry["skin_variations"][key] if key else entry
         caps = captions_for(entry, style, key)
         rows.append({"file_name": rel, "text": caps[0], "captions": caps,
-                     "style": style, "category": entry.get("category") or "",
+                     "style": STYLE_NAMES[style], "source": style, "group": f"emoji:{entry['unified']}",
+                     "category": entry.get("category") or "",
                      "subcategory": entry.get("subcategory") or "", "unified": var["unified"]})
     if missing:
         log.warning("%s: %d images listed in emoji.json are not in the tarball (e.g. %s)",
@@ -231,11 +236,12 @@ def build_google_from_font(font_path: Path, out: Path) -> list[dict]:
         rel = f"google/{unified}.png"
         _save(im, out, rel)
         primary = cldr_name(unified.upper()) or normalize_caption(data["en"].strip(":"))
-        caps = [primary, *(normalize_caption(a.strip(":")) for a in data.get("alias", [])),
-                f"{primary} emoji", f"{primary} in {STYLE_NAMES['google']} style"]
+        caps = [primary, *(normalize_caption(a.strip(":")) for a in data.get("alias", [])), f"{primary} emoji"]
         caps = list(dict.fromkeys(caps))
+        base = "-".join(c for c in unified.upper().split("-") if c not in SKIN_TONES)  # tones share a group
         rows.append({"file_name": rel, "text": caps[0], "captions": caps,
-                     "style": "google", "category": "", "subcategory": "", "unified": unified.upper()})
+                     "style": STYLE_NAMES["google"], "source": "google", "group": f"emoji:{base}",
+                     "category": "", "subcategory": "", "unified": unified.upper()})
     if not rows:
         raise DataError(f"{font_path} rendered no emoji; is it the Noto Color Emoji font?")
     return rows
@@ -266,7 +272,7 @@ def _reusable(out: Path, want: dict) -> bool:
         info = json.loads((out / BUILD_INFO).read_text())
     except (OSError, ValueError):
         return False
-    if info.get("requested") != want["requested"] or info.get("packages") != want["packages"]:
+    if any(info.get(k) != want[k] for k in ("requested", "packages", "format")):
         return False
     # A fallback build that lacked a style is retried only once npm exists to fetch it.
     return not info.get("missing") or shutil.which("npm") is None
@@ -284,7 +290,7 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
     packages = {**PACKAGES, **(packages or {})}
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = Path(out_dir)
-    want = {"requested": list(styles), "packages": {s: packages[s].spec for s in styles}}
+    want = {"requested": list(styles), "packages": {s: packages[s].spec for s in styles}, "format": BUILD_FORMAT}
     if _reusable(out, want):
         log.info("emoji dataset already built at %s", out)
         return out
@@ -321,7 +327,7 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
         _write_licences(tmp, list(sources), any(k == "npm" for k, _ in sources.values()), npm_licence)
         _write_jsonl_atomic(rows, tmp / METADATA_NAME)
         info = {**want, "built": {s: k for s, (k, _) in sources.items()}, "missing": missing,
-                "images": {s: sum(r["style"] == s for r in rows) for s in sources}}
+                "images": {s: sum(r["source"] == s for r in rows) for s in sources}}
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)  # only ever an earlier build of ours, or empty (checked above)

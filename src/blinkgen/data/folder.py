@@ -6,6 +6,8 @@ Two caption conventions are read, because they are the ones users already have:
 - a sidecar `name.txt` beside `name.png` (the fine-tuning tools' convention): one caption per
   non-empty line.
 Both may be present; an image's captions are then the union (metadata first).
+Optional metadata fields: `group` (images of one subject, e.g. an emoji's skin tones and styles,
+for balanced sampling) and `style` (the style phrase captions use, e.g. "twemoji").
 
 Bad files never stop training: each unusable image is skipped and recorded in the report under a
 reason with its file name, so the user can fix their data. Only a folder with nothing usable
@@ -116,8 +118,9 @@ def _read_image(path: Path, size: int) -> tuple[Image.Image | None, str | None]:
         return None, UNREADABLE
 
 
-def _read_metadata(root: Path, report: LoadReport) -> tuple[dict[str, list[str] | None], int]:
-    """metadata.jsonl -> {relative posix file name: captions (None when the row has none)}."""
+def _read_metadata(root: Path, report: LoadReport, tags: dict | None = None) -> tuple[dict[str, list[str] | None], int]:
+    """metadata.jsonl -> {relative posix file name: captions (None when the row has none)}.
+    `tags`, when given, receives {file name: {"group": str, "style": str}} for rows that set them."""
     out: dict[str, list[str] | None] = {}
     path = root / METADATA_NAME
     if not path.is_file():
@@ -145,6 +148,10 @@ def _read_metadata(root: Path, report: LoadReport) -> tuple[dict[str, list[str] 
                 continue
             texts = ([text] if text is not None else []) + extra
             out[rel.as_posix()] = texts if texts else None
+            if tags is not None:
+                t = {k: normalize_caption(row[k]) for k in ("group", "style") if isinstance(row.get(k), str)}
+                if t:
+                    tags[rel.as_posix()] = t
     return out, n_rows
 
 
@@ -159,7 +166,7 @@ def _read_sidecar(image_path: Path) -> list[str] | None:
         return None
 
 
-def scan_folder(path: str | os.PathLike) -> tuple[list[tuple[str, list[str] | None]], LoadReport, str]:
+def scan_folder(path: str | os.PathLike, tags: dict | None = None) -> tuple[list[tuple[str, list[str] | None]], LoadReport, str]:
     """List (relative file name, raw captions or None) for every candidate image, without
     decoding pixels. Also returns the report so far and a one-line description of what was found
     (for error messages)."""
@@ -167,7 +174,7 @@ def scan_folder(path: str | os.PathLike) -> tuple[list[tuple[str, list[str] | No
     if not root.is_dir():
         raise DataError(f"dataset folder {str(root)!r} does not exist or is not a folder")
     report = LoadReport()
-    meta, n_rows = _read_metadata(root, report)
+    meta, n_rows = _read_metadata(root, report, tags)
     # Hidden entries are skipped: macOS "._x.png" forks and editor checkpoints are not pictures.
     rels = (p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     on_disk = sorted(r.as_posix() for r in rels
@@ -198,7 +205,8 @@ def load_folder(path: str | os.PathLike, size: int, progress: bool | None = None
     if not (isinstance(size, int) and size >= 1):
         raise DataError(f"image size must be a positive integer, got {size!r}")
     root = Path(path)
-    items, report, found = scan_folder(root)
+    tags: dict[str, dict] = {}
+    items, report, found = scan_folder(root, tags)
     images = torch.empty((len(items), 3, size, size), dtype=torch.uint8)
     captions: list[list[str]] = []
     names: list[str] = []
@@ -223,7 +231,9 @@ def load_folder(path: str | os.PathLike, size: int, progress: bool | None = None
         raise DataError(f"no usable captioned images in {str(root)!r}: {found}; "
                         + report.summary().replace("\n", ";"))
     (log.warning if report.n_skipped else log.info)("%s: %s", root, report.summary())
-    return ImageCaptionSet(images[: len(names)].clone(), captions, names, report)
+    groups = [tags.get(n, {}).get("group", "") for n in names] if tags else None
+    styles = [tags.get(n, {}).get("style", "") for n in names] if tags else None
+    return ImageCaptionSet(images[: len(names)].clone(), captions, names, report, groups, styles)
 
 
 def _write_jsonl_atomic(rows: list[dict], path: Path) -> None:
@@ -247,7 +257,8 @@ def save_folder(ds: ImageCaptionSet, out_dir: str | os.PathLike, prefix: str = "
         name = f"{prefix}{i:05d}.png"
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(ds.images[i].permute(1, 2, 0).numpy(), "RGB").save(out / name)
+        tags = {k: v[i] for k, v in (("group", ds.groups), ("style", ds.styles)) if v is not None and v[i]}
         rows.append({"file_name": name, "text": ds.captions[i][0], "captions": ds.captions[i],
-                     **(extra[i] if extra else {})})
+                     **tags, **(extra[i] if extra else {})})
     _write_jsonl_atomic(rows, out / METADATA_NAME)
     return out

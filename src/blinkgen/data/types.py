@@ -36,12 +36,20 @@ class LoadReport:
 @dataclass
 class ImageCaptionSet:
     """images: (N, 3, H, W) uint8 RGB; captions[i]: one or more non-empty captions for image i
-    (training draws one per step); names[i]: file name or id, for reports."""
+    (training draws one per step); names[i]: file name or id, for reports.
+
+    groups[i] (optional): images that show the same subject share a group id (an emoji's skin
+    tones and styles, a shape scene and its mirror), so training can draw a subject uniformly and
+    then one of its variants; "" or None = the image is its own group.
+    styles[i] (optional): the style phrase of image i as a caption says it ("twemoji"); "" = none.
+    Training adds "<caption> in <style> style" on most draws (see train/captions.py)."""
 
     images: torch.Tensor
     captions: list[list[str]]
     names: list[str]
     report: LoadReport = field(default_factory=LoadReport)
+    groups: list[str] | None = None
+    styles: list[str] | None = None
 
     def __post_init__(self):
         n = self.images.shape[0]
@@ -49,6 +57,16 @@ class ImageCaptionSet:
             f"images must be (N, 3, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}"
         assert len(self.captions) == n and len(self.names) == n, "images, captions and names differ in length"
         assert all(len(c) > 0 for c in self.captions), "every image needs at least one caption"
+        assert self.groups is None or len(self.groups) == n, "groups and images differ in length"
+        assert self.styles is None or len(self.styles) == n, "styles and images differ in length"
+
+    def group_ids(self) -> list[str]:
+        """Every image's group, the image's own name where it has none."""
+        g = self.groups or [""] * len(self)
+        return [gi or f"image:{name}" for gi, name in zip(g, self.names)]
+
+    def style_list(self) -> list[str]:
+        return list(self.styles) if self.styles is not None else [""] * len(self)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -59,7 +77,9 @@ class ImageCaptionSet:
 
     def subset(self, idx: list[int]) -> "ImageCaptionSet":
         return ImageCaptionSet(self.images[idx], [self.captions[i] for i in idx],
-                               [self.names[i] for i in idx], self.report)
+                               [self.names[i] for i in idx], self.report,
+                               None if self.groups is None else [self.groups[i] for i in idx],
+                               None if self.styles is None else [self.styles[i] for i in idx])
 
     @staticmethod
     def concat(sets: list["ImageCaptionSet"]) -> "ImageCaptionSet":
@@ -67,6 +87,9 @@ class ImageCaptionSet:
         for s in sets:
             for reason, names in s.report.skipped.items():
                 rep.skipped.setdefault(reason, []).extend(names)
+        groups = None if all(s.groups is None for s in sets) else \
+            [f"{k}/{g}" for k, s in enumerate(sets) for g in s.group_ids()]  # parts never share a group
+        styles = None if all(s.styles is None for s in sets) else [t for s in sets for t in s.style_list()]
         return ImageCaptionSet(torch.cat([s.images for s in sets]),
                                [c for s in sets for c in s.captions],
-                               [n for s in sets for n in s.names], rep)
+                               [n for s in sets for n in s.names], rep, groups, styles)

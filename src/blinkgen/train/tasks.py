@@ -21,6 +21,7 @@ from ..models.autoencoder import AE_PRESETS, Autoencoder, measure_latent_scale, 
 from ..models.dit import DIT_PRESETS, DiT, DiTConfig
 from ..pngmeta import grid
 from ..text.encoder import encode_cached, text_cache_dir
+from .captions import CaptionTable, styled
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -96,21 +97,18 @@ class DiffusionTask:
         self.latents = self._encode(train.images)  # (N, C, S, S) unit-std latents
         self.val_latents = self._encode(val.images)
         self.n_train = len(train)
-        # caption table: every unique caption once; per image, ids of its captions
-        uniq = sorted({c for caps in train.captions + val.captions for c in caps} | {NULL_PROMPT})
-        pos = {c: i for i, c in enumerate(uniq)}
-        self.null_id = pos[NULL_PROMPT]
+        # caption table: every caption (plain and styled) once; per image, ids of its captions
+        val_styles = val.style_list()
+        self.val_prompts = [styled(c[0], s) if cfg.style_prob > 0 else c[0] for c, s in zip(val.captions, val_styles)]
+        self.captions = CaptionTable(train.captions, train.styles, [NULL_PROMPT, *self.val_prompts]).to(device)
+        uniq = self.captions.strings
+        self.null_id = self.captions.pos[NULL_PROMPT]
         cache = text_cache_dir()  # content-hashed, so runs over the same captions share it
         tb = encode_cached(uniq, cache, device=str(device) if str(device).startswith("cuda") else "cpu")
         self.states = tb.states.to(device, torch.float16)  # (U, L, 384)
         self.mask = tb.mask.to(device)
         self.pooled = tb.pooled.to(device)
-        kmax = max(len(c) for c in train.captions)
-        self.cap_ids = torch.tensor([[pos[c] for c in caps] + [pos[caps[0]]] * (kmax - len(caps))
-                                     for caps in train.captions], device=device)  # (N, kmax)
-        self.cap_count = torch.tensor([len(c) for c in train.captions], device=device)
-        self.val_cap = torch.tensor([pos[c[0]] for c in val.captions], device=device)
-        self.val_prompts = [c[0] for c in val.captions]
+        self.val_cap = torch.tensor([self.captions.pos[c] for c in self.val_prompts], device=device)
 
     @torch.no_grad()
     def _encode(self, images):
@@ -121,7 +119,8 @@ class DiffusionTask:
         C, S = self.latents.shape[1], self.latents.shape[2]
         return {"u": torch.rand((B,), generator=g), "drop": torch.rand((B,), generator=g),
                 "t": torch.sigmoid(torch.randn((B,), generator=g)),  # logit-normal (SD3)
-                "noise": torch.randn((B, C, S, S), generator=g)}
+                "noise": torch.randn((B, C, S, S), generator=g),
+                "u_style": torch.rand((B,), generator=g), "u_pick": torch.rand((B,), generator=g)}
 
     def text(self, cid):
         return self.states[cid].float(), self.mask[cid], self.pooled[cid]
@@ -129,8 +128,8 @@ class DiffusionTask:
     def loss(self, model, idx, rnd):
         dev = self.device
         x0 = self.latents[idx]  # (b, C, S, S)
-        k = (rnd["u"].to(dev) * self.cap_count[idx]).long().clamp(max=self.cap_ids.shape[1] - 1)
-        cid = self.cap_ids[idx, k]
+        cid = self.captions.draw(idx, rnd["u"].to(dev), rnd["u_style"].to(dev), rnd["u_pick"].to(dev),
+                                 self.cfg.style_prob)
         cid = torch.where(rnd["drop"].to(dev) < self.cfg.caption_dropout, torch.full_like(cid, self.null_id), cid)
         t = rnd["t"].to(dev)
         noise = rnd["noise"].to(dev)

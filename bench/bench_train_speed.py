@@ -1,0 +1,97 @@
+"""Training throughput of the DiT on this machine: fp32 against bf16 autocast, with AdamW's
+for-each and fused kernels, at the training batch size. Not a test.
+
+    python bench/bench_train_speed.py --presets S,M --batch 64 --threads 2 \
+        --out bench/results/train_speed.json
+
+Each setting runs one flow-matching training step (forward, backward, clip, AdamW, EMA) on random
+latents and random MiniLM-shaped text states, exactly as `DiffusionTask.loss` + the loop do, so
+the number is the loop's images/s without data loading (the data are in memory in the loop too).
+Settings are interleaved round by round, so a change in machine load hits them all alike; the
+median over rounds is reported with the range.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from blinkgen.models.dit import DIT_PRESETS, DiT, DiTConfig
+from blinkgen.train.ema import EMA
+
+SETTINGS = {  # name -> (autocast dtype or None, fused AdamW)
+    "fp32+foreach": (None, False),
+    "fp32+fused": (None, True),
+    "bf16+foreach": (torch.bfloat16, False),
+    "bf16+fused": (torch.bfloat16, True),
+}
+
+
+def make(preset: str, fused: bool):
+    torch.manual_seed(0)
+    dit = DiT(DiTConfig(**DIT_PRESETS[preset]))
+    opt = torch.optim.AdamW(dit.parameters(), lr=1e-4, betas=(0.9, 0.99), fused=fused, foreach=None if fused else True)
+    return dit, opt, EMA(dit, 0.999)
+
+
+def step(dit, opt, ema, amp, B, k):
+    g = torch.Generator().manual_seed(k)
+    x0 = torch.randn(B, 4, 16, 16, generator=g)
+    noise = torch.randn(B, 4, 16, 16, generator=g)
+    t = torch.rand(B, generator=g)
+    ctx, mask, pooled = torch.randn(B, 32, 384, generator=g), torch.ones(B, 32, dtype=torch.bool), torch.randn(B, 384, generator=g)
+    xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
+    with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+        v = dit(xt, t, ctx, mask, pooled)
+    loss = F.mse_loss(v.float(), noise - x0)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    ema.update(dit, k)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="S,M")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per setting per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = []
+    for preset in a.presets.split(","):
+        states = {name: make(preset, fused) for name, (_, fused) in SETTINGS.items()}
+        for name, (amp, _) in SETTINGS.items():  # warm-up: allocation, oneDNN primitive caches
+            for k in range(2):
+                step(*states[name], amp, a.batch, k)
+        times = {name: [] for name in SETTINGS}
+        for r in range(a.rounds):
+            for name, (amp, _) in SETTINGS.items():
+                t = time.perf_counter()
+                for k in range(a.steps):
+                    step(*states[name], amp, a.batch, 100 + k)
+                times[name].append(a.batch * a.steps / (time.perf_counter() - t))
+        for name, ips in times.items():
+            row = {"preset": preset, "setting": name, "images_per_s_median": statistics.median(ips),
+                   "images_per_s_min": min(ips), "images_per_s_max": max(ips), "rounds": ips}
+            rows.append(row)
+            print(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items() if k != "rounds"}), flush=True)
+    out = {"batch": a.batch, "threads": a.threads, "torch": torch.__version__,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": platform.processor() or platform.machine(),
+           "load_avg_1m_at_end": os.getloadavg()[0], "rows": rows,
+           "command": f"python bench/bench_train_speed.py --presets {a.presets} --batch {a.batch} --threads {a.threads} "
+                      f"--steps {a.steps} --rounds {a.rounds} --out {a.out}"}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The small-data recipe's pieces: group-balanced batch order, the caption table with style
+phrases, and identity-keeping mirror augmentation of shapes scenes."""
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blinkgen.data.augment import mirror_shapes
+from blinkgen.data.shapes import make_shapes, parse_caption
+from blinkgen.data.types import ImageCaptionSet
+from blinkgen.eval.shapes_check import check
+from blinkgen.train.captions import CaptionTable, styled
+from blinkgen.train.config import TrainConfig, resolve_mixed_precision
+from blinkgen.train.order import BatchOrder, GroupOrder, make_order
+
+group_lists = st.lists(st.sampled_from("abcdefg"), min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(group_lists, st.integers(0, 5), st.integers(1, 17))
+def test_group_order_visits_every_group_once_per_epoch(groups, seed, B):
+    order = GroupOrder(groups, seed)
+    G = len(set(groups))
+    stream = torch.cat([order.indices(s, B) for s in range(3 * G // B + 2)])
+    for e in range(2):
+        epoch = stream[e * G:(e + 1) * G].tolist()
+        assert sorted(groups[i] for i in epoch) == sorted(set(groups))  # each group exactly once
+    # a pure function of (seed, step): a fresh order (a resumed run) agrees at any step
+    again = GroupOrder(groups, seed)
+    assert torch.equal(again.indices(5, B), order.indices(5, B))
+
+
+def test_group_order_draws_members_uniformly():
+    groups = ["big"] * 10 + ["small"]
+    order = GroupOrder(groups, 0)
+    picks = torch.cat([order.indices(s, 2) for s in range(2000)]).tolist()
+    big = [i for i in picks if groups[i] == "big"]
+    assert abs(len(big) / len(picks) - 0.5) < 0.01  # the subject, not the image, is drawn uniformly
+    counts = torch.bincount(torch.tensor(big), minlength=10)
+    assert counts.min() > 0.7 * counts.float().mean()  # then a member uniformly
+
+
+@given(st.integers(1, 50), st.integers(0, 3), st.integers(1, 70))
+def test_image_order_is_a_permutation_per_epoch(n, seed, B):
+    order = make_order("image", [""] * n, seed)
+    stream = torch.cat([order.indices(s, B) for s in range(n // B + 2)])[:n]
+    assert sorted(stream.tolist()) == list(range(n))
+    assert isinstance(order, BatchOrder) and not isinstance(order, GroupOrder)
+
+
+def test_caption_table_styles():
+    caps = [["red heart", "heart"], ["red heart in twemoji style"], ["a red circle"]]
+    table = CaptionTable(caps, ["noto emoji", "twemoji", ""], extra=[""])
+    assert table.styles == ["noto emoji", "twemoji"]
+    s = table.strings
+    idx = torch.tensor([0, 0, 1, 2, 2])
+    u = torch.tensor([0.1, 0.9, 0.5, 0.1, 0.1])
+    no = torch.ones(5)
+    plain = [s[i] for i in table.draw(idx, u, no, torch.zeros(5), style_prob=0.5).tolist()]
+    assert plain == ["red heart", "heart", "red heart in twemoji style", "a red circle", "a red circle"]
+    yes = torch.zeros(5)
+    pick = torch.tensor([0.0, 0.0, 0.0, 0.2, 0.8])
+    got = [s[i] for i in table.draw(idx, u, yes, pick, style_prob=0.5).tolist()]
+    assert got == ["red heart in noto emoji style", "heart in noto emoji style",
+                   "red heart in twemoji style",  # already names its style: not doubled
+                   "a red circle in noto emoji style", "a red circle in twemoji style"]  # unstyled: from the pool
+    assert "" in s and styled("x", "") == "x"
+
+
+def test_caption_table_without_styles_is_plain():
+    table = CaptionTable([["a"], ["b", "c"]], None)
+    assert table.with_style.shape == (2, 2, 0)
+    ids = table.draw(torch.tensor([1]), torch.tensor([0.7]), torch.zeros(1), torch.zeros(1), 1.0)
+    assert table.strings[ids.item()] == "c"
+
+
+def test_mirror_keeps_captions_true_of_the_pixels():
+    ds = make_shapes(60, seed=3, size=64)
+    aug = mirror_shapes(ds)
+    assert aug.images[:60].equal(ds.images) and aug.captions[:60] == ds.captions
+    n_rel = 0
+    for i in range(60, len(aug)):
+        base = aug.names[i].split("#")[0]
+        j = ds.names.index(base)
+        assert aug.group_ids()[i] == ds.group_ids()[j]  # a mirror joins its original's group
+        for cap in aug.captions[i]:
+            scene = parse_caption(cap)  # still the grammar
+            n_rel += scene.relation is not None
+            assert check(aug.images[i].permute(1, 2, 0).numpy(), cap).overall, (cap, ds.captions[j])
+        if aug.names[i].endswith("mirror-v"):
+            assert not any("triangle" in c for c in aug.captions[i])  # triangles point up: no v-flip
+    assert n_rel > 5  # relations were really swapped and re-checked
+
+
+def test_mirror_leaves_other_captions_alone():
+    ds = ImageCaptionSet(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [["red heart"], ["a cat left of a dog"]], ["a", "b"])
+    assert mirror_shapes(ds) is ds
+
+
+def test_config_recipe_fields_validate():
+    from blinkgen.errors import UserInputError
+    import pytest
+    for bad in ({"order": "groups"}, {"style_prob": 1.5}, {"augment": "flip"}, {"mixed_precision": "int8"}):
+        with pytest.raises(UserInputError):
+            TrainConfig(**bad).validate()
+    assert resolve_mixed_precision("no") == "no"
+    assert resolve_mixed_precision("auto") in ("no", "bf16")
