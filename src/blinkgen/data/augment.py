@@ -63,8 +63,10 @@ def mirror_shapes(ds: ImageCaptionSet) -> ImageCaptionSet:
     if not extra_idx:
         return ds
     mirrored = torch.stack([ds.images[i].flip(dims=(f,)) for i, f in zip(extra_idx, flips)])
+    parts = ds.part_list()
     return ImageCaptionSet(torch.cat([ds.images, mirrored]), ds.captions + extra_caps, ds.names + extra_names,
-                           ds.report, groups + extra_groups, styles + [styles[i] for i in extra_idx])
+                           ds.report, groups + extra_groups, styles + [styles[i] for i in extra_idx],
+                           parts + [parts[i] for i in extra_idx])
 
 
 def augment(ds: ImageCaptionSet, name: str) -> ImageCaptionSet:

@@ -50,6 +50,7 @@ class ImageCaptionSet:
     report: LoadReport = field(default_factory=LoadReport)
     groups: list[str] | None = None
     styles: list[str] | None = None
+    parts: list[int] | None = None  # which part of an 'A+B' spec each image came from (None: one part)
 
     def __post_init__(self):
         n = self.images.shape[0]
@@ -59,11 +60,15 @@ class ImageCaptionSet:
         assert all(len(c) > 0 for c in self.captions), "every image needs at least one caption"
         assert self.groups is None or len(self.groups) == n, "groups and images differ in length"
         assert self.styles is None or len(self.styles) == n, "styles and images differ in length"
+        assert self.parts is None or len(self.parts) == n, "parts and images differ in length"
 
     def group_ids(self) -> list[str]:
         """Every image's group, the image's own name where it has none."""
         g = self.groups or [""] * len(self)
         return [gi or f"image:{name}" for gi, name in zip(g, self.names)]
+
+    def part_list(self) -> list[int]:
+        return list(self.parts) if self.parts is not None else [0] * len(self)
 
     def style_list(self) -> list[str]:
         return list(self.styles) if self.styles is not None else [""] * len(self)
@@ -79,7 +84,8 @@ class ImageCaptionSet:
         return ImageCaptionSet(self.images[idx], [self.captions[i] for i in idx],
                                [self.names[i] for i in idx], self.report,
                                None if self.groups is None else [self.groups[i] for i in idx],
-                               None if self.styles is None else [self.styles[i] for i in idx])
+                               None if self.styles is None else [self.styles[i] for i in idx],
+                               None if self.parts is None else [self.parts[i] for i in idx])
 
     @staticmethod
     def concat(sets: list["ImageCaptionSet"]) -> "ImageCaptionSet":
@@ -92,4 +98,5 @@ class ImageCaptionSet:
         styles = None if all(s.styles is None for s in sets) else [t for s in sets for t in s.style_list()]
         return ImageCaptionSet(torch.cat([s.images for s in sets]),
                                [c for s in sets for c in s.captions],
-                               [n for s in sets for n in s.names], rep, groups, styles)
+                               [n for s in sets for n in s.names], rep, groups, styles,
+                               [k for k, s in enumerate(sets) for _ in range(len(s))])

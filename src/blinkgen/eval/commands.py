@@ -18,11 +18,13 @@ def cmd_eval(args) -> None:
 
     r = evaluate(args.model, args.data, samples=args.samples, out_dir=args.out, seed=args.seed,
                  steps=args.steps, guidance=args.guidance, sampler=args.sampler, prompts=args.prompts,
-                 evaluator=args.evaluator)
+                 evaluator=args.evaluator, nn_reference=args.nn_data)
     m = r["metrics"]
     summary = {k: m[k] for k in ("fd", "kid", "precision", "recall", "alignment", "retrieval_R@1") if k in m}
     if "shapes" in m:
         summary["shapes_overall"] = m["shapes"]["overall"]
+    if "nn" in m:
+        summary["nn_hits"] = f"{m['nn']['hits']}/{m['nn']['n']}"
     print(json.dumps(summary))
     print(Path(args.out) / "report.md")
 
@@ -81,6 +83,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default=None, help="prompt file (default: the held-out captions)")
     p.add_argument("--evaluator", default=None, help="contrastive evaluator folder (default: shipped)")
+    p.add_argument("--nn-data", default=None, help="emoji training folder: add the nearest-neighbour "
+                   "recognisability check (own emoji among the 5 nearest of all its images, 32px)")
     p.add_argument("--out", required=True, help="folder for metrics.json, report.md, grid.png")
     p.set_defaults(func=cmd_eval)
 

@@ -198,10 +198,12 @@ def versions() -> dict:
 
 def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int = 0, *, steps=None,
              guidance=None, sampler=None, prompts=None, split_seed: int = 0, batch_size: int = 32,
-             evaluator=None) -> dict:
+             evaluator=None, nn_reference=None) -> dict:
     """Generate `samples` images and score them (see the module doc). model: a Generator, or an
-    embedded name / model folder. Returns the dict written to out_dir/metrics.json; everything
-    but `timing` is a deterministic function of the inputs."""
+    embedded name / model folder. nn_reference: a folder dataset (the emoji training folder): adds
+    the nearest-neighbour recognisability check (eval/recognise.py) over the prompts that name one
+    of its images, one image per distinct prompt. Returns the dict written to
+    out_dir/metrics.json; everything but `timing` is a deterministic function of the inputs."""
     from ..api import Generator, load
 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
@@ -218,6 +220,8 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
         images += gen.sample(plist[i:i + batch_size], seeds[i:i + batch_size], settings)
     t2 = time.perf_counter()
     quality = score_images(images, plist, ref)
+    if nn_reference is not None:
+        quality["nn"] = _nn_check(images, plist, nn_reference, gen.image_size)
     t3 = time.perf_counter()
     result = {
         "model": getattr(gen, "name", str(model)), "family": gen.family, "settings": settings.to_dict(),
@@ -233,6 +237,21 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
     if out_dir is not None:
         write_outputs(Path(out_dir), result, images, plist)
     return result
+
+
+def _nn_check(images, prompts: list[str], folder, size: int) -> dict:
+    from ..data.folder import load_folder
+    from .recognise import nearest_neighbour_hits, own_images
+
+    ref = load_folder(folder, size)
+    first = {}
+    for i, p in enumerate(prompts):
+        first.setdefault(p, i)
+    keep = [i for p, i in first.items() if own_images(p, ref)]
+    if not keep:
+        raise UserInputError(f"no prompt of this run names an image of {folder}; the check needs emoji-name prompts")
+    r = nearest_neighbour_hits([images[i] for i in keep], [prompts[i] for i in keep], ref)
+    return {k: r[k] for k in ("hits", "n", "rate", "k", "side")} | {"reference": str(folder)}
 
 
 def write_outputs(out: Path, result: dict, images, prompts: list[str]) -> None:
@@ -266,6 +285,10 @@ def report_markdown(r: dict) -> str:
              f"| retrieval R@5 among the run's prompts | {_fmt(m['retrieval_R@5'])} | {_fmt(same.get('retrieval_R@5'))} |",
              f"| real held-out vs all {c['n_real']} of their captions: R@1 / R@5 | | "
              f"{_fmt(c['real_retrieval_R@1'])} / {_fmt(c['real_retrieval_R@5'])} |"]
+    if "nn" in m:
+        nn = m["nn"]
+        lines.append(f"| nearest-neighbour check: own emoji among the {nn['k']} nearest ({nn['side']}px) | "
+                     f"{nn['hits']} of {nn['n']} | |")
     if "shapes" in m:
         sh = m["shapes"]
         lines.append(f"| shapes overall (n={sh['n_overall']}) | {_fmt(sh['overall'])} | |")

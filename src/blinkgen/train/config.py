@@ -32,6 +32,9 @@ class TrainConfig:
     # ~1.9x faster than fp32 at batch 64 (bench/results/train_speed.json, bench/RESULTS.md).
     mixed_precision: str = "auto"    # "auto" | "no" | "bf16" | "fp16"
     order: str = "image"             # "image": epochs over images; "group": draw a group, then a member
+    mix: str = ""                    # order "group": weights per part of an 'A+B' data spec, e.g. "0.6,0.4"
+    cpu_limit: float = 0.0           # CPU-seconds of training steps (all threads, summed over resumes); 0 = off
+    threads: int = 0                 # torch intra-op threads (0 = torch's default)
     style_prob: float = 0.8          # share of caption draws that carry the image's style phrase (styled sets)
     augment: str = "none"            # "none" | "mirror" (shapes scenes, captions swapped to match)
     seed: int = 0
@@ -64,6 +67,15 @@ class TrainConfig:
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto, no, bf16 or fp16")
         need(self.order in ("image", "group"), f"order must be image or group, got {self.order!r}")
+        need(not self.mix or self.order == "group", "mix weights need --order group")
+        if self.mix:
+            from .order import parse_mix
+            try:
+                w = parse_mix(self.mix)
+            except ValueError as e:
+                raise UserInputError(str(e)) from None
+            need(all(x >= 0 for x in w) and sum(w) > 0, f"mix weights must be >= 0 with a positive sum, got {self.mix!r}")
+        need(self.cpu_limit >= 0 and self.threads >= 0, "cpu_limit and threads must be >= 0")
         need(0 <= self.style_prob <= 1, f"style_prob must be in [0, 1], got {self.style_prob}")
         need(self.augment in ("none", "mirror"), f"augment must be none or mirror, got {self.augment!r}")
         need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")

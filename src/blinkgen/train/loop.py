@@ -82,6 +82,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         cfg = replace(cfg, autoencoder=str(ae_folder))
 
     cfg = replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision))  # recorded resolved
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     run = Path(cfg.out)
     main = acc.is_main_process
@@ -100,13 +102,14 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay,
                             fused=_fused_ok(acc.device))
-    start, best, bad_evals, history = 0, math.inf, 0, []
+    start, best, bad_evals, history, cpu_before = 0, math.inf, 0, [], 0.0
     ck = latest_checkpoint(run)
     if ck is not None and not resume:
         raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
     if ck is not None:
         st = load_checkpoint(ck, model, ema.model, opt)
         start, best, bad_evals = st["step"], st.get("best", math.inf), st.get("bad_evals", 0)
+        cpu_before = st.get("cpu_seconds", 0.0)  # training CPU time of the earlier sessions
         if main:
             log.info("resumed %s at step %d", ck, start)
     if main:
@@ -119,11 +122,18 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     local = B // world
     if task.n_train != len(train_set):
         raise RuntimeError(f"task trains on {task.n_train} images, the loop's order covers {len(train_set)}")
-    order = make_order(cfg.order, train_set.group_ids(), cfg.seed)
+    try:
+        order = make_order(cfg.order, train_set.group_ids(), cfg.seed, train_set.part_list(), cfg.mix)
+    except ValueError as e:
+        raise UserInputError(str(e)) from None
     writer = _writer(run) if main else None
     bar = _bar(cfg.steps, start, main, cfg.family)
     t_last, seen = time.perf_counter(), 0
     t_start = t_steady = t_last
+    cpu0 = time.process_time()  # CPU time of this process, all threads; setup above not counted
+
+    def cpu_used() -> float:
+        return cpu_before + time.process_time() - cpu0
     step = start
     with _StopFlag() as flag:
         while step < cfg.steps:
@@ -156,13 +166,18 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
             if step - start == 10:  # throughput excludes the first steps (allocation, warm-up)
                 t_steady = time.perf_counter()
             stop_now = flag.stop
-            if cfg.time_limit > 0:
-                over = time.perf_counter() - t_start > cfg.time_limit
+            if cfg.time_limit > 0 or cfg.cpu_limit > 0:
+                why = ""
+                if cfg.cpu_limit > 0 and cpu_used() >= cfg.cpu_limit:
+                    why = f"CPU limit of {cfg.cpu_limit:.0f} CPU-s"
+                if cfg.time_limit > 0 and time.perf_counter() - t_start > cfg.time_limit:
+                    why = f"time limit of {cfg.time_limit:.0f}s"
+                over = bool(why)
                 if world > 1:  # every process must agree on the step it stops at
                     over = acc.reduce(torch.tensor(int(over), device=acc.device), reduction="sum").item() > 0
                 if over:
                     if main:
-                        bar.write(f"time limit of {cfg.time_limit:.0f}s reached at step {step}")
+                        bar.write(f"{why or 'another process hit its limit'}: stopping at step {step}")
                     stop_now = True
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps or stop_now):
                 if main:
@@ -188,7 +203,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
             if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or stop_now or step == cfg.steps:
                 if main:
                     save_checkpoint(run, step, unwrap(model), ema.model, opt,
-                                    {"best": best, "bad_evals": bad_evals, "config": cfg.to_dict()},
+                                    {"best": best, "bad_evals": bad_evals, "config": cfg.to_dict(),
+                                     "cpu_seconds": cpu_used()},
                                     keep=cfg.keep_checkpoints)
                 acc.wait_for_everyone()
             if stop_now:
@@ -203,6 +219,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         done = step - start
         steady = max(done - 10, 0)
         stats = {"steps_run": done, "final_step": step, "seconds": time.perf_counter() - t_start,
+                 "cpu_seconds_total": cpu_used(),
                  "images_per_s": steady * B / max(time.perf_counter() - t_steady, 1e-9) if steady else None,
                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                  "processes": world, "torch_threads": torch.get_num_threads(), "batch_size": B}

@@ -18,7 +18,8 @@ from ..diffusion import NULL_PROMPT, DiffusionGenerator, load_autoencoder, save_
 from ..errors import ModelLoadError
 from ..modelio import state_dict_for_save, write_folder_atomic
 from ..models.autoencoder import AE_PRESETS, Autoencoder, measure_latent_scale, psnr, to_pixels, to_uint8
-from ..models.dit import DIT_PRESETS, DiT, DiTConfig
+from ..models.denoisers import PRESETS as DENOISER_PRESETS
+from ..models.denoisers import from_preset as denoiser_from_preset
 from ..pngmeta import grid
 from ..text.encoder import encode_cached, text_cache_dir
 from .captions import CaptionTable, styled
@@ -87,13 +88,12 @@ class DiffusionTask:
     """Flow matching (rectified flow) of a DiT over cached latents with caption dropout."""
 
     def __init__(self, cfg: TrainConfig, train: ImageCaptionSet, val: ImageCaptionSet, device):
-        if cfg.preset not in DIT_PRESETS:
-            raise ModelLoadError(f"unknown DiT preset {cfg.preset!r}; choose from {sorted(DIT_PRESETS)}")
+        if cfg.preset not in DENOISER_PRESETS:
+            raise ModelLoadError(f"unknown denoiser preset {cfg.preset!r}; choose from {sorted(DENOISER_PRESETS)}")
         self.cfg, self.device = cfg, device
         self.ae = load_autoencoder(_find_autoencoder(cfg.autoencoder), device)
         f = self.ae.cfg.downsample
-        self.model = DiT(DiTConfig(latent_channels=self.ae.cfg.latent_channels, latent_size=cfg.size // f,
-                                   **DIT_PRESETS[cfg.preset]))
+        self.model = denoiser_from_preset(cfg.preset, self.ae.cfg.latent_channels, cfg.size // f)
         self.latents = self._encode(train.images)  # (N, C, S, S) unit-std latents
         self.val_latents = self._encode(val.images)
         self.n_train = len(train)

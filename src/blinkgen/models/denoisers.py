@@ -1,0 +1,58 @@
+"""The diffusion family's denoiser networks by name, and their size presets (DiT-style registry).
+
+Every denoiser maps (x (B, C, S, S), t (B,), ctx (B, L, 384), mask (B, L), pooled (B, 384)) to a
+velocity (B, C, S, S), so the flow-matching task, the samplers and the pipeline never ask which
+architecture they hold. A model folder's config.json names the architecture in `arch` ("dit" when
+absent, for folders written before the registry) and its config under `dit`.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import torch.nn as nn
+
+from .dit import DIT_PRESETS, DiT, DiTConfig
+from .unet import UNet, UNetConfig
+from .uvit import UViT, UViTConfig
+
+ARCHS: dict[str, tuple[type, type]] = {
+    "dit": (DiT, DiTConfig),
+    "uvit": (UViT, UViTConfig),
+    "unet": (UNet, UNetConfig),
+}
+
+# preset name -> (architecture, config overrides). Plain names are the DiT sizes.
+PRESETS: dict[str, tuple[str, dict]] = {
+    **{name: ("dit", cfg) for name, cfg in DIT_PRESETS.items()},
+    "uvit-tiny": ("uvit", dict(hidden=64, depth=2, heads=2, stem_channels=16)),
+    "uvit-S": ("uvit", dict(hidden=256, depth=6, heads=4)),
+    "uvit-M": ("uvit", dict(hidden=320, depth=8, heads=5)),
+    "unet-tiny": ("unet", dict(channels=[16, 32], blocks=1, attn_levels=[1], heads=2, groups=8)),
+    "unet-S": ("unet", dict(channels=[64, 128, 256], blocks=2, attn_levels=[1, 2], heads=4)),
+    "unet-M": ("unet", dict(channels=[96, 192, 288], blocks=2, attn_levels=[1, 2], heads=6)),
+}
+
+
+def build(arch: str, cfg: dict) -> nn.Module:
+    """A denoiser of architecture `arch` from a config dict (unknown keys -> TypeError)."""
+    if arch not in ARCHS:
+        raise KeyError(f"unknown denoiser architecture {arch!r}; known: {sorted(ARCHS)}")
+    cls, cfg_cls = ARCHS[arch]
+    return cls(cfg_cls(**cfg))
+
+
+def from_preset(preset: str, latent_channels: int, latent_size: int) -> nn.Module:
+    arch, over = PRESETS[preset]
+    return build(arch, dict(latent_channels=latent_channels, latent_size=latent_size, **over))
+
+
+def arch_of(model: nn.Module) -> str:
+    for name, (cls, _) in ARCHS.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"{type(model).__name__} is not a registered denoiser")
+
+
+def config_dict(model: nn.Module) -> dict:
+    c = model.cfg
+    return {f.name: getattr(c, f.name) for f in fields(c)}
