@@ -3,9 +3,9 @@
 Rungs on the same Llama weights (DESIGN.md speed ladder, autoregressive column), greedy, 64 tokens:
   nocache          re-run the whole sequence per token (naive; small presets only)
   hf_generate      transformers `generate` with its KV cache (library peer); tokens must equal ours
-  cached_unfused   our static KV cache, module by module (`Llama.forward_cached_reference`)
-  cached           our static KV cache on the fused inference view (`Llama.fused()`): the default
-  int8             `models.llama.int8_view`: block Linears dynamically quantised (quality reported)
+  cached_unfused   our static KV cache, module by module (`Llama.forward_cached`, the reference)
+  cached           our static KV cache on the fused decode view (`speed.fused_llama.fused_view`): the default
+  int8             `speed.int8.int8_view`: block Linears dynamically quantised (quality reported)
   compiled         the decode step under torch.compile(fullgraph=True), inductor
   compiled_frozen  the same with inductor freezing (weights folded and prepacked for oneDNN)
   sjd              speculative Jacobi decoding on a trained model: tokens per pass, speed-up
@@ -49,10 +49,12 @@ import torch
 import torch.nn.functional as F
 
 from blinkgen.ar_family import ARGenerator, ARTask, TokenizerTask
-from blinkgen.models.llama import KVCache, Llama, UnfusedLlama, int8_view, llama_config
+from blinkgen.models.llama import KVCache, Llama, llama_config
 from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, decode, decode_no_cache, decode_one_token,
                                   draw_uniforms)
 from blinkgen.sampling.speculative import speculative_decode_batch
+from blinkgen.speed.fused_llama import fused_view
+from blinkgen.speed.int8 import int8_view
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIVE_MAX_PARAMS = 2e6  # the O(N^2) rung costs seconds per image beyond this on one thread
@@ -87,7 +89,7 @@ def _ms(x: float) -> float:
 
 def step_matrices(llama: Llama) -> list[torch.Tensor]:
     """Every weight matrix one decode step multiplies (fused view: qkv, o, gate_up, down; lm_head)."""
-    net = llama.fused()
+    net = fused_view(llama)
     return [w for b in net.layers for w in (b.qkv.weight, b.o.weight, b.gate_up.weight, b.down.weight)] + \
         [net.lm_head.weight]
 
@@ -143,8 +145,8 @@ def speed_rows(llama: Llama, hf, P: int, N: int, rows: int, repeats: int, compil
     u = draw_uniforms([torch.Generator().manual_seed(i) for i in range(rows)], N)
     i8 = int8_view(llama)
     rungs = {"hf_generate": lambda: hf_generate(hf, prefix, N),
-             "cached_unfused": lambda: decode(UnfusedLlama(llama), prefix, pm, u, s),
-             "cached": lambda: decode(llama, prefix, pm, u, s),
+             "cached_unfused": lambda: decode(llama, prefix, pm, u, s),
+             "cached": lambda: decode(fused_view(llama), prefix, pm, u, s),
              "int8": lambda: decode(i8, prefix, pm, u, s)}
     if llama.num_params() <= NAIVE_MAX_PARAMS and rows == 1:
         rungs["nocache"] = lambda: decode_no_cache(llama, prefix, pm, u, s)
@@ -156,10 +158,10 @@ def speed_rows(llama: Llama, hf, P: int, N: int, rows: int, repeats: int, compil
     for mode in compile_modes:  # each compiled step timed next to `cached`, then dropped
         step = compile_step(mode == "compiled_frozen")
         w, c = time.perf_counter(), time.process_time()
-        decode(llama, prefix, pm, u, s, step=step)
+        decode(fused_view(llama), prefix, pm, u, s, step=step)
         out["compile"][mode] = {"first_call_wall_s": round(time.perf_counter() - w, 1),
                                 "first_call_cpu_s": round(time.process_time() - c, 1)}
-        pair = interleaved({"cached": rungs["cached"], mode: lambda step=step: decode(llama, prefix, pm, u, s, step=step)},
+        pair = interleaved({"cached": rungs["cached"], mode: lambda step=step: decode(fused_view(llama), prefix, pm, u, s, step=step)},
                            repeats, tokens)
         times[mode] = pair[mode]
         out["compile"][mode]["cached_cpu_min_same_rounds"] = pair["cached"]["cpu_min"]
@@ -223,8 +225,9 @@ def op_counts(llama: Llama, hf, P: int, rows: int) -> dict:
     pm = torch.ones(rows, P, dtype=torch.bool)
     s = DecodeSettings(temperature=0)
     out = {}
-    for name, run in (("cached", lambda n: decode(llama, prefix, pm, draw_uniforms([torch.Generator()] * rows, n), s)),
-                      ("cached_unfused", lambda n: decode(UnfusedLlama(llama), prefix, pm,
+    for name, run in (("cached", lambda n: decode(fused_view(llama), prefix, pm,
+                                                  draw_uniforms([torch.Generator()] * rows, n), s)),
+                      ("cached_unfused", lambda n: decode(llama, prefix, pm,
                                                           draw_uniforms([torch.Generator()] * rows, n), s)),
                       ("hf_generate", lambda n: hf_generate(hf, prefix, n))):
         run(2)
@@ -271,8 +274,8 @@ def quality_checks(gen: ARGenerator, guidance: float, compile_modes: list[str]) 
     for i, prompt in enumerate(PROMPTS):
         pre, pm = m.conditioning(gen.encode_prompts([prompt]), True)  # (2, P, D): [cond; uncond]
         u = draw_uniforms([torch.Generator().manual_seed(i)], N)
-        ref = decode(m.llama, pre, pm, u, s)  # (1, N)
-        cases.append((pre, pm, u, ref, teacher_forced_logits(m.llama.fused(), pre, pm, ref)))  # logits (2, N, V)
+        ref = decode(fused_view(m.llama), pre, pm, u, s)  # (1, N)
+        cases.append((pre, pm, u, ref, teacher_forced_logits(fused_view(m.llama), pre, pm, ref)))  # logits (2, N, V)
     i8 = int8_view(m.llama)
     out = {}
     for k in ["int8", *compile_modes]:
@@ -280,7 +283,7 @@ def quality_checks(gen: ARGenerator, guidance: float, compile_modes: list[str]) 
             run = lambda pre, pm, u: decode(i8, pre, pm, u, s)  # noqa: E731
         else:
             step = compile_step(k == "compiled_frozen")
-            run = lambda pre, pm, u, step=step: decode(m.llama, pre, pm, u, s, step=step)  # noqa: E731
+            run = lambda pre, pm, u, step=step: decode(fused_view(m.llama), pre, pm, u, s, step=step)  # noqa: E731
         seq = [(run(pre, pm, u) == ref).float().mean().item() for pre, pm, u, ref, _ in cases]
         out[k] = {"sequence_agreement": round(statistics.mean(seq), 4),
                   "identical_sequences": sum(x == 1.0 for x in seq), "prompts": len(PROMPTS)}
@@ -334,11 +337,11 @@ def speculative(gen: ARGenerator, windows: list[int], guidance: float) -> dict:
         for i, prompt in enumerate(PROMPTS):
             pre, pm = m.conditioning(gen.encode_prompts([prompt]), s.cfg)
             t = time.process_time()
-            plain = decode(m.llama, pre, pm, draw_uniforms([torch.Generator().manual_seed(i)], N), s)
+            plain = decode(fused_view(m.llama), pre, pm, draw_uniforms([torch.Generator().manual_seed(i)], N), s)
             plain_t.append(time.process_time() - t)
             for w in windows:
                 t = time.process_time()
-                toks, st = speculative_decode_batch(m.llama, pre, pm, N, [torch.Generator().manual_seed(i)], s, w)
+                toks, st = speculative_decode_batch(fused_view(m.llama), pre, pm, N, [torch.Generator().manual_seed(i)], s, w)
                 r = rows[w]
                 r["t"].append(time.process_time() - t)
                 r["tpp"].append(st[0].tokens_per_pass)

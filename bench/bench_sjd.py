@@ -28,6 +28,7 @@ import torch
 
 from blinkgen.api import load
 from blinkgen.eval.evaluate import build_reference, run_prompts
+from blinkgen.speed.fused_llama import fused_view
 
 
 def _time(fn) -> tuple[float, float]:
@@ -42,7 +43,7 @@ def pass_costs(gen, positions: list[int], reps: int = 50) -> dict[int, float]:
     (2 rows: CFG), mid-sequence, for each T in `positions`."""
     from blinkgen.models.llama import KVCache
 
-    net = gen.model.llama.fused()
+    net = fused_view(gen.model.llama)
     c, dt = net.cfg, gen.model.dtype
     P, N = gen.model.cfg.prefix_len, gen.model.cfg.n_tokens
     key_mask = torch.ones(2, P + N, dtype=torch.bool)

@@ -4,10 +4,14 @@ import pytest
 import torch
 
 from blinkgen.models.ar_t2i import ARTextToImage, ar_config
-from blinkgen.models.llama import KVCache, UnfusedLlama, int8_view
+from blinkgen.ar_family import sample_causal
+from blinkgen.models.llama import KVCache
 from blinkgen.models.tokenizer import TokenizerConfig
-from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, compiled_step, decode, decode_no_cache,
-                                  draw_uniforms, filtered_probs, next_token, prefill, sample_from_probs)
+from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, decode, decode_no_cache, draw_uniforms,
+                                  filtered_probs, next_token, prefill, sample_from_probs)
+from blinkgen.speed.compile import compiled_step
+from blinkgen.speed.fused_llama import fused_view
+from blinkgen.speed.int8 import int8_view
 from blinkgen.text.encoder import TextBatch
 
 torch.set_num_threads(1)
@@ -83,10 +87,10 @@ def test_cfg_batch_doubling_equals_two_separate_passes():
 def test_a_sample_does_not_depend_on_its_batch_mates():
     m = tiny_model()
     s = DecodeSettings(temperature=1.0, top_k=12, guidance=2.0)
-    together = m.sample_tokens(text_batch([2, 5, 3], seed=7), gens([10, 11, 12]), s)
-    alone = m.sample_tokens(text_batch([2, 5, 3], seed=7).index([1]), gens([11]), s)
+    together = sample_causal(m, text_batch([2, 5, 3], seed=7), gens([10, 11, 12]), s)
+    alone = sample_causal(m, text_batch([2, 5, 3], seed=7).index([1]), gens([11]), s)
     assert torch.equal(together[1:2], alone)
-    again = m.sample_tokens(text_batch([2, 5, 3], seed=7), gens([10, 11, 12]), s)
+    again = sample_causal(m, text_batch([2, 5, 3], seed=7), gens([10, 11, 12]), s)
     assert torch.equal(together, again)  # a seed is an image
     assert not torch.equal(together[0], together[2])
 
@@ -98,8 +102,9 @@ def test_decode_step_compiles_fullgraph():
     s = DecodeSettings(temperature=1.0, top_k=8, top_p=0.95, guidance=2.0)
     pre, pm = m.conditioning(text_batch([3, 4]), True)
     u = draw_uniforms(gens([3, 4]), 64)
-    compiled = decode(m.llama, pre, pm, u, s, step=compiled_step(backend="eager"))
-    assert torch.equal(compiled, decode(m.llama, pre, pm, u, s))
+    net = fused_view(m.llama)  # the view the pipeline compiles
+    compiled = decode(net, pre, pm, u, s, step=compiled_step(backend="eager"))
+    assert torch.equal(compiled, decode(net, pre, pm, u, s))
 
 
 def test_token_rules():
@@ -137,7 +142,7 @@ def test_training_memorises_and_greedy_sampling_reproduces():
     assert loss.item() < 0.05, loss.item()
     assert all(p.grad is None for p in m.tokenizer.parameters())
     m.eval()
-    toks = m.sample_tokens(text, gens([0, 1]), DecodeSettings(temperature=0))
+    toks = sample_causal(m, text, gens([0, 1]), DecodeSettings(temperature=0))
     assert torch.equal(toks, target)
     imgs = m.tokens_to_images(toks)
     assert imgs.shape == (2, 3, 64, 64) and imgs.dtype == torch.uint8
@@ -154,7 +159,7 @@ def test_fused_decode_equals_unfused_decode(guidance):
     for s in (DecodeSettings(temperature=0, guidance=guidance), DecodeSettings(top_p=0.9, guidance=guidance)):
         pre, pm = m.conditioning(text_batch([5, 2]), s.cfg)
         u = draw_uniforms(gens([3, 4]), 64)
-        assert torch.equal(decode(m.llama, pre, pm, u, s), decode(UnfusedLlama(m.llama), pre, pm, u, s)), s
+        assert torch.equal(decode(fused_view(m.llama), pre, pm, u, s), decode(m.llama, pre, pm, u, s)), s
 
 
 def test_greedy_shortcut_is_the_inverse_cdf_of_the_one_hot():

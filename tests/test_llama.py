@@ -6,8 +6,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
-from blinkgen.models.llama import (LLAMA_PRESETS, FusedLlama, KVCache, Llama, LlamaConfig, int8_view,
-                                   llama_config)
+from blinkgen.models.llama import LLAMA_PRESETS, KVCache, Llama, LlamaConfig, llama_config
+from blinkgen.speed.fused_llama import FusedLlama, fused_view
+from blinkgen.speed.int8 import int8_view
 
 torch.set_num_threads(1)
 
@@ -108,13 +109,14 @@ def test_fused_view_equals_the_module_by_module_reference(kw):
     x = torch.randn(B, T, m.cfg.dim)
     key_mask = torch.ones(B, T, dtype=torch.bool)
     key_mask[1, 2:P] = False
-    fused, fc = _prefill_then_steps(m.forward_cached, m.cfg, x, key_mask, P)
-    ref, rc = _prefill_then_steps(m.forward_cached_reference, m.cfg, x, key_mask, P)
+    fused, fc = _prefill_then_steps(fused_view(m).forward_cached, m.cfg, x, key_mask, P)
+    ref, rc = _prefill_then_steps(m.forward_cached, m.cfg, x, key_mask, P)
     assert (fused - ref).abs().max() < 1e-5
     assert all((a - b).abs().max() < 1e-5 for a, b in zip(fc.k + fc.v, rc.k + rc.v))
     with torch.no_grad():
-        assert (m.fused().head(fused) - m.head(ref)).abs().max() < 1e-5
-    assert isinstance(m.fused(), FusedLlama) and m.fused() is m.fused()  # built once
+        assert (fused_view(m).head(fused) - m.head(ref)).abs().max() < 1e-5
+    assert isinstance(fused_view(m), FusedLlama) and fused_view(m) is fused_view(m)  # built once
+    assert fused_view(fused_view(m)) is fused_view(m)  # a view is already a view
 
 
 def test_fused_view_follows_the_weights_and_stays_out_of_the_checkpoint():
@@ -122,19 +124,19 @@ def test_fused_view_follows_the_weights_and_stays_out_of_the_checkpoint():
     the checkpoint keeps transformers' layout (no fused keys)."""
     m = tiny()
     keys = set(m.state_dict())
-    first = m.fused()
+    first = fused_view(m)
     assert set(m.state_dict()) == keys and m.num_params() == sum(p.numel() for p in m.parameters())
     x, km = torch.randn(1, 6, m.cfg.dim), torch.ones(1, 6, dtype=torch.bool)
 
     def check():
-        a, _ = _prefill_then_steps(m.forward_cached, m.cfg, x, km, 3)
-        b, _ = _prefill_then_steps(m.forward_cached_reference, m.cfg, x, km, 3)
+        a, _ = _prefill_then_steps(fused_view(m).forward_cached, m.cfg, x, km, 3)
+        b, _ = _prefill_then_steps(m.forward_cached, m.cfg, x, km, 3)
         assert (a - b).abs().max() < 1e-5
 
     with torch.no_grad():
         m.model.layers[0].self_attn.k_proj.weight.add_(0.5)  # as an optimizer step does
     check()
-    assert m.fused() is not first
+    assert fused_view(m) is not first
     other = tiny()
     with torch.no_grad():
         for p in other.parameters():
@@ -144,7 +146,7 @@ def test_fused_view_follows_the_weights_and_stays_out_of_the_checkpoint():
     m.double()
     x = x.double()
     check()
-    assert m.fused().layers[0].qkv.weight.dtype == torch.float64
+    assert fused_view(m).layers[0].qkv.weight.dtype == torch.float64
 
 
 def test_int8_view_is_close_and_leaves_the_source_alone():

@@ -9,13 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import blinkgen
-from blinkgen.ar_family import ARGenerator, tiny_ar_model
+from blinkgen.ar_family import ARGenerator, sample_masked, tiny_ar_model
 from blinkgen.errors import UserInputError
 from blinkgen.models.ar_t2i import fit_text
 from blinkgen.models.llama import KVCache
 from blinkgen.models.masked_t2i import random_masking
 from blinkgen.sampling.ar import DecodeSettings, full_key_mask
 from blinkgen.sampling.maskgit import masking_schedule
+from blinkgen.speed.fused_llama import fused_view
 
 
 @given(n=st.integers(1, 300), data=st.data())
@@ -69,7 +70,7 @@ def test_cached_pass_equals_the_full_bidirectional_forward(gen):
     pre, pm = m.prefix(s, mk)
     P = pre.shape[1]
     km = full_key_mask(pm, N)
-    for net in (m.llama.fused(), m.llama):
+    for net in (fused_view(m.llama), m.llama):
         cache = KVCache.allocate(m.cfg.llama, 2, P + N, pre.dtype, "cpu")
         net.forward_cached(pre, torch.arange(P), cache, km)
         # twice: the second pass overwrites the image slots' keys/values in place
@@ -139,11 +140,11 @@ def test_folder_round_trip(gen, tmp_path):
 
 
 def test_model_level_sampling_matches_the_generator(gen):
-    """MaskedTextToImage.sample_tokens (the model-level entry, as ARTextToImage has) never falls back
-    to causal decoding: it gives the generator's tokens for the same seed and settings."""
+    """sample_masked (the model-level entry, as sample_causal is for the causal mode) never falls
+    back to causal decoding: it gives the generator's tokens for the same seed and settings."""
     from dataclasses import replace
 
     s = replace(gen.decode_settings, guidance=gen.defaults.guidance)
-    toks = gen.model.sample_tokens(gen.encode_prompts(["a red circle"]), [torch.Generator().manual_seed(3)], s,
-                                   steps=5, choice_temperature=gen.choice_temperature)
+    toks = sample_masked(gen.model, gen.encode_prompts(["a red circle"]), [torch.Generator().manual_seed(3)], s,
+                         steps=5, choice_temperature=gen.choice_temperature)
     assert torch.equal(toks, gen.sample_tokens(["a red circle"], [3], gen.settings(steps=5)))

@@ -38,9 +38,11 @@ from .models.autoencoder import psnr, to_pixels, to_uint8
 from .models.llama import LLAMA_PRESETS, Llama
 from .models.tokenizer import TOKENIZER_PRESETS, FSQTokenizer, TokenizerConfig
 from .precision import dtype_of
-from .sampling.ar import DecodeSettings, compiled_step, decode, decode_no_cache, decode_one_token, draw_uniforms
+from .sampling.ar import DecodeSettings, decode, decode_no_cache, decode_one_token, draw_uniforms
 from .sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
 from .sampling.speculative import speculative_decode_batch
+from .speed.compile import compiled_step
+from .speed.fused_llama import fused_view
 from .text.encoder import TextBatch, shared_encoder
 
 SAMPLERS = ("cached", "sjd", "nocache")
@@ -138,6 +140,30 @@ def tiny_ar_model(path, seed: int = 0, image_size: int = 32, objective: str = "c
     return save_ar_folder(path, model, {"defaults": {**default_settings(cfg), "guidance": 2.0}})
 
 
+# --- token samplers (model + encoded prompts + one generator per image -> tokens) --------------
+@torch.inference_mode()
+def sample_causal(model: ARTextToImage, text: TextBatch, generators: list[torch.Generator],
+                  s: DecodeSettings, step=decode_one_token, callback=None) -> torch.Tensor:
+    """KV-cached next-token decoding (sampling/ar.py) on the Llama's fused decode view
+    (speed/fused_llama.py). text: B encoded prompts; generators: one per prompt; step:
+    `decode_one_token` or `speed.compile.compiled_step()`. -> tokens (B, N) long."""
+    pre, pre_mask = model.conditioning(text, s.cfg)
+    u = draw_uniforms(generators, model.cfg.n_tokens)  # (B, N)
+    return decode(fused_view(model.llama), pre, pre_mask, u, s, step, callback)
+
+
+@torch.inference_mode()
+def sample_masked(model: MaskedTextToImage, text: TextBatch, generators: list[torch.Generator],
+                  s: DecodeSettings, steps: int = DEFAULT_MASKGIT_STEPS, choice_temperature: float | None = None,
+                  callback=None) -> torch.Tensor:
+    """The masked mode's parallel decoding in `steps` passes (sampling/maskgit.py) on the fused
+    decode view; the causal decode would be meaningless for this network. -> tokens (B, N) long."""
+    pre, pre_mask = model.conditioning(text, s.cfg)
+    u = draw_maskgit_uniforms(generators, steps, model.cfg.n_tokens)  # (B, K, 2, N)
+    ct = DEFAULT_CHOICE_TEMPERATURE if choice_temperature is None else choice_temperature
+    return maskgit_decode(model, pre, pre_mask, u, s, ct, net=fused_view(model.llama), callback=callback)
+
+
 # --- generator ---------------------------------------------------------------------------------
 class ARGenerator(Generator):
     family = "ar"
@@ -201,25 +227,25 @@ class ARGenerator(Generator):
         m = self.model
         s = replace(self.decode_settings, guidance=settings.guidance)
         gens = [torch.Generator().manual_seed(int(sd)) for sd in seeds]
-        pre, pm = m.conditioning(self.encode_prompts(prompts), s.cfg)
+        text = self.encode_prompts(prompts)
         N = m.cfg.n_tokens
         cb = None if callback is None else (lambda done, total: callback(done, total, None))
         if settings.sampler == "maskgit":
-            u = draw_maskgit_uniforms(gens, settings.steps, N)  # (B, K, 2, N)
             self.last_stats = {"network_calls": settings.steps}
-            return maskgit_decode(m, pre, pm, u, s, self.choice_temperature, callback=cb)
+            return sample_masked(m, text, gens, s, settings.steps, self.choice_temperature, cb)
         if settings.sampler == "sjd":
-            toks, stats = speculative_decode_batch(m.llama, pre, pm, N, gens, s, self.window, cb)
+            pre, pm = m.conditioning(text, s.cfg)
+            toks, stats = speculative_decode_batch(fused_view(m.llama), pre, pm, N, gens, s, self.window, cb)
             passes = [st.passes for st in stats]
             self.last_stats = {"network_calls": [1 + p for p in passes],
                                "tokens_per_pass": [round(st.tokens_per_pass, 3) for st in stats]}
             return toks
-        u = draw_uniforms(gens, N)  # (B, N)
         self.last_stats = {"network_calls": N}
         if settings.sampler == "nocache":
-            return decode_no_cache(m.llama, pre, pm, u, s)
+            pre, pm = m.conditioning(text, s.cfg)
+            return decode_no_cache(m.llama, pre, pm, draw_uniforms(gens, N), s)
         step = compiled_step() if self.compile_step else decode_one_token
-        return decode(m.llama, pre, pm, u, s, step, cb)
+        return sample_causal(m, text, gens, s, step, cb)
 
     def _sample(self, prompts, seeds, settings: SampleSettings, callback=None) -> list[Image.Image]:
         t0 = time.perf_counter()

@@ -168,18 +168,6 @@ class ARTextToImage(nn.Module):
         drop = torch.rand(tokens.shape[0], generator=generator, device=gdev) < self.cfg.cond_drop  # (B,)
         return self(tokens, states.to(dev), mask.to(dev), drop.to(dev))
 
-    # --- sampling ----------------------------------------------------------------------------
-    @torch.inference_mode()
-    def sample_tokens(self, text: TextBatch, generators: list[torch.Generator], settings,
-                      compile_step: bool = False, callback=None) -> torch.Tensor:
-        """KV-cached decoding (sampling/ar.py); one generator per prompt. -> tokens (B, N)."""
-        from ..sampling.ar import compiled_step, decode, decode_one_token, draw_uniforms
-
-        pre, pre_mask = self.conditioning(text, settings.cfg)
-        u = draw_uniforms(generators, self.cfg.n_tokens)  # (B, N)
-        step = compiled_step() if compile_step else decode_one_token
-        return decode(self.llama, pre, pre_mask, u, settings, step, callback)
-
     @torch.inference_mode()
     def tokens_to_images(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, N) -> uint8 images (B, 3, H, W) on CPU."""

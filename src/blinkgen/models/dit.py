@@ -135,24 +135,44 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
+    # forward = embed -> condition -> blocks -> head, each its own method, so that a speed device
+    # (step caching: reuse deep-block outputs across adjacent solver steps) can wrap the blocks.
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Noisy latents x (B, C, S, S) -> patch tokens with positions, h (B, N, D), N = (S/p)^2."""
+        return self.patchify(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+
+    def condition(self, t: torch.Tensor, ctx: torch.Tensor, pooled: torch.Tensor,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t (B,) in [0, 1], ctx (B, L, 384) token states, pooled (B, 384) -> c (B, D), the
+        conditioning vector the head reads; mod (B, 6, D), the shared adaLN-single modulation
+        every block offsets; kv (B, L, D), the projected text the blocks cross-attend to.
+        dtype: the dtype of the patch tokens (the timestep embedding is computed in fp32)."""
+        B = t.shape[0]
+        c = self.t_mlp(timestep_embedding(t, 256).to(dtype)) + self.pooled_mlp(pooled)  # (B, D)
+        mod = self.mod(c).view(B, 6, -1)  # (B, 6, D)
+        kv = self.ctx_proj(ctx)  # (B, L, D)
+        return c, mod, kv
+
+    def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Final modulated norm and un-patchify: h (B, N, D), c (B, D) -> velocity (B, C, S, S)."""
+        B, N, _ = h.shape
+        p, C = self.cfg.patch, self.cfg.latent_channels
+        g = math.isqrt(N)
+        shift, scale = self.final_mod(F.silu(c)).chunk(2, dim=-1)  # (B, D) each
+        h = self.final_norm(h) * (1 + scale[:, None]) + shift[:, None]
+        h = self.final(h)  # (B, N, p*p*C)
+        h = h.view(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)  # (B, C, g, p, g, p)
+        return h.reshape(B, C, g * p, g * p)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
                 pooled: torch.Tensor) -> torch.Tensor:
         """x: (B, C, S, S) noisy latents; t: (B,) in [0, 1]; ctx: (B, L, 384); mask: (B, L) bool;
         pooled: (B, 384). Returns the velocity, (B, C, S, S)."""
-        B, C, S, _ = x.shape
-        p = self.cfg.patch
-        h = self.patchify(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
-        c = self.t_mlp(timestep_embedding(t, 256).to(h.dtype)) + self.pooled_mlp(pooled)  # (B, D)
-        mod = self.mod(c).view(B, 6, -1)  # (B, 6, D)
-        kv = self.ctx_proj(ctx)  # (B, L, D)
+        h = self.embed(x)  # (B, N, D)
+        c, mod, kv = self.condition(t, ctx, pooled, h.dtype)
         for blk in self.blocks:
-            h = blk(h, mod, kv, mask)
-        shift, scale = self.final_mod(F.silu(c)).chunk(2, dim=-1)  # (B, D) each
-        h = self.final_norm(h) * (1 + scale[:, None]) + shift[:, None]
-        h = self.final(h)  # (B, N, p*p*C)
-        g = S // p
-        h = h.view(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)  # (B, C, g, p, g, p)
-        return h.reshape(B, C, S, S)
+            h = blk(h, mod, kv, mask)  # (B, N, D)
+        return self.head(h, c)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

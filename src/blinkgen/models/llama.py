@@ -318,31 +318,12 @@ class Llama(nn.Module):
 
     def forward_cached(self, x: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
                        key_mask: torch.Tensor, causal: bool = True) -> torch.Tensor:
-        """Run new positions against the static cache. x (B, T, D) at positions input_pos (T,) long;
-        key_mask (B, max_len) bool marks cache slots that may ever be attended (padding -> False).
-        causal=False lets the new rows attend every valid slot (the masked parallel mode).
-        Writes the new keys/values into `cache`; returns hidden states (B, T, D) before the norm.
-        Runs on the fused inference weights (`fused()`); decode loops take `fused()` once."""
-        return self.fused().forward_cached(x, input_pos, cache, key_mask, causal)
-
-    def fused(self) -> "FusedLlama":
-        """The inference view of these weights (see `FusedLlama`), built on first use and rebuilt
-        whenever a weight it copies was replaced or changed in place (an optimizer step, a
-        load_state_dict, a .to()): the check reads each weight's storage address and version
-        counter, microseconds per call, so callers may ask every time."""
-        from .llama_fused import FusedLlama
-
-        key = FusedLlama.weights_key(self)
-        hit = self.__dict__.get("_fused_cache")
-        if hit is None or hit[0] != key:
-            hit = (key, FusedLlama(self))
-            self.__dict__["_fused_cache"] = hit  # not a submodule: stays out of state_dict()
-        return hit[1]
-
-    def forward_cached_reference(self, x: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
-                                 key_mask: torch.Tensor, causal: bool = True) -> torch.Tensor:
-        """`forward_cached` module by module on the unfused weights: the plain reading of the
-        maths, kept as the reference the fused path is tested against (and a bench rung)."""
+        """Run new positions against the static cache, module by module. x (B, T, D) at positions
+        input_pos (T,) long; key_mask (B, max_len) bool marks cache slots that may ever be attended
+        (padding -> False). causal=False lets the new rows attend every valid slot (the masked
+        parallel mode). Writes the new keys/values into `cache`; returns hidden states (B, T, D)
+        before the norm. This is the plain reading of the maths and the reference that the fused
+        decode view (`blinkgen.speed.fused_llama`, what the pipelines run) is tested against."""
         S = cache.max_len
         causal = torch.arange(S, device=x.device)[None, :] <= input_pos[:, None] if causal else \
             torch.ones(len(input_pos), S, dtype=torch.bool, device=x.device)  # (T, S)
@@ -394,7 +375,3 @@ class Llama(nn.Module):
             raise ValueError(f"Llama weights do not match the config: missing={missing[:5]} "
                              f"unexpected={unexpected[:5]}")
         return m
-
-
-# the decode-only view lives in llama_fused.py; re-exported so callers keep one import
-from .llama_fused import FusedBlock, FusedLlama, UnfusedLlama, inference_view, int8_view  # noqa: E402,F401

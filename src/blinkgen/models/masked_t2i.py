@@ -87,15 +87,3 @@ class MaskedTextToImage(ARTextToImage):
         masked = random_masking(torch.rand(B, generator=generator, device=gdev),
                                 torch.rand(B, N, generator=generator, device=gdev))
         return self(tokens, states.to(dev), mask.to(dev), drop.to(dev), masked.to(dev))
-
-    @torch.inference_mode()
-    def sample_tokens(self, text, generators: list[torch.Generator], settings, steps: int = 8,
-                      choice_temperature: float | None = None, callback=None) -> torch.Tensor:
-        """Parallel decoding in `steps` passes (sampling/maskgit.py); one generator per prompt.
-        Overrides the causal decode, which would be meaningless for this network. -> (B, N)."""
-        from ..sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
-
-        pre, pre_mask = self.conditioning(text, settings.cfg)
-        u = draw_maskgit_uniforms(generators, steps, self.cfg.n_tokens)
-        ct = DEFAULT_CHOICE_TEMPERATURE if choice_temperature is None else choice_temperature
-        return maskgit_decode(self, pre, pre_mask, u, settings, ct, callback=callback)

@@ -10,7 +10,10 @@ Randomness: every sample owns a CPU `torch.Generator`; all its uniforms (one per
 up front and tokens are picked by inverse-CDF from those uniforms. A sample therefore never
 depends on its batch-mates, the device, or whether the step was compiled.
 
-Everything here is a pure function of (network, prefix, uniforms, settings).
+Everything here is a pure function of (network, prefix, uniforms, settings). The network is any
+decode view (`cfg`, `embed`, `head`, `forward_cached`): a `Llama` itself (module by module) or a
+speed device's view of one (`blinkgen.speed.fused_llama.fused_view`, `speed.int8.int8_view`), which
+the pipeline chooses; `speed.compile.compiled_step` compiles the one-token step.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..models.llama import KVCache, Llama, inference_view
+from ..models.llama import KVCache, Llama
 
 # callback(done_tokens, total_tokens) -> None; raising inside aborts the decode.
 TokenCallback = Callable[[int, int], None] | None
@@ -96,7 +99,7 @@ def next_token(logits: torch.Tensor, u: torch.Tensor, s: DecodeSettings) -> torc
 
 def prefill(llama, prefix: torch.Tensor, key_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
     """Run the prefix (B2, P, D) at positions 0..P-1 into the cache; logits of the last (B2, V).
-    llama: a Llama or any decode view of one (`models.llama.inference_view`)."""
+    llama: a Llama or any decode view of one (see the module doc)."""
     pos = torch.arange(prefix.shape[1], device=prefix.device)  # (P,)
     h = llama.forward_cached(prefix, pos, cache, key_mask)  # (B2, P, D)
     return llama.head(h[:, -1:])[:, 0]  # (B2, V)
@@ -105,8 +108,9 @@ def prefill(llama, prefix: torch.Tensor, key_mask: torch.Tensor, cache: KVCache)
 def decode_one_token(llama, tokens: torch.Tensor, input_pos: torch.Tensor, cache: KVCache,
                      key_mask: torch.Tensor, u: torch.Tensor, s: DecodeSettings) -> torch.Tensor:
     """One fixed-shape step: feed tokens (B,) at input_pos (1,), return the next tokens (B,).
-    llama: the decode view (`inference_view`), so no per-step weight checks happen here.
-    Compiles with fullgraph=True: no Python branching on tensor values, no .item()."""
+    llama: the decode view, resolved once by the caller, so no per-step weight checks happen here.
+    Compiles with fullgraph=True (`speed.compile.compiled_step`): no Python branching on tensor
+    values, no .item()."""
     if s.cfg:
         tokens = torch.cat([tokens, tokens])  # (2B,): both halves continue the same image
     x = llama.embed(tokens[:, None])  # (B2, 1, D)
@@ -128,19 +132,6 @@ def full_key_mask(prefix_mask: torch.Tensor, n_tokens: int) -> torch.Tensor:
     return torch.cat([prefix_mask, ones], dim=1)
 
 
-_COMPILED: dict[tuple, Callable] = {}
-
-
-def compiled_step(backend: str = "inductor", mode: str | None = None) -> Callable:
-    """`decode_one_token` under torch.compile(fullgraph=True), built once per process and backend.
-    fullgraph makes a graph break an error instead of a silent slow path (STYLE: fail loudly).
-    mode="reduce-overhead" adds CUDA graphs on a GPU."""
-    key = (backend, mode)
-    if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(decode_one_token, fullgraph=True, backend=backend, mode=mode)
-    return _COMPILED[key]
-
-
 @torch.inference_mode()
 def decode(llama: Llama, prefix: torch.Tensor, prefix_mask: torch.Tensor, uniforms: torch.Tensor,
            s: DecodeSettings, step: Callable = decode_one_token,
@@ -148,11 +139,11 @@ def decode(llama: Llama, prefix: torch.Tensor, prefix_mask: torch.Tensor, unifor
     """KV-cached decoding of N = uniforms.shape[1] tokens after the prefix.
 
     prefix (B2, P, D) in the network dtype, [cond; uncond] rows under CFG; prefix_mask (B2, P) bool;
-    uniforms (B, N) from `draw_uniforms`; step: `decode_one_token` or `compiled_step()`.
-    llama: a Llama (its fused inference view is used) or a decode view (`inference_view`).
+    uniforms (B, N) from `draw_uniforms`; step: `decode_one_token` or `speed.compile.compiled_step()`.
+    llama: a Llama or a decode view of one (what it is, is the caller's choice; see the module doc).
     Returns tokens (B, N) long."""
     _check(prefix, prefix_mask, uniforms, s)
-    net = inference_view(llama)
+    net = llama
     B, N = uniforms.shape
     dev = prefix.device
     u = uniforms.to(dev)

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ..models.llama import KVCache, inference_view
+from ..models.llama import KVCache
 from .ar import DecodeSettings, TokenCallback, combine_cfg, filtered_probs, full_key_mask, sample_from_probs
 
 DEFAULT_CHOICE_TEMPERATURE = 4.5  # MaskGIT's value; bench_maskgit.py sweeps it
@@ -55,14 +55,14 @@ def maskgit_decode(model, prefix: torch.Tensor, prefix_mask: torch.Tensor, unifo
                    net=None, callback: TokenCallback = None) -> torch.Tensor:
     """model: a MaskedTextToImage; prefix (B2, P, D) / prefix_mask (B2, P) from
     `model.conditioning` ([cond; uncond] rows under CFG); uniforms (B, K, 2, N) from
-    `draw_maskgit_uniforms`; net: the Llama's decode view to run (default its fused view; the
-    bench passes an int8 one). Returns tokens (B, N) long. callback(done_slots, N) per pass."""
+    `draw_maskgit_uniforms`; net: the Llama's decode view to run (default the Llama itself, module
+    by module; the pipeline passes its fused view, the bench an int8 one). Returns tokens (B, N) long. callback(done_slots, N) per pass."""
     B, K, _, N = uniforms.shape
     rows = 2 * B if s.cfg else B
     if prefix.shape[0] != rows or prefix_mask.shape != prefix.shape[:2]:
         raise ValueError(f"prefix {tuple(prefix.shape)} does not fit {B} samples (CFG: {s.cfg})")
     schedule = masking_schedule(K, N)
-    net = inference_view(model.llama) if net is None else net
+    net = model.llama if net is None else net
     dev, P = prefix.device, prefix.shape[1]
     u = uniforms.to(dev)
     key_mask = full_key_mask(prefix_mask, N)  # (B2, P + N)

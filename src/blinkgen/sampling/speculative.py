@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.llama import KVCache, Llama, inference_view
+from ..models.llama import KVCache, Llama
 from .ar import DecodeSettings, combine_cfg, filtered_probs, full_key_mask, prefill, sample_from_probs
 
 # A residual max(0, p - q) with less mass than this means p == q up to rounding; a rejection then
@@ -84,7 +84,6 @@ def speculative_jacobi_decode(llama: Llama, prefix: torch.Tensor, prefix_mask: t
     R = 2 if s.cfg else 1
     if prefix.shape[0] != R or window < 1:
         raise ValueError(f"SJD takes one sample: prefix rows must be {R}, window >= 1")
-    llama = inference_view(llama)  # the fused decode view, resolved once per sample
     V, N, P, dev = llama.cfg.vocab_size, n_tokens, prefix.shape[1], prefix.device
     g = generator
     rand = lambda n: torch.rand(n, generator=g, device=g.device).cpu()  # noqa: E731

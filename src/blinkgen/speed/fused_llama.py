@@ -1,17 +1,24 @@
-"""The decode-only inference view of a `Llama` (fused projections, fewer ops per token) and its
-int8 and module-by-module variants.
+"""Speed device: the decode-only fused view of a `Llama` (fused projections, fewer ops per token).
 
-Why its own module: `llama.py` holds the architecture and its checkpoint layout, which training
-and `transformers` export depend on; this view is a speed device built from those weights at
-decode time, measured in bench/bench_ar.py, and can change without touching the layout.
+A speed device takes a network (here a `Llama`, whose own `forward_cached` is the module-by-module
+reference) and returns an object with the same decode interface -- `cfg`, `embed(ids)`,
+`head(h)`, `forward_cached(x, input_pos, cache, key_mask, causal)` -- that the samplers in
+`sampling/ar.py`, `sampling/maskgit.py` and `sampling/speculative.py` run unchanged. The samplers
+never pick a device themselves: the pipeline (`families/ar`) hands them `fused_view(llama)`.
+
+Why its own module: `models/llama.py` holds the architecture and its checkpoint layout, which
+training and `transformers` export depend on; this view is built from those weights at decode
+time, measured in bench/bench_ar.py, and can change without touching the layout.
 """
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .llama import DecoderLayer, KVCache, Llama, rms_norm, signed_sin
+from ..models.llama import DecoderLayer, KVCache, Llama, rms_norm, signed_sin
 
 
 def _fused_linear(*parts: nn.Linear) -> nn.Linear:
@@ -48,7 +55,7 @@ class FusedLlama(nn.Module):
 
     The checkpoint layout is untouched: the fused weights are copies made here (q/k/v and
     gate/up, about 70% of the layer weights, so a second copy of those lives in memory while this
-    view does); everything else is the Llama's own modules. `Llama.fused()` caches one and rebuilds
+    view does); everything else is the Llama's own modules. `fused_view(llama)` caches one and rebuilds
     it when the weights change. Exposes the decode interface the samplers use: `cfg`, `embed`,
     `head`, `forward_cached`. Its Linear submodules are plain `nn.Linear`, so
     `torch.ao.quantization.quantize_dynamic` and `torch.compile` treat it like any module."""
@@ -116,47 +123,21 @@ class FusedLlama(nn.Module):
         return h.view(B, T, D)
 
 
-class UnfusedLlama:
-    """A Llama seen through `forward_cached_reference`: the same decode interface, module by
-    module. The bench's 'before fusion' rung and the tests' reference."""
-
-    def __init__(self, llama: Llama):
-        self.llama, self.cfg = llama, llama.cfg
-
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.llama.embed(ids)
-
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.llama.head(h)
-
-    def forward_cached(self, x, input_pos, cache, key_mask, causal: bool = True):
-        return self.llama.forward_cached_reference(x, input_pos, cache, key_mask, causal)
+_VIEWS: "weakref.WeakKeyDictionary[Llama, tuple[tuple, FusedLlama]]" = weakref.WeakKeyDictionary()
 
 
-def inference_view(net):
-    """What decode loops run: a Llama's cached `fused()` view; anything else that already has the
-    decode interface (a FusedLlama, its int8 copy, an UnfusedLlama) as it is."""
-    return net.fused() if isinstance(net, Llama) else net
-
-
-def int8_view(net) -> FusedLlama:
-    """An int8 copy of a Llama's decode view: every Linear inside the decoder blocks becomes a
-    dynamically quantised one (`torch.ao.quantization.quantize_dynamic`: int8 weights with one
-    scale per output channel, so fusing q/k/v into one matrix costs no precision; activations
-    quantised per call; fbgemm kernels on x86). The embedding and lm_head stay
-    in the float dtype, so the final logits are not computed from int8 weights. Decode speed at
-    batch 1-2 is bound by reading weights, which int8 makes 4x smaller; the price is a small
-    change in the logits, which the bench measures (greedy agreement, max logit difference).
-    Takes a Llama or a FusedLlama; returns a new module (the source is untouched)."""
-    import copy
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    q = copy.deepcopy(inference_view(net))
-    with warnings.catch_warnings():
-        # torch.ao's eager quantization and quantized tensors are deprecated in favour of torchao
-        # (not a dependency here); the API still works in this torch and is what this rung measures.
-        warnings.filterwarnings("ignore", message=".*(torchao|deprecated).*")
-        q.layers = quantize_dynamic(q.layers, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-    return q.eval()
+def fused_view(net):
+    """The decode view the pipelines run: for a `Llama`, its `FusedLlama`, built on first use and
+    rebuilt whenever a weight it copies was replaced or changed in place (an optimizer step, a
+    load_state_dict, a .to()): the check reads each weight's storage address and version counter,
+    microseconds per call, so callers may ask every time. Anything else that already has the decode
+    interface (a FusedLlama, its int8 copy) comes back as it is. The cache is keyed weakly by the
+    Llama, so it never keeps a model alive and never enters its state_dict."""
+    if not isinstance(net, Llama):
+        return net
+    key = FusedLlama.weights_key(net)
+    hit = _VIEWS.get(net)
+    if hit is None or hit[0] != key:
+        hit = (key, FusedLlama(net))
+        _VIEWS[net] = hit
+    return hit[1]
