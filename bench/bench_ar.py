@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from blinkgen.ar_family import ARGenerator, ARTask, TokenizerTask
+from blinkgen.families.ar.pipeline import ARPipeline
 from blinkgen.models.llama import KVCache, Llama, llama_config
 from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, decode, decode_no_cache, decode_one_token,
                                   draw_uniforms)
@@ -263,7 +263,7 @@ def teacher_forced_logits(net, prefix: torch.Tensor, pm: torch.Tensor, tokens: t
         return net.head(h[:, P - 1:]).float()
 
 
-def quality_checks(gen: ARGenerator, guidance: float, compile_modes: list[str]) -> dict:
+def quality_checks(gen: ARPipeline, guidance: float, compile_modes: list[str]) -> dict:
     """On a trained model and real prompts (CFG, greedy): how far int8 and compiled decoding move
     from fp32 eager. Sequence agreement compounds after the first different token; teacher-forced
     agreement (argmax of the guided logits on the fp32 sequence) and the max logit difference do not."""
@@ -303,16 +303,9 @@ def quality_checks(gen: ARGenerator, guidance: float, compile_modes: list[str]) 
 
 def quick_model(run: Path, steps_tok: int, steps_ar: int) -> Path:
     """A small trained AR model on the shapes set, through the shared training loop."""
-    from blinkgen.train import config as train_config
-    from blinkgen.train import tasks
     from blinkgen.train.config import TrainConfig
     from blinkgen.train.loop import train
 
-    # Until train/tasks.py and train/config.py register the AR family, register it for this run.
-    tasks.TASKS.setdefault("ar", ARTask)
-    tasks.TASKS.setdefault("tokenizer", TokenizerTask)
-    if "tokenizer" not in train_config.FAMILIES:
-        train_config.FAMILIES = (*train_config.FAMILIES, "tokenizer")
     model = run / "ar" / "model"
     if (model / "config.json").is_file():
         return model
@@ -326,7 +319,7 @@ def quick_model(run: Path, steps_tok: int, steps_ar: int) -> Path:
                              autoencoder=str(tok), **common))
 
 
-def speculative(gen: ARGenerator, windows: list[int], guidance: float) -> dict:
+def speculative(gen: ARPipeline, windows: list[int], guidance: float) -> dict:
     """Batch 1, one prompt at a time: plain cached decode vs SJD, sampling and greedy (CPU time)."""
     m = gen.model
     N = m.cfg.n_tokens
@@ -391,7 +384,7 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
 
     folder = Path(args.model) if args.model else quick_model(Path(args.run), args.steps_tok, args.steps_ar)
-    gen = ARGenerator.from_folder(folder)
+    gen = ARPipeline.from_folder(folder)
     cfg = gen.model.cfg
     result = {"what": "AR decoding, batch 1, CPU", "command": "python bench/bench_ar.py " + " ".join(
                   sys.argv[1:] if argv is None else argv),

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from blinkgen.api import load
+from blinkgen.pipeline import requests
 from blinkgen.eval.evaluate import blas_threads, build_reference, run_prompts, score_images, versions
 from blinkgen.sampling.flow import nfe as sampler_nfe
 
@@ -109,7 +110,7 @@ def rung_runner(gen, peers, name: str, steps: int, guidance: float):
     if name in peers.PEERS:
         return lambda p, s: peers.peer_images(gen, name, p, s, steps, guidance)
     settings = gen.settings(steps, guidance, name)
-    return lambda p, s: gen.sample(p, s, settings)
+    return lambda p, s: gen.sample(requests(p, s), settings).images
 
 
 def passes_per_image(name: str, steps: int, guidance: float) -> tuple[int, int]:
@@ -249,7 +250,7 @@ def main(argv=None, prog: str | None = None) -> dict:
           f"text {text_s * 1e3:.1f} ms/prompt; load average {load_avg[0]:.2f}", flush=True)
 
     # warm-up at the batch shape (allocator, oneDNN kernels), so the first rung is not charged for it
-    gen.sample(prompts[:args.batch], seeds[:args.batch], gen.settings(1, args.guidance, "euler"))
+    gen.sample(requests(prompts[:args.batch], seeds[:args.batch]), gen.settings(1, args.guidance, "euler"))
     ladder = parse_settings(args.settings)
     if not args.no_peers:
         ladder.append(("naive", args.naive_steps))

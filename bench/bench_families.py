@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from blinkgen.api import load
+from blinkgen.pipeline import requests
 from blinkgen.eval.evaluate import build_reference, run_prompts, score_images, versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,7 @@ def run_row(gen, label: str, settings, prompts: list[str], seeds: list[int], ref
     """Time one generator configuration at batch 1 and batch --batch; score the batch images."""
     if setup is not None:
         setup()
-    run = lambda p, s: gen.sample(p, s, settings)  # noqa: E731
+    run = lambda p, s: gen.sample(requests(p, s), settings)  # noqa: E731  (-> SampleResult)
     with bd.PeakRSS() as mem:
         lat, lat_cpu = [], []
         if batch1:
@@ -86,10 +87,10 @@ def run_row(gen, label: str, settings, prompts: list[str], seeds: list[int], ref
                 lat_cpu.append(c)
         images, wall, cpu, stats = [], 0.0, 0.0, []
         for i in range(0, len(prompts), args.batch):
-            ims, w, c = _timed(lambda i=i: run(prompts[i:i + args.batch], seeds[i:i + args.batch]))
-            images += ims
+            res, w, c = _timed(lambda i=i: run(prompts[i:i + args.batch], seeds[i:i + args.batch]))
+            images += res.images
             wall, cpu = wall + w, cpu + c
-            stats.append(dict(getattr(gen, "last_stats", {}) or {}))
+            stats.append({"network_calls": res.network_calls, **res.stats})
     quality = score_images(images, prompts, ref)
     row = {"family": gen.family, "model": getattr(gen, "name", ""), "rung": label, "settings": settings.to_dict(),
            f"batch{args.batch}": {"images_per_s": len(images) / wall, "cpu_s_per_image": cpu / len(images),
@@ -103,8 +104,9 @@ def run_row(gen, label: str, settings, prompts: list[str], seeds: list[int], ref
     if tpp:
         row["sjd_tokens_per_pass"] = statistics.mean(tpp)
         row["network_calls_per_image"] = statistics.mean(c for st in stats for c in st["network_calls"])
-    elif any("network_calls" in st for st in stats):
-        row["network_calls_per_image"] = stats[0]["network_calls"]
+    else:
+        calls = [c for st in stats for c in st["network_calls"]]
+        row["network_calls_per_image"] = calls[0] if len(set(calls)) == 1 else statistics.mean(calls)
     sh = (quality.get("shapes") or {}).get("overall")
     b1 = row.get("batch1")
     one = f"b1 {b1['images_per_s']:7.2f} img/s p50 {b1['p50_s'] * 1e3:7.1f} ms" if b1 else f"{'(no batch-1 timing)':<35}"
@@ -120,7 +122,8 @@ def shapes_eval(gen, settings, prompts: list[str], batch: int) -> dict:
 
     images = []
     for i in range(0, len(prompts), batch):
-        images += gen.sample(prompts[i:i + batch], list(range(i, min(i + batch, len(prompts)))), settings)
+        images += gen.sample(requests(prompts[i:i + batch], list(range(i, min(i + batch, len(prompts))))),
+                             settings).images
     out = score([np.asarray(im) for im in images], prompts)
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}
 
@@ -305,7 +308,7 @@ def main(argv=None) -> dict:
         base = gen.settings()
         # warm-up at the batch shape (allocator, kernels; the AR fused view is built on first use), so
         # the family's first row is not charged for it
-        gen.sample(prompts[:args.batch], seeds[:args.batch], base)
+        gen.sample(requests(prompts[:args.batch], seeds[:args.batch]), base)
         if fam == "diffusion":
             configs = [("default", base)] + [(f"{n}:{k}", gen.settings(k, None, n))
                                              for n, k in parse_settings(args.diffusion_settings)]

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import httpx
 
+from blinkgen.pipeline import requests
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,9 +50,9 @@ def free_port() -> int:
 
 def tiny_model_folder(prefix: str = "bench-serve-") -> str:
     """A fresh tiny random-weight model: the default, so the bench runs anywhere in seconds."""
-    from blinkgen.testing import tiny_model
+    from blinkgen.families import get
 
-    return str(tiny_model(Path(tempfile.mkdtemp(prefix=prefix)) / "tiny"))
+    return str(get("diffusion").make_tiny(Path(tempfile.mkdtemp(prefix=prefix)) / "tiny"))
 
 
 def start_server(model: str, max_batch: int, window_ms: float, device: str, extra_args=(),
@@ -143,9 +145,9 @@ def time_calls(gen, prompts_for, b: int, settings, seconds: float, min_calls: in
     while k < min_calls or time.perf_counter() < t_end:
         prompts = prompts_for(b, k)
         t = time.perf_counter()
-        gen.sample(prompts, list(range(b)), settings)
+        res = gen.sample(requests(prompts, list(range(b))), settings)
         times.append(time.perf_counter() - t)
-        splits.append(dict(getattr(gen, "last_timing", None) or {}))
+        splits.append(dict(res.timings))
         k += 1
     med = statistics.median(times)
     split = {key: round(statistics.median(sp.get(key, 0.0) for sp in splits), 4) for key in splits[-1]}
@@ -172,7 +174,7 @@ def model_only(model: str, device: str, steps: int, max_batch: int, seconds: flo
                  "server_load_matches": "text_encoded"}
     for name, prompts_for in cases.items():
         for b in sizes:  # warm each batch shape (first calls at a new shape are slower) and the memo
-            gen.sample(fixed[b], list(range(b)), settings)
+            gen.sample(requests(fixed[b], list(range(b))), settings)
         rows = [time_calls(gen, prompts_for, b, settings, seconds) for b in sizes]
         gain = rows[-1]["images_per_s"] / rows[0]["images_per_s"]
         out[name] = {"rows": rows, "gain_ceiling": round(gain, 3)}
@@ -227,7 +229,7 @@ def main() -> int:
     body = {"prompt": "a red circle above a blue square", "n": 1, "steps": args.steps,
             "response_format": "b64_json"}
     levels = [int(c) for c in args.levels.split(",")]
-    results = {"model": args.model or "tiny (random weights, blinkgen.testing.tiny_model)",
+    results = {"model": args.model or "tiny (random weights, blinkgen.families.diffusion.folder.tiny)",
                "device": args.device, "steps": args.steps, "seconds_per_level": args.seconds,
                "levels": levels, "window_ms": args.window_ms,
                "server_prompts": "distinct per request (text encoded each time, like model_only.text_encoded)",

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import blinkgen
+from blinkgen.pipeline import Request, requests
 
 
 def main():
@@ -32,19 +33,19 @@ def main():
     torch.set_num_threads(a.threads)
     gen = blinkgen.load(a.model)
     prompts = [l.strip() for l in Path("bench/prompts/default_grid.txt").read_text().splitlines() if l.strip()]
-    gen.sample(prompts, list(range(len(prompts))), gen.settings(steps=1))  # encode every prompt once
+    gen.sample(requests(prompts, list(range(len(prompts)))), gen.settings(steps=1))  # encode every prompt once
     rows = []
     for steps in map(int, a.steps.split(",")):
         s = gen.settings(steps=steps, sampler=a.sampler)
-        gen.sample(prompts[:1], [0], s)  # warm-up
+        gen.sample(requests(prompts[:1], [0]), s)  # warm-up
         lat = []
         for i in range(a.repeats):
             t = time.perf_counter()
-            gen.sample([prompts[i % len(prompts)]], [i], s)
+            gen.sample([Request(prompts[i % len(prompts)], i)], s)
             lat.append(time.perf_counter() - t)
         bp = (prompts * 2)[: a.batch]
         t = time.perf_counter()
-        gen.sample(bp, list(range(a.batch)), s)
+        gen.sample(requests(bp, list(range(a.batch))), s)
         tb = time.perf_counter() - t
         q = statistics.quantiles(lat, n=20)
         row = {"sampler": a.sampler, "steps": steps, "guidance": s.guidance, "nfe_per_image": steps * (2 if s.guidance != 1 else 1),

@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from blinkgen.ar_family import find_tokenizer, load_tokenizer
+    from blinkgen.families.ar.folder import find_tokenizer, load_tokenizer
     from blinkgen.data.registry import load_dataset
 
     t0 = time.perf_counter()

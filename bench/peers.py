@@ -106,7 +106,7 @@ PEERS = ("naive", "diffusers_euler", "diffusers_dpmpp2m")
 
 @torch.inference_mode()
 def peer_latents(gen, peer: str, prompts: list[str], seeds: list[int], steps: int, guidance: float) -> torch.Tensor:
-    """Final latents of `gen` (a DiffusionGenerator) sampled by a peer loop; same noise per seed."""
+    """Final latents of `gen` (a DiffusionPipeline) sampled by a peer loop; same noise per seed."""
     cond, uncond = gen.encode_prompts(prompts)
     x = gen.initial_noise(seeds)
     if peer == "naive":

@@ -33,7 +33,7 @@ Settings that make the second half a steady state: --url-ttl-s defaults to 60 he
 server's 3600), so finished jobs and url images start expiring after one minute and their stores
 stop growing well before half-time instead of filling toward their count/byte caps all run long;
 prompts come from a pool of --prompts (default 64) distinct strings, so the generator's text memo
-(capped in the model code: `DiffusionGenerator.MEMO_MAX`, 512) fills at once. A pool over the cap
+(capped in the model code: `DiffusionPipeline.MEMO_MAX`, 512) fills at once. A pool over the cap
 exercises its clearing instead, at the price of a sawtooth in RSS.
 
 On a box shared with other jobs, give the server one thread (it inherits the environment):
@@ -309,7 +309,7 @@ def main() -> int:
     done = sum(tally.done.values())
     rate = done / run["wall_s"] if run["wall_s"] else 0.0
     result = {
-        "model": args.model or "tiny (random weights, blinkgen.testing.tiny_model)",
+        "model": args.model or "tiny (random weights, blinkgen.families.diffusion.folder.tiny)",
         "device": args.device, "clients": args.clients, "seconds": args.seconds, "steps": args.steps,
         "max_batch": args.max_batch, "url_ttl_s": args.url_ttl_s, "prompt_pool": args.prompts,
         "mix_weights": MIX, "sample_s": args.sample_s,

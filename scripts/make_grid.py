@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 import blinkgen
+from blinkgen.pipeline import requests
 
 
 def main():
@@ -25,7 +26,7 @@ def main():
     gen = blinkgen.load(a.model)
     t = time.perf_counter()
     s = gen.settings(steps=a.steps)
-    images = gen.sample(prompts, [a.seed] * len(prompts), s)
+    images = gen.sample(requests(prompts, [a.seed] * len(prompts)), s).images
     dt = time.perf_counter() - t
     w = gen.image_size * a.scale
     label_h = 24

@@ -24,8 +24,15 @@ def run_cli(*args, check=True, timeout=300, **kw):
     return r
 
 
+def make_tiny(family: str, path, **kw) -> Path:
+    """A random tiny model folder of a registered family (the family's own `tiny()` factory):
+    every real code path, noise-like images. kw: seed, image_size, and family options
+    (the AR family's objective="masked")."""
+    from blinkgen.families import get
+
+    return get(family).make_tiny(path, **kw)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from blinkgen.testing import tiny_model
-
-    return tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+    return make_tiny("diffusion", tmp_path_factory.mktemp("models") / "tiny")

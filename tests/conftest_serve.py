@@ -30,10 +30,10 @@ LONG = {"n": 10, "steps": 500}  # a request that surely outlives sub-second time
 def tiny_generator():
     """The real tiny diffusion model, built and loaded once per process."""
     import blinkgen
-    from blinkgen.testing import tiny_model
+    from blinkgen.families import get
 
     folder = Path(tempfile.mkdtemp(prefix="blinkgen-serve-test-")) / "tiny"
-    tiny_model(folder)
+    get("diffusion").make_tiny(folder)
     return blinkgen.load(str(folder))
 
 

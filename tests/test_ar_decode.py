@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from blinkgen.models.ar_t2i import ARTextToImage, ar_config
-from blinkgen.ar_family import sample_causal
+from blinkgen.families.ar.pipeline import sample_causal
 from blinkgen.models.llama import KVCache
 from blinkgen.models.tokenizer import TokenizerConfig
 from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, decode, decode_no_cache, draw_uniforms,

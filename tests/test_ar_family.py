@@ -1,10 +1,12 @@
-"""The AR family behind the shared Generator API: folder round trip, samplers, seeds, the
-transformers-loadable llama/ subfolder, and (once registered) the shared training loop."""
+"""The AR family behind the shared Pipeline contract: folder round trip, samplers, seeds, the
+transformers-loadable llama/ subfolder, and the shared training loop."""
 import pytest
 import torch
 
 import blinkgen
-from blinkgen.ar_family import SAMPLERS, ARGenerator, tiny_ar_model
+from blinkgen.families.ar.pipeline import SAMPLERS, ARPipeline
+from blinkgen.pipeline import Request
+from conftest import make_tiny
 from blinkgen.errors import ModelLoadError, UserInputError
 
 torch.set_num_threads(1)
@@ -12,12 +14,12 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return tiny_ar_model(tmp_path_factory.mktemp("ar") / "tiny-ar")
+    return make_tiny("ar", tmp_path_factory.mktemp("ar") / "tiny-ar")
 
 
 def test_load_generate_every_sampler(folder):
     gen = blinkgen.load(str(folder))
-    assert isinstance(gen, ARGenerator) and gen.family == "ar" and gen.image_size == 32
+    assert isinstance(gen, ARPipeline) and gen.family == "ar" and gen.image_size == 32
     for sampler in SAMPLERS:
         ims = gen.generate("a red circle", n=2, seed=5, sampler=sampler)
         assert [im.size for im in ims] == [(32, 32)] * 2 and ims[0].mode == "RGB"
@@ -26,7 +28,7 @@ def test_load_generate_every_sampler(folder):
 
 
 def test_seed_alone_decides_the_image(folder):
-    gen = ARGenerator.from_folder(folder)
+    gen = ARPipeline.from_folder(folder)
     s = gen.settings(guidance=2.5)
     batch = gen.sample_tokens(["a cat", "a blue square on a red background", "x"], [7, 8, 9], s)
     alone = gen.sample_tokens(["a blue square on a red background"], [8], s)
@@ -35,25 +37,25 @@ def test_seed_alone_decides_the_image(folder):
                                  for k in ("cached", "nocache"))
     assert torch.equal(cached, nocache)  # same uniforms, same tokens, with or without cache
     calls = []
-    gen.sample(["a"], [0], s, callback=lambda i, n, preview: calls.append((i, n, preview)))
+    gen.sample([Request("a", 0)], s, callback=lambda i, n, preview: calls.append((i, n, preview)))
     assert calls[-1] == (16, 16, None) and len(calls) == 16
 
 
 def test_folder_round_trip_and_transformers_loads_the_llama(folder, tmp_path):
     from transformers import LlamaForCausalLM
 
-    gen = ARGenerator.from_folder(folder)
+    gen = ARPipeline.from_folder(folder)
     hf = LlamaForCausalLM.from_pretrained(folder / "llama").eval()
     ids = torch.randint(0, gen.model.cfg.llama.vocab_size, (1, 12))
     with torch.no_grad():
         assert (hf(ids).logits - gen.model.llama(ids)).abs().max() < 1e-4
     gen.save(tmp_path / "copy")
-    again = ARGenerator.from_folder(tmp_path / "copy")
+    again = ARPipeline.from_folder(tmp_path / "copy")
     s = gen.settings()
     assert torch.equal(gen.sample_tokens(["a dog"], [3], s), again.sample_tokens(["a dog"], [3], s))
     (tmp_path / "copy" / "llama" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadError):
-        ARGenerator.from_folder(tmp_path / "copy")
+        ARPipeline.from_folder(tmp_path / "copy")
 
 
 @pytest.mark.slow

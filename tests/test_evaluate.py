@@ -9,7 +9,7 @@ import torch
 
 from blinkgen.eval import contrastive as C
 from blinkgen.models.clip import CLIP_PRESETS, ContrastiveModel
-from blinkgen.testing import tiny_model
+from conftest import make_tiny
 
 DATA = "shapes:200"  # 4 held-out images at the training split's 2%
 
@@ -20,7 +20,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ev")
     torch.manual_seed(0)
     ev = C.save_evaluator(root / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
-    return tiny_model(root / "tiny"), ev, root
+    return make_tiny("diffusion", root / "tiny"), ev, root
 
 
 def _numbers(r: dict) -> dict:

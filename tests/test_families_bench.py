@@ -8,17 +8,16 @@ import json
 import torch
 from benchload import load_bench
 
-from blinkgen.ar_family import tiny_ar_model
 from blinkgen.eval import contrastive as C
 from blinkgen.models.clip import CLIP_PRESETS, ContrastiveModel
-from blinkgen.testing import tiny_model
+from conftest import make_tiny
 
 
 def test_families_bench_on_tiny_models(tmp_path, capsys):
     torch.manual_seed(0)
     ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
-    diff, ar = tiny_model(tmp_path / "diff"), tiny_ar_model(tmp_path / "ar")
-    masked = tiny_ar_model(tmp_path / "mg", objective="masked")
+    diff, ar = make_tiny("diffusion", tmp_path / "diff"), make_tiny("ar", tmp_path / "ar")
+    masked = make_tiny("ar", tmp_path / "mg", objective="masked")
     out = tmp_path / "families.json"
     shapes = tmp_path / "shapes.txt"
     shapes.write_text("a red circle on a white background\ntwo blue squares on a black background\n")
@@ -60,7 +59,7 @@ def test_cli_front_door_for_ar_models(tmp_path, capsys):
 
     torch.manual_seed(0)
     ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
-    ar, mg = tiny_ar_model(tmp_path / "ar"), tiny_ar_model(tmp_path / "mg", objective="masked")
+    ar, mg = make_tiny("ar", tmp_path / "ar"), make_tiny("ar", tmp_path / "mg", objective="masked")
     for model, extra in ((ar, []), (mg, ["--steps", "3"])):
         assert main(["eval", "--model", str(model), "--data", "shapes:200", "--samples", "4", "--evaluator", str(ev),
                      "--out", str(tmp_path / f"eval-{model.name}"), *extra]) == 0
@@ -81,7 +80,7 @@ def test_sjd_latency_bench_on_tiny_models(tmp_path):
     mod = load_bench("bench_sjd")
     torch.manual_seed(0)
     ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
-    ar, mg = tiny_ar_model(tmp_path / "ar"), tiny_ar_model(tmp_path / "mg", objective="masked")
+    ar, mg = make_tiny("ar", tmp_path / "ar"), make_tiny("ar", tmp_path / "mg", objective="masked")
     r = mod.main(["--ar", str(ar), "--masked", str(mg), "--windows", "2", "8", "--masked-steps", "3",
                   "--data", "shapes:200", "--prompts", "3", "--rounds", "2", "--threads", "1",
                   "--evaluator", str(ev), "--out", str(tmp_path / "sjd.json")])

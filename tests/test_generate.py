@@ -7,6 +7,7 @@ import pytest
 
 import blinkgen
 from blinkgen.errors import ModelLoadError, UserInputError
+from blinkgen.pipeline import Request, requests
 from blinkgen.pngmeta import read_parameters
 from conftest import run_cli
 
@@ -30,8 +31,9 @@ def test_same_seed_same_image_and_different_seed_differs(gen):
 @pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp2m"])
 def test_batch_invariance(gen, sampler):
     s = gen.settings(steps=3, sampler=sampler)
-    alone = gen.sample(["a blue square"], [11], s)[0]
-    mixed = gen.sample(["two green triangles on a black background", "a blue square", "x"], [5, 11, 2], s)[1]
+    alone = gen.sample([Request("a blue square", 11)], s).images[0]
+    mixed = gen.sample(requests(["two green triangles on a black background", "a blue square", "x"], [5, 11, 2]),
+                       s).images[1]
     assert np.array_equal(arr(alone), arr(mixed))
 
 
@@ -63,9 +65,10 @@ def test_batched_text_encoding_is_bit_identical_to_one_at_a_time(threads):
 def test_batch_invariance_with_fresh_prompt_encodings(gen):
     s = gen.settings(steps=3)
     gen._memo.clear()
-    alone = gen.sample(["a purple hexagon"], [7], s)[0]
+    alone = gen.sample([Request("a purple hexagon", 7)], s).images[0]
     gen._memo.clear()
-    mixed = gen.sample(["three yellow stars", "a purple hexagon", "an orange heart", "y"], [1, 7, 2, 3], s)[1]
+    mixed = gen.sample(requests(["three yellow stars", "a purple hexagon", "an orange heart", "y"], [1, 7, 2, 3]),
+                       s).images[1]
     assert np.array_equal(arr(alone), arr(mixed))
 
 

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import blinkgen
-from blinkgen.ar_family import ARGenerator, sample_masked, tiny_ar_model
+from blinkgen.families.ar.pipeline import ARPipeline, sample_masked
+from blinkgen.pipeline import Request, requests
+from conftest import make_tiny
 from blinkgen.errors import UserInputError
 from blinkgen.models.ar_t2i import fit_text
 from blinkgen.models.llama import KVCache
@@ -54,7 +56,7 @@ def test_random_masking_hides_the_cosine_share(n, seed):
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory):
-    return blinkgen.load(str(tiny_ar_model(tmp_path_factory.mktemp("mg") / "tiny-mg", objective="masked")))
+    return blinkgen.load(str(make_tiny("ar", tmp_path_factory.mktemp("mg") / "tiny-mg", objective="masked")))
 
 
 def test_cached_pass_equals_the_full_bidirectional_forward(gen):
@@ -89,13 +91,14 @@ def test_cached_pass_equals_the_full_bidirectional_forward(gen):
 
 def test_generator_is_seeded_batch_invariant_and_deterministic(gen):
     st_ = gen.settings(steps=5)
-    a = gen.sample(["a red circle", "a green star"], [3, 4], st_)
-    b = gen.sample(["a green star"], [4], st_)
-    c = gen.sample(["a red circle", "a green star"], [3, 4], st_)
+    res = gen.sample(requests(["a red circle", "a green star"], [3, 4]), st_)
+    a = res.images
+    b = gen.sample([Request("a green star", 4)], st_).images
+    c = gen.sample(requests(["a red circle", "a green star"], [3, 4]), st_).images
     assert np.array_equal(np.array(a[1]), np.array(b[0]))
     assert all(np.array_equal(np.array(x), np.array(y)) for x, y in zip(a, c))
-    assert gen.last_stats["network_calls"] == 5
-    other_seed = gen.sample(["a red circle"], [5], st_)
+    assert res.network_calls == [5, 5]
+    other_seed = gen.sample([Request("a red circle", 5)], st_).images
     assert not np.array_equal(np.array(a[0]), np.array(other_seed[0]))
 
 
@@ -112,7 +115,7 @@ def test_greedy_one_pass_is_the_argmax_of_the_all_masked_forward(gen):
     from dataclasses import replace
 
     m = gen.model
-    gen2 = ARGenerator(m, gen.config, device="cpu")
+    gen2 = ARPipeline(m, gen.config, device="cpu")
     gen2.decode_settings = replace(gen2.decode_settings, temperature=0.0)
     toks = gen2.sample_tokens(["a red circle"], [0], gen2.settings(steps=1, guidance=1.0))
     s, mk = fit_text(gen2.encode_prompts(["a red circle"]), m.cfg.text_len)
@@ -134,8 +137,8 @@ def test_folder_round_trip(gen, tmp_path):
     again = blinkgen.load(str(out))
     assert again.model.cfg.objective == "masked" and again.samplers == ("maskgit",)
     torch.testing.assert_close(again.model.mask_emb, gen.model.mask_emb)
-    a = gen.sample(["a red circle"], [1], gen.settings())
-    b = again.sample(["a red circle"], [1], again.settings())
+    a = gen.sample([Request("a red circle", 1)], gen.settings()).images
+    b = again.sample([Request("a red circle", 1)], again.settings()).images
     assert np.array_equal(np.array(a[0]), np.array(b[0]))
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from blinkgen.diffusion import DiffusionGenerator
+from blinkgen.families.diffusion import pipeline as diffusion_pipeline
+from blinkgen.families.diffusion.pipeline import DiffusionPipeline
 from blinkgen.sampling.flow import flow_schedule, sample_dpmpp_2m, sample_euler
 from blinkgen.sampling.guidance import cfg_wrap
-from blinkgen.testing import tiny_model
+from conftest import make_tiny
 from blinkgen.text.encoder import TEXT_DIM, TextBatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +53,8 @@ def _fake_text(gen) -> None:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.set_num_threads(1)
-    with mock.patch("blinkgen.diffusion.shared_encoder", lambda device: None):  # MiniLM unused here
-        gen = DiffusionGenerator.from_folder(tiny_model(tmp_path_factory.mktemp("tiny") / "m"))
+    with mock.patch.object(diffusion_pipeline, "shared_encoder", lambda device: None):  # MiniLM unused here
+        gen = DiffusionPipeline.from_folder(make_tiny("diffusion", tmp_path_factory.mktemp("tiny") / "m"))
     _fake_text(gen)
     cond, uncond = gen.encode_prompts(PROMPTS)
     x = gen.initial_noise([0, 1])

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import blinkgen
-from blinkgen.ar_family import tiny_ar_model
+from conftest import make_tiny
 from conftest_serve import live_server
 
 openai = pytest.importorskip("openai")
@@ -20,8 +20,8 @@ openai = pytest.importorskip("openai")
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-ar")
-    gens = {"ar": blinkgen.load(str(tiny_ar_model(root / "ar"))),
-            "mg": blinkgen.load(str(tiny_ar_model(root / "mg", objective="masked")))}
+    gens = {"ar": blinkgen.load(str(make_tiny("ar", root / "ar"))),
+            "mg": blinkgen.load(str(make_tiny("ar", root / "mg", objective="masked")))}
     with live_server(gens) as live:
         yield live
 

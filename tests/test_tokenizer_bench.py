@@ -7,17 +7,16 @@ import math
 import torch
 from benchload import load_bench
 
-from blinkgen.ar_family import tiny_ar_model
 from blinkgen.eval import contrastive as C
 from blinkgen.models.clip import CLIP_PRESETS, ContrastiveModel
-from blinkgen.testing import tiny_model
+from conftest import make_tiny
 
 
 def test_tokenizer_bench_on_tiny_models(tmp_path, capsys):
     torch.manual_seed(0)
     ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
-    ar = tiny_ar_model(tmp_path / "ar")
-    diff = tiny_model(tmp_path / "diff")
+    ar = make_tiny("ar", tmp_path / "ar")
+    diff = make_tiny("diffusion", tmp_path / "diff")
     r = load_bench("bench_tokenizer").main(["--tokenizer", str(ar), "--autoencoder", str(diff), "--data", "shapes:200",
                        "--evaluator", str(ev), "--threads", "1", "--out", str(tmp_path / "tok.json")])
     fsq, ae = r["rows"]

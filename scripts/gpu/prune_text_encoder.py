@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
 from blinkgen.data.registry import load_dataset
-from blinkgen.diffusion import NULL_PROMPT
+from blinkgen.families.diffusion.folder import NULL_PROMPT
 from blinkgen.text.encoder import TextEncoder, model_dir
 
 

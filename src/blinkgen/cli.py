@@ -56,13 +56,15 @@ def cmd_generate(args) -> None:
 
 
 def _add_generate(sub) -> None:
+    from .families import sampler_help
+
     p = sub.add_parser("generate", help="generate images from a text prompt")
     p.add_argument("prompt")
     p.add_argument("-n", type=int, default=1, help="number of images (1-256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--sampler", default=None, help="diffusion: euler | heun | dpmpp2m; ar: cached | sjd | nocache; maskgit: maskgit")
+    p.add_argument("--sampler", default=None, help=sampler_help())
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder")
@@ -89,9 +91,12 @@ def cmd_train(args) -> None:
 
 
 def _add_train(sub) -> None:
+    from .families import all_families
     from .train.config import TrainConfig
 
-    p = sub.add_parser("train", help="train a model (diffusion | autoencoder | ar) on a dataset")
+    fams = all_families()
+    p = sub.add_parser("train", help=f"train a model ({' | '.join(n for f in fams for n in (f.name, *f.aliases))}) "
+                       "on a dataset")
     p.add_argument("--config", default=None, help="JSON file of training options (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--prompts-file", default=None, help="prompts for the periodic sample grids")
@@ -99,8 +104,14 @@ def _add_train(sub) -> None:
         if f.name == "sample_prompts":
             continue
         typ = {"int": int, "float": float}.get(str(f.type), str)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
-                       help=f"(default: {f.default})")
+        help_ = f"(default: {f.default})"
+        if f.name == "family":
+            help_ = "; ".join(f"{x.name}: tasks {', '.join(x.tasks)} (default {x.default_task})" for x in fams) + \
+                "; older spellings " + ", ".join(f"{a} = {x.name} --task {t}" for x in fams for a, t in x.aliases.items()) + \
+                f" {help_}"
+        elif f.name == "task":
+            help_ = "the family's training task (default: the family's own)"
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None, help=help_)
     p.set_defaults(func=cmd_train)
 
 
@@ -119,11 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_train(sub)
     sub.add_parser("models", help="list the embedded models").set_defaults(func=cmd_models)
-    for mod in ("data", "serve", "eval"):  # each package adds its own subcommands
-        try:
-            module = __import__(f"blinkgen.{mod}.commands", fromlist=["register"])
-        except ImportError:
-            continue
+    from .data import commands as data_commands
+    from .eval import commands as eval_commands
+    from .serve import commands as serve_commands
+
+    for module in (data_commands, serve_commands, eval_commands):  # each package adds its own subcommands
         module.register(sub)
     return parser
 

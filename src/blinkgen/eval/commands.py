@@ -73,12 +73,14 @@ def _positive(v: str) -> int:
 
 
 def register(sub) -> None:
+    from ..families import sampler_help
+
     p = sub.add_parser("eval", help="generate from held-out prompts and score quality (FD, KID, P/R, alignment, shapes)")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("--data", required=True, help="dataset spec whose held-out images are the reference")
     p.add_argument("--samples", type=_positive, default=128)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--sampler", default=None, help="diffusion: euler | heun | dpmpp2m; ar: cached | sjd | nocache; maskgit: maskgit")
+    p.add_argument("--sampler", default=None, help=sampler_help())
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default=None, help="prompt file (default: the held-out captions)")

@@ -199,16 +199,17 @@ def versions() -> dict:
 def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int = 0, *, steps=None,
              guidance=None, sampler=None, prompts=None, split_seed: int = 0, batch_size: int = 32,
              evaluator=None, nn_reference=None) -> dict:
-    """Generate `samples` images and score them (see the module doc). model: a Generator, or an
+    """Generate `samples` images and score them (see the module doc). model: a Pipeline, or an
     embedded name / model folder. nn_reference: a folder dataset (the emoji training folder): adds
     the nearest-neighbour recognisability check (eval/recognise.py) over the prompts that name one
     of its images, one image per distinct prompt. Returns the dict written to
     out_dir/metrics.json; everything but `timing` is a deterministic function of the inputs."""
-    from ..api import Generator, load
+    from ..api import load
+    from ..pipeline import Pipeline, requests
 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise UserInputError(f"samples must be an integer >= 2, got {samples!r}")
-    gen = model if isinstance(model, Generator) else load(str(model))
+    gen = model if isinstance(model, Pipeline) else load(str(model))
     settings = gen.settings(steps, guidance, sampler)
     ev = evaluator if isinstance(evaluator, Evaluator) else load_evaluator(evaluator)
     t0 = time.perf_counter()
@@ -217,7 +218,7 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
     t1 = time.perf_counter()
     images = []
     for i in range(0, samples, batch_size):
-        images += gen.sample(plist[i:i + batch_size], seeds[i:i + batch_size], settings)
+        images += gen.sample(requests(plist[i:i + batch_size], seeds[i:i + batch_size]), settings).images
     t2 = time.perf_counter()
     quality = score_images(images, plist, ref)
     if nn_reference is not None:

@@ -12,7 +12,7 @@ How a batch is formed:
   previous batch runs and form the next one, so waiting only adds latency (bench/RESULTS.md);
 - the batch is filled round-robin, one image per job per turn, so a request for 10 images
   cannot starve a request for 1; served jobs with images left go to the back of `pending`.
-Each image carries its own seed into `Generator.sample`, whose contract is that image i depends
+Each image carries its own seed into `Pipeline.sample`, whose contract is that image i depends
 only on (model, prompt i, seed i, settings): a request's bytes do not depend on its batch-mates.
 
 Cancel, timeout and shutdown: a dead job's images are dropped from the queue at once; a running
@@ -29,6 +29,7 @@ import threading
 import time
 
 from ..errors import UserInputError
+from ..pipeline import Request
 from .jobs import Job, JobStore
 from .metrics import Metrics
 from .schemas import UserError
@@ -144,7 +145,7 @@ class Batcher:
             if self._warmup:
                 for name, gen in self.generators.items():
                     t = time.perf_counter()
-                    gen.sample(["warm-up"], [0], gen.settings())
+                    gen.sample([Request("warm-up", 0)], gen.settings())
                     log.info("warmed up %s in %.2f s", name, time.perf_counter() - t)
         except Exception as e:  # a model that cannot sample must not report ready
             log.exception("warm-up failed")
@@ -253,8 +254,8 @@ class Batcher:
 
         t0 = time.perf_counter()
         try:
-            images = gen.sample([j.prompt for j, _ in picks], [j.seeds[i] for j, i in picks],
-                                settings, callback=callback)
+            images = gen.sample([Request(j.prompt, j.seeds[i]) for j, i in picks], settings,
+                                callback=callback).images
             pngs = [png_bytes(im, gen.png_parameters(j.prompt, j.seeds[i], settings))
                     for im, (j, i) in zip(images, picks)]
         except _Abort:

@@ -49,7 +49,7 @@ class Job:
     model: str
     prompt: str
     seeds: list[int]
-    settings: Any  # blinkgen SampleSettings (steps, guidance, sampler); equal settings share batches
+    settings: Any  # the model's blinkgen.pipeline.Settings (frozen); equal settings share batches
     response_format: str
     deadline: float  # time.monotonic() after which the job fails with a timeout
     submitted: float = field(default_factory=time.monotonic)
@@ -86,9 +86,8 @@ class Job:
         return self.state not in FINAL
 
     def key(self) -> tuple:
-        """Jobs with equal keys may share a model call."""
-        s = self.settings
-        return (self.model, s.steps, float(s.guidance), s.sampler)
+        """Jobs with equal keys may share a model call: the same model and equal settings."""
+        return (self.model, self.settings)
 
     def notify(self) -> None:
         for loop, event in list(self.watchers):

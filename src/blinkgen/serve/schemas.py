@@ -36,7 +36,7 @@ def json_int(ge: int, le: int):
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's policy bounds (the model's own bounds are checked by `Generator.settings`)."""
+    """The server's policy bounds (the model's own bounds are checked by `Pipeline.settings`)."""
 
     max_n: int = MAX_N
     max_prompt_chars: int = 1000

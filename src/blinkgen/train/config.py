@@ -8,12 +8,11 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-FAMILIES = ("diffusion", "autoencoder", "ar", "maskgit", "tokenizer")
-
 
 @dataclass
 class TrainConfig:
-    family: str = "diffusion"
+    family: str = "diffusion"        # a registered family (blinkgen.families), or an alias of one's task
+    task: str = ""                   # the family's training task ("" = its default; see `target`)
     data: str = "shapes:2000"        # dataset spec (see blinkgen.data.registry)
     out: str = "runs/model"          # run folder: checkpoints/, tb/, samples/, model/
     size: int = 64                   # image side in pixels
@@ -58,7 +57,7 @@ class TrainConfig:
         def need(cond, msg):
             if not cond:
                 raise UserInputError(msg)
-        need(self.family in FAMILIES, f"family must be one of {FAMILIES}, got {self.family!r}")
+        self.target()  # an unknown family or task is a one-line UserInputError
         need(self.size in (32, 64, 128), f"size must be 32, 64 or 128, got {self.size}")
         need(1 <= self.steps <= 10_000_000, f"steps must be between 1 and 10,000,000, got {self.steps}")
         need(1 <= self.batch_size <= 65536, f"batch_size must be between 1 and 65536, got {self.batch_size}")
@@ -82,6 +81,14 @@ class TrainConfig:
         for k in ("log_every", "eval_every", "sample_every", "ckpt_every", "warmup"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         return self
+
+    def target(self):
+        """(Family, task name) this config trains: `family` names a registered family (its
+        default task unless `task` is set) or one of a family's aliases, the older spellings
+        "autoencoder", "tokenizer" and "maskgit", which also name the task."""
+        from ..families import training_target
+
+        return training_target(self.family, self.task or None)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -26,7 +26,6 @@ from .config import TrainConfig, resolve_mixed_precision
 from .ema import EMA
 from .order import BatchOrder, make_order  # noqa: F401  (BatchOrder: re-exported)
 from .schedule import lr_at
-from .tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,10 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     from accelerate import Accelerator
 
     cfg.validate()
-    first = {"diffusion": "autoencoder", "ar": "tokenizer", "maskgit": "tokenizer"}.get(cfg.family)  # stage 1 of the family
+    family, task_name = cfg.target()
+    first = family.prerequisites.get(task_name)  # stage 1: the autoencoder / tokenizer it needs
     if first and not cfg.autoencoder:
-        ae_cfg = replace(cfg, family=first, out=str(Path(cfg.out) / "ae"), steps=cfg.ae_steps,
+        ae_cfg = replace(cfg, family=family.name, task=first, out=str(Path(cfg.out) / "ae"), steps=cfg.ae_steps,
                          preset=cfg.ae_preset, lr=cfg.ae_lr, ema_decay=min(cfg.ema_decay, 0.999), patience=0,
                          sample_prompts=[], warmup=min(cfg.warmup, 100))
         ae_folder = Path(ae_cfg.out) / "model"
@@ -97,7 +97,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     train_set, val_set = split(data, cfg)
     train_set = augment(train_set, cfg.augment)  # after the split: a mirror never leaks into val
     torch.manual_seed(cfg.seed)  # model init is a function of the seed
-    task = TASKS[cfg.family](cfg, train_set, val_set, acc.device)
+    task = family.task_class(task_name)(cfg, train_set, val_set, acc.device)
     model = task.model.to(acc.device)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay,
@@ -127,7 +127,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     except ValueError as e:
         raise UserInputError(str(e)) from None
     writer = _writer(run) if main else None
-    bar = _bar(cfg.steps, start, main, cfg.family)
+    bar = _bar(cfg.steps, start, main, task_name)
     t_last, seen = time.perf_counter(), 0
     t_start = t_steady = t_last
     cpu0 = time.process_time()  # CPU time of this process, all threads; setup above not counted

@@ -1,10 +1,5 @@
-"""What the one training loop needs from each family: build the model, draw the step's
-randomness, compute the loss for a slice of the batch, validate, draw samples, export.
-
-Randomness: `draw(g, B)` draws everything random for the WHOLE global batch from a generator
-seeded by (seed, step); each process then takes its rows. So a step's result does not depend on
-how many processes share it, and resuming needs no RNG state beyond the step number.
-"""
+"""The diffusion family's training tasks (the protocol: train/task.py): the KL autoencoder, then
+flow matching of the DiT over its cached latents."""
 from __future__ import annotations
 
 import logging
@@ -13,17 +8,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data.types import ImageCaptionSet
-from ..diffusion import NULL_PROMPT, DiffusionGenerator, load_autoencoder, save_diffusion_folder
-from ..errors import ModelLoadError
-from ..modelio import state_dict_for_save, write_folder_atomic
-from ..models.autoencoder import AE_PRESETS, Autoencoder, measure_latent_scale, psnr, to_pixels, to_uint8
-from ..models.denoisers import PRESETS as DENOISER_PRESETS
-from ..models.denoisers import from_preset as denoiser_from_preset
-from ..pngmeta import grid
-from ..text.encoder import encode_cached, text_cache_dir
-from .captions import CaptionTable, styled
-from .config import TrainConfig
+from ...data.types import ImageCaptionSet
+from ...errors import ModelLoadError
+from ...modelio import state_dict_for_save, write_folder_atomic
+from ...models.autoencoder import AE_PRESETS, Autoencoder, measure_latent_scale, psnr, to_pixels, to_uint8
+from ...models.denoisers import PRESETS as DENOISER_PRESETS
+from ...models.denoisers import from_preset as denoiser_from_preset
+from ...pipeline import requests
+from ...pngmeta import grid
+from ...precision import dtype_of
+from ...text.encoder import encode_cached, text_cache_dir
+from ...train.captions import CaptionTable, styled
+from ...train.config import TrainConfig
+from .folder import NULL_PROMPT, find_autoencoder, load_autoencoder, save_diffusion_folder
+from .pipeline import DiffusionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +65,7 @@ class AutoencoderTask:
         ema.cfg.latent_scale = measure_latent_scale(ema, self.images)
         log.info("autoencoder latent scale: %.4f", ema.cfg.latent_scale)
         return write_folder_atomic(folder, {"config.json": {"family": "autoencoder", **ema.cfg.to_dict(), **extra},
-                                            "model.safetensors": state_dict_for_save(ema, _dtype(self.cfg.save_dtype))})
-
-
-def _dtype(name):
-    from ..precision import dtype_of
-    return dtype_of(name)
-
-
-def _find_autoencoder(path: str) -> Path:
-    p = Path(path)
-    if (p / "autoencoder" / "config.json").is_file():
-        return p / "autoencoder"
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
-    return p
+                                            "model.safetensors": state_dict_for_save(ema, dtype_of(self.cfg.save_dtype))})
 
 
 class DiffusionTask:
@@ -91,7 +75,7 @@ class DiffusionTask:
         if cfg.preset not in DENOISER_PRESETS:
             raise ModelLoadError(f"unknown denoiser preset {cfg.preset!r}; choose from {sorted(DENOISER_PRESETS)}")
         self.cfg, self.device = cfg, device
-        self.ae = load_autoencoder(_find_autoencoder(cfg.autoencoder), device)
+        self.ae = load_autoencoder(find_autoencoder(cfg.autoencoder), device)
         f = self.ae.cfg.downsample
         self.model = denoiser_from_preset(cfg.preset, self.ae.cfg.latent_channels, cfg.size // f)
         self.latents = self._encode(train.images)  # (N, C, S, S) unit-std latents
@@ -149,25 +133,17 @@ class DiffusionTask:
         v = torch.cat([ema(xt[i:i + 256], t[i:i + 256], *self.text(self.val_cap[i:i + 256])) for i in range(0, n, 256)])
         return {"val_loss": F.mse_loss(v.float(), noise - x0).item()}
 
-    def generator(self, ema) -> DiffusionGenerator:
-        gen = DiffusionGenerator.__new__(DiffusionGenerator)
-        DiffusionGenerator.__init__(gen, ema, self.ae, {"image_size": self.cfg.size}, device=self.device)
-        return gen
+    def pipeline(self, ema) -> DiffusionPipeline:
+        return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size}, device=self.device)
 
     @torch.no_grad()
     def samples(self, ema, step):
         prompts = (self.cfg.sample_prompts or self.val_prompts)[:16]
-        gen = self.generator(ema)
-        ims = gen.sample(prompts, list(range(len(prompts))), gen.settings(steps=20, guidance=3.0, sampler="dpmpp2m"))
+        pipe = self.pipeline(ema)
+        ims = pipe.sample(requests(prompts, list(range(len(prompts)))),
+                          pipe.settings(steps=20, guidance=3.0, sampler="dpmpp2m")).images
         ema.train(False)
         return grid(ims, cols=8)
 
     def export(self, ema, folder: Path, extra: dict) -> Path:
-        return save_diffusion_folder(folder, ema, self.ae, extra, dtype=_dtype(self.cfg.save_dtype))
-
-
-TASKS = {"autoencoder": AutoencoderTask, "diffusion": DiffusionTask}
-
-from ..ar_family import ARTask, MaskedARTask, TokenizerTask  # noqa: E402  (ar_family never imports train)
-
-TASKS.update(ar=ARTask, maskgit=MaskedARTask, tokenizer=TokenizerTask)
+        return save_diffusion_folder(folder, ema, self.ae, extra, dtype=dtype_of(self.cfg.save_dtype))

@@ -1,0 +1,175 @@
+"""The autoregressive family's pipeline: text -> MiniLM -> prefix -> Llama decodes image tokens
+(on its fused decode view, speed/fused_llama.py) -> FSQ tokenizer decoder -> pixels. The model
+folder is described in folder.py.
+
+Samplers: "cached" (static KV cache, batched CFG: the default), "sjd" (speculative Jacobi: same
+distribution, fewer network calls per image, one sample at a time), "nocache" (the naive rung,
+kept for benchmarks). `steps` has no meaning for AR decoding (one network call per token, or per
+SJD pass); it is accepted, recorded, and ignored.
+
+A model trained with objective "masked" (models/masked_t2i.py, `blinkgen train --family maskgit`)
+has one sampler, "maskgit": `steps` parallel passes fill all image slots (sampling/maskgit.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ...models.ar_t2i import ARTextToImage, fit_text
+from ...models.masked_t2i import MaskedTextToImage
+from ...errors import UserInputError
+from ...pipeline import Pipeline, Request, SampleResult, Settings
+from ...precision import dtype_of
+from ...sampling.ar import DecodeSettings, decode, decode_no_cache, decode_one_token, draw_uniforms
+from ...sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
+from ...sampling.speculative import speculative_decode_batch
+from ...speed.compile import compiled_step
+from ...speed.fused_llama import fused_view
+from ...text.encoder import TextBatch, shared_encoder
+from .folder import DEFAULT_DECODE, DEFAULT_MASKGIT_STEPS, default_settings, load_ar_model, save_ar_folder
+
+SAMPLERS = ("cached", "sjd", "nocache")
+MASKED_SAMPLERS = ("maskgit",)
+
+
+# --- token samplers (model + encoded prompts + one generator per image -> tokens) --------------
+@torch.inference_mode()
+def sample_causal(model: ARTextToImage, text: TextBatch, generators: list[torch.Generator],
+                  s: DecodeSettings, step=decode_one_token, callback=None) -> torch.Tensor:
+    """KV-cached next-token decoding (sampling/ar.py) on the Llama's fused decode view
+    (speed/fused_llama.py). text: B encoded prompts; generators: one per prompt; step:
+    `decode_one_token` or `speed.compile.compiled_step()`. -> tokens (B, N) long."""
+    pre, pre_mask = model.conditioning(text, s.cfg)
+    u = draw_uniforms(generators, model.cfg.n_tokens)  # (B, N)
+    return decode(fused_view(model.llama), pre, pre_mask, u, s, step, callback)
+
+
+@torch.inference_mode()
+def sample_masked(model: MaskedTextToImage, text: TextBatch, generators: list[torch.Generator],
+                  s: DecodeSettings, steps: int = DEFAULT_MASKGIT_STEPS, choice_temperature: float | None = None,
+                  callback=None) -> torch.Tensor:
+    """The masked mode's parallel decoding in `steps` passes (sampling/maskgit.py) on the fused
+    decode view; the causal decode would be meaningless for this network. -> tokens (B, N) long."""
+    pre, pre_mask = model.conditioning(text, s.cfg)
+    u = draw_maskgit_uniforms(generators, steps, model.cfg.n_tokens)  # (B, K, 2, N)
+    ct = DEFAULT_CHOICE_TEMPERATURE if choice_temperature is None else choice_temperature
+    return maskgit_decode(model, pre, pre_mask, u, s, ct, net=fused_view(model.llama), callback=callback)
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ARSettings(Settings):
+    """steps: ignored by the causal samplers (recorded only), the number of parallel passes for
+    "maskgit" (1 to n_tokens); guidance: CFG scale, run as one batch of [cond; null] rows.
+    window: the SJD draft length (None = the model's `decode.window`); choice_temperature: the
+    masked mode's Gumbel noise on which slots to keep (None = the model's)."""
+
+    window: int | None = None
+    choice_temperature: float | None = None
+
+
+class ARPipeline(Pipeline):
+    family = "ar"
+    samplers = SAMPLERS
+    settings_type = ARSettings
+
+    def __init__(self, model: ARTextToImage, config: dict, name: str = "ar", device="cpu",
+                 dtype: str = "fp32", compile_step: bool = False):
+        self.device = torch.device(device)
+        self.dtype = dtype_of(dtype)
+        # The network (Llama + text projection) runs in the chosen dtype; the tokenizer decoder
+        # stays fp32 (it is small and pixel-exact decoding is cheap there).
+        self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
+        self.model.tokenizer.float()
+        self.config, self.name = config, name
+        self.image_size = int(model.cfg.tokenizer.image_size)
+        self.masked = model.cfg.objective == "masked"
+        if self.masked:  # steps = parallel passes, at most one per image slot
+            self.samplers, self.max_steps = MASKED_SAMPLERS, model.cfg.n_tokens
+        d = {**default_settings(model.cfg), **config.get("defaults", {})}
+        self.defaults = ARSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]))
+        dec = {**DEFAULT_DECODE, **config.get("decode", {})}
+        self.window = int(dec.pop("window"))
+        self.choice_temperature = float(dec.pop("choice_temperature"))
+        self.decode_settings = DecodeSettings(**dec)  # guidance filled per call
+        self.compile_step = compile_step  # torch.compile(fullgraph) the one-token step
+        self.text = shared_encoder("cpu")
+        self._memo: dict[str, TextBatch] = {}
+
+    @classmethod
+    def from_folder(cls, folder, device="cpu", dtype="fp32") -> "ARPipeline":
+        model, config = load_ar_model(folder)
+        return cls(model, config, name=Path(folder).name, device=device, dtype=dtype)
+
+    def save(self, path) -> Path:
+        return save_ar_folder(path, self.model, {k: v for k, v in self.config.items()
+                                                 if k not in ("ar", "family")})
+
+    def _check_settings(self, settings: ARSettings) -> None:
+        w, ct = settings.window, settings.choice_temperature
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= self.model.cfg.n_tokens):
+            raise UserInputError(f"window must be an integer between 1 and {self.model.cfg.n_tokens}, got {w!r}")
+        if ct is not None and (isinstance(ct, bool) or not isinstance(ct, (int, float)) or not 0 <= ct < 1e3):
+            raise UserInputError(f"choice_temperature must be a number in [0, 1000), got {ct!r}")
+
+    def encode_prompts(self, prompts: list[str]) -> TextBatch:
+        """Each prompt encoded alone and padded to text_len: its states never depend on which
+        other prompts share the batch."""
+        L = self.model.cfg.text_len
+        out = []
+        for p in prompts:
+            hit = self._memo.get(p)
+            if hit is None:
+                tb = self.text.encode([p])
+                s, m = fit_text(tb, L)
+                hit = TextBatch(s, m, tb.pooled)
+                if len(self._memo) > 4096:
+                    self._memo.clear()
+                self._memo[p] = hit
+            out.append(hit)
+        return TextBatch.cat(out)
+
+    @torch.inference_mode()
+    def decode_tokens(self, text: TextBatch, seeds: list[int], settings: ARSettings,
+                      callback=None) -> tuple[torch.Tensor, list[int], dict]:
+        """Encoded prompts (B rows) -> (tokens (B, N) long, network calls per image, stats).
+        One CPU generator per seed, so an image depends on its seed alone."""
+        m = self.model
+        s = replace(self.decode_settings, guidance=settings.guidance)
+        gens = [torch.Generator().manual_seed(int(sd)) for sd in seeds]
+        B, N = len(seeds), m.cfg.n_tokens
+        cb = None if callback is None else (lambda done, total: callback(done, total, None))
+        if settings.sampler == "maskgit":
+            ct = self.choice_temperature if settings.choice_temperature is None else settings.choice_temperature
+            return sample_masked(m, text, gens, s, settings.steps, ct, cb), [settings.steps] * B, {}
+        if settings.sampler == "sjd":
+            window = self.window if settings.window is None else settings.window
+            pre, pm = m.conditioning(text, s.cfg)
+            toks, stats = speculative_decode_batch(fused_view(m.llama), pre, pm, N, gens, s, window, cb)
+            return toks, [1 + st.passes for st in stats], \
+                {"tokens_per_pass": [round(st.tokens_per_pass, 3) for st in stats]}
+        if settings.sampler == "nocache":
+            pre, pm = m.conditioning(text, s.cfg)
+            return decode_no_cache(m.llama, pre, pm, draw_uniforms(gens, N), s), [N] * B, {}
+        step = compiled_step() if self.compile_step else decode_one_token
+        return sample_causal(m, text, gens, s, step, cb), [N] * B, {}
+
+    def sample_tokens(self, prompts: list[str], seeds: list[int], settings: ARSettings,
+                      callback=None) -> torch.Tensor:
+        """prompts and their seeds -> tokens (B, N) long (what `sample` decodes to pixels)."""
+        return self.decode_tokens(self.encode_prompts(prompts), seeds, settings, callback)[0]
+
+    def _sample(self, requests: list[Request], settings: ARSettings, callback=None) -> SampleResult:
+        t0 = time.perf_counter()
+        text = self.encode_prompts([r.prompt for r in requests])
+        t1 = time.perf_counter()
+        toks, calls, stats = self.decode_tokens(text, [r.seed for r in requests], settings, callback)
+        t2 = time.perf_counter()
+        px = self.model.tokens_to_images(toks)  # (B, 3, H, W) uint8
+        t3 = time.perf_counter()
+        images = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in px]
+        return SampleResult(images, {"text": t1 - t0, "sample": t2 - t1, "decode": t3 - t2}, calls, stats)
