@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from blinkgen import families
 
 # One thread everywhere: CI has 2 cores, and results must not depend on thread scheduling.
 torch.set_num_threads(1)
@@ -14,11 +17,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
              "TQDM_DISABLE": "1"}
 
+# The test-only "constant colour" family (tests/constant_family) is registered in every test
+# process, so the contract tests run it beside the built-in families; subprocesses (the real CLI
+# and server) get it through the registry's environment variable, with tests/ on their path.
+TESTS_DIR = Path(__file__).resolve().parent
+families.register("constant", "constant_family")
+FAMILY_ENV = {**CHILD_ENV, families.EXTRA_ENV: "constant=constant_family",
+              "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), *(os.path.abspath(p) for p in
+                                                               os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])}
 
-def run_cli(*args, check=True, timeout=300, **kw):
-    """Run `blinkgen ...` in a fresh process, as a user would."""
+
+def run_cli(*args, check=True, timeout=300, env=None, **kw):
+    """Run `blinkgen ...` in a fresh process, as a user would (env: CHILD_ENV unless given)."""
     r = subprocess.run([sys.executable, "-m", "blinkgen.cli", *map(str, args)], capture_output=True, text=True,
-                       env=CHILD_ENV, timeout=timeout, **kw)
+                       env=env or CHILD_ENV, timeout=timeout, **kw)
     if check and r.returncode != 0:
         raise AssertionError(f"blinkgen {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     return r
@@ -36,3 +48,15 @@ def make_tiny(family: str, path, **kw) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_tiny("diffusion", tmp_path_factory.mktemp("models") / "tiny")
+
+
+def write_pre_protocol_checkpoint(ckpt: Path) -> None:
+    """Turn a named-optimizer checkpoint of a one-optimizer task into the layout blinkgen wrote
+    before optimizers had names (main before the family-layout change): optimizer.safetensors, and the
+    hyperparameters under state.json "optimizer"."""
+    state = json.loads((ckpt / "state.json").read_text())
+    (meta,) = state.pop("optimizers").values()
+    state["optimizer"] = meta
+    (ckpt / "state.json").write_text(json.dumps(state))
+    (named,) = ckpt.glob("optimizer.*.safetensors")
+    named.rename(ckpt / "optimizer.safetensors")

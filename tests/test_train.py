@@ -57,8 +57,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
 
     r = run_cli(*train_args(cut, ae, steps=120), "--resume")
     assert_same(weights(ref), weights(cut))
-    ck_ref = load_file(str(ref / "checkpoints" / "step-00000120" / "optimizer.safetensors"))
-    ck_cut = load_file(str(cut / "checkpoints" / "step-00000120" / "optimizer.safetensors"))
+    ck_ref = load_file(str(ref / "checkpoints" / "step-00000120" / "optimizer.model.safetensors"))
+    ck_cut = load_file(str(cut / "checkpoints" / "step-00000120" / "optimizer.model.safetensors"))
     assert_same(ck_ref, ck_cut)
 
 

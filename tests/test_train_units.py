@@ -5,11 +5,12 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from blinkgen.errors import UserInputError
+from blinkgen.errors import ModelLoadError, UserInputError
 from blinkgen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from blinkgen.train.config import TrainConfig
 from blinkgen.train.loop import BatchOrder
 from blinkgen.train.schedule import lr_at
+from conftest import write_pre_protocol_checkpoint
 
 
 @settings(max_examples=50, deadline=None)
@@ -54,6 +55,52 @@ def test_checkpoint_round_trip_and_pruning(tmp_path):
         for name, v in s1["state"][k].items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(s2["state"][k][name]))
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
+    assert (ck / "optimizer.model.safetensors").is_file()  # one file per named optimizer
+
+
+def _adamw_pair(seed):
+    torch.manual_seed(seed)
+    model = torch.nn.ModuleDict({"g": torch.nn.Linear(4, 3), "d": torch.nn.Linear(3, 1)})
+    opts = {"d": torch.optim.AdamW(model["d"].parameters(), lr=1e-3),
+            "g": torch.optim.AdamW(model["g"].parameters(), lr=2e-3)}
+    return model, opts
+
+
+def test_named_optimizers_round_trip_one_file_each(tmp_path):
+    model, opts = _adamw_pair(0)
+    for _ in range(2):
+        model["d"](model["g"](torch.randn(5, 4))).pow(2).mean().backward()
+        for o in opts.values():
+            o.step()
+    save_checkpoint(tmp_path, 7, model, None, opts, {})
+    ck = latest_checkpoint(tmp_path)
+    assert sorted(p.name for p in ck.glob("optimizer*")) == ["optimizer.d.safetensors", "optimizer.g.safetensors"]
+    m2, o2 = _adamw_pair(1)
+    load_checkpoint(ck, m2, None, o2)
+    for name in opts:
+        a, b = opts[name].state_dict(), o2[name].state_dict()
+        assert a["param_groups"][0]["lr"] == b["param_groups"][0]["lr"]  # each file went to its own optimizer
+        assert all(torch.equal(a["state"][k]["exp_avg"], b["state"][k]["exp_avg"]) for k in a["state"])
+    with pytest.raises(ModelLoadError, match="optimizers"):  # a task with other names is refused
+        load_checkpoint(ck, m2, None, {"d": o2["d"]})
+
+
+def test_pre_protocol_checkpoint_loads_as_the_single_optimizer(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(5, 4)).pow(2).mean().backward()
+    opt.step()
+    save_checkpoint(tmp_path, 3, model, None, {"model": opt}, {"best": 0.5})
+    ck = latest_checkpoint(tmp_path)
+    write_pre_protocol_checkpoint(ck)
+    m2 = torch.nn.Linear(4, 3)
+    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-3)
+    st = load_checkpoint(ck, m2, None, {"model": o2})
+    assert st["step"] == 3 and torch.equal(m2.weight, model.weight)
+    assert torch.equal(o2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    with pytest.raises(ModelLoadError, match="one unnamed optimizer"):
+        load_checkpoint(ck, *_adamw_pair(2)[:1], None, _adamw_pair(2)[1])
 
 
 def test_incomplete_checkpoint_is_reported(tmp_path):

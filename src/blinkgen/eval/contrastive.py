@@ -247,18 +247,12 @@ def zero_shot_report(ev: Evaluator, held: ImageCaptionSet) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
-def _lr(step: int, cfg: LiTConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * p))
-
-
 def train_lit(cfg: LiTConfig, out, data: ImageCaptionSet | None = None, progress=print,
               cache_dir=None) -> Path:
     """Train the image tower against locked MiniLM embeddings; write the evaluator folder.
     cache_dir: where the caption embeddings are kept between runs (None: not kept)."""
     from ..data.registry import load_dataset
+    from ..train.schedule import lr_at
 
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
@@ -298,7 +292,7 @@ def train_lit(cfg: LiTConfig, out, data: ImageCaptionSet | None = None, progress
         draws = torch.rand(len(idx), generator=g)
         ids = torch.tensor([cap_ids[i][int(u * len(cap_ids[i]))] for i, u in zip(idx.tolist(), draws.tolist())])
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg)
+            group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, 0.0)  # cosine to zero
         loss = contrastive_loss(model.logits(train.images[idx], text_emb[ids]), ids)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -4,6 +4,10 @@ Convention (as in SD3 / rectified flow): x_t = (1 - t) * x_0 + t * noise, t = 1 
 t = 0 is data; the network predicts the velocity v = noise - x_0, so dx/dt = v and the
 data prediction is x_0 = x_t - t * v.
 
+The path itself -- `interpolate`, `velocity_target`, `draw_timesteps` -- is what training
+(families/diffusion/tasks.py) regresses on; it lives here, beside the solvers that integrate it,
+so both sides read one definition.
+
 A solver is `sample_x(model_fn, x, ts, callback=None) -> x_0` where `model_fn(x, t) -> v` takes a
 (B,) tensor of times, `ts` is a decreasing 1-D float tensor from 1 to 0 (a schedule), and
 `callback(i, n, x, x0_pred)` is called after each step. Solver state is float32 throughout.
@@ -16,6 +20,24 @@ import torch
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None] | None
+
+
+def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The point x_t = (1 - t) x_0 + t noise on the straight path. x0, noise: (B, ...); t: (B,)
+    in [0, 1] (1 = pure noise). -> (B, ...)."""
+    tt = t.view(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1)
+    return (1 - tt) * x0 + tt * noise
+
+
+def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """d x_t / dt = noise - x_0: what the network learns to predict (the same for every t)."""
+    return noise - x0
+
+
+def draw_timesteps(g: torch.Generator, B: int) -> torch.Tensor:
+    """(B,) training times from the logit-normal density (SD3, Esser et al. 2024: sigmoid of a
+    standard normal), which spends more training on the middle of the path than on its ends."""
+    return torch.sigmoid(torch.randn((B,), generator=g))
 
 
 def flow_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:

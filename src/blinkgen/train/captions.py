@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from ..text.encoder import TextBatch, encode_cached, text_cache_dir
+
 
 def styled(caption: str, style: str) -> str:
     """'<caption> in <style> style', unless the caption already names that style."""
@@ -51,11 +53,12 @@ class CaptionTable:
         self.plain, self.count, self.with_style = (t.to(device) for t in (self.plain, self.count, self.with_style))
         return self
 
-    def draw(self, idx: torch.Tensor, u: torch.Tensor, u_style: torch.Tensor, u_pick: torch.Tensor,
-             style_prob: float) -> torch.Tensor:
+    def draw(self, idx: torch.Tensor, u: torch.Tensor, u_style: torch.Tensor | None = None,
+             u_pick: torch.Tensor | None = None, style_prob: float = 0.0) -> torch.Tensor:
         """Caption ids (b,) for images idx (b,): caption k = floor(u * count); with probability
         `style_prob` (u_style < style_prob) its styled form, style column floor(u_pick * S).
-        u, u_style, u_pick: (b,) uniform in [0, 1), on the table's device."""
+        u, u_style, u_pick: (b,) uniform in [0, 1), on the table's device (u_style and u_pick
+        are only read when style_prob > 0)."""
         k = (u * self.count[idx]).long().clamp(max=self.plain.shape[1] - 1)
         cid = self.plain[idx, k]
         S = self.with_style.shape[2]
@@ -63,3 +66,11 @@ class CaptionTable:
             return cid
         j = (u_pick * S).long().clamp(max=S - 1)
         return torch.where(u_style < style_prob, self.with_style[idx, k, j], cid)
+
+
+def encode_captions(strings: list[str], device) -> TextBatch:
+    """MiniLM encodings of a table's strings (U rows), kept in the content-hashed text cache
+    (`text.encoder.text_cache_dir`), so runs over the same captions share them. Encoded on the
+    device if it is a GPU, else on the CPU; returned on the CPU."""
+    enc_dev = str(device) if str(device).startswith("cuda") else "cpu"
+    return encode_cached(strings, text_cache_dir(), device=enc_dev)

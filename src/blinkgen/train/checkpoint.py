@@ -1,9 +1,15 @@
 """Training checkpoints as data: safetensors for tensors, JSON for everything else, never pickle.
 
-Layout: run/checkpoints/step-00001000/{model,ema,optimizer}.safetensors + state.json, each
-folder written to a temp name and renamed into place (atomic), then `run/checkpoints/latest`
-(a one-line text file) is replaced atomically to point at it. A SIGKILL at any moment leaves
-either the previous checkpoint or the new one, never half of one.
+Layout: run/checkpoints/step-00001000/ holds model.safetensors, ema.safetensors, one
+optimizer.<name>.safetensors per named optimizer of the task (train/task.py: "model" for a
+single-optimizer task; a GAN's "generator" and "discriminator") and state.json (step, best,
+config, and each optimizer's hyperparameters under "optimizers"). Each folder is written to a temp
+name and renamed into place (atomic), then `run/checkpoints/latest` (a one-line text file) is
+replaced atomically to point at it. A SIGKILL at any moment leaves either the previous checkpoint
+or the new one, never half of one.
+
+Checkpoints written before optimizers had names (one optimizer.safetensors, its hyperparameters
+under state.json "optimizer") still resume: they are read as the task's single optimizer.
 """
 from __future__ import annotations
 
@@ -44,16 +50,25 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(run: Path, step: int, model, ema_model, opt, state: dict, keep: int = 2) -> Path:
+def _named(optimizers) -> dict[str, torch.optim.Optimizer]:
+    from .task import DEFAULT_OPTIMIZER
+
+    return dict(optimizers) if isinstance(optimizers, dict) else {DEFAULT_OPTIMIZER: optimizers}
+
+
+def save_checkpoint(run: Path, step: int, model, ema_model, optimizers, state: dict, keep: int = 2) -> Path:
+    """optimizers: {name: optimizer} (or one optimizer, named "model"). Keeps the `keep` newest."""
     ckdir = Path(run) / "checkpoints"
     name = f"step-{step:08d}"
-    opt_t, opt_meta = optimizer_tensors(opt)
-    files = {"model.safetensors": state_dict_for_save(model),
-             "state.json": {**state, "step": step, "optimizer": opt_meta}}
+    files: dict = {"model.safetensors": state_dict_for_save(model)}
+    metas = {}
+    for opt_name, opt in _named(optimizers).items():
+        opt_t, metas[opt_name] = optimizer_tensors(opt)
+        if opt_t:
+            files[f"optimizer.{opt_name}.safetensors"] = opt_t
+    files["state.json"] = {**state, "step": step, "optimizers": metas}
     if ema_model is not None:
         files["ema.safetensors"] = state_dict_for_save(ema_model)
-    if opt_t:
-        files["optimizer.safetensors"] = opt_t
     path = write_folder_atomic(ckdir / name, files)
     tmp = ckdir / f".{LATEST}.tmp"
     tmp.write_text(name + "\n")
@@ -74,12 +89,25 @@ def latest_checkpoint(run: Path) -> Path | None:
     return p
 
 
-def load_checkpoint(path: Path, model, ema_model, opt) -> dict:
+def load_checkpoint(path: Path, model, ema_model, optimizers) -> dict:
+    """Restore model, EMA and every named optimizer from a checkpoint folder; returns state.json.
+    ModelLoadError if the checkpoint's optimizer names are not the task's."""
+    path = Path(path)
     state = json.loads((path / "state.json").read_text())
+    opts = _named(optimizers)
+    if "optimizers" in state:
+        metas = state["optimizers"]
+        files = {n: path / f"optimizer.{n}.safetensors" for n in metas}
+    else:  # before named optimizers: one optimizer.safetensors + state["optimizer"]
+        if len(opts) != 1:
+            raise ModelLoadError(f"{path} holds one unnamed optimizer; this task has {len(opts)}: {', '.join(opts)}")
+        only = next(iter(opts))
+        metas, files = {only: state["optimizer"]}, {only: path / "optimizer.safetensors"}
+    if set(metas) != set(opts):
+        raise ModelLoadError(f"{path} holds optimizers {sorted(metas)}; this task has {sorted(opts)}")
     model.load_state_dict(read_tensors(path / "model.safetensors"))
     if ema_model is not None and (path / "ema.safetensors").is_file():
         ema_model.load_state_dict(read_tensors(path / "ema.safetensors"))
-    opt_file = path / "optimizer.safetensors"
-    opt_t = read_tensors(opt_file) if opt_file.is_file() else {}
-    load_optimizer(opt, opt_t, state["optimizer"])
+    for n, opt in opts.items():
+        load_optimizer(opt, read_tensors(files[n]) if files[n].is_file() else {}, metas[n])
     return state

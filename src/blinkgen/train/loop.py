@@ -1,8 +1,12 @@
 """The one training loop, for every family, on Accelerate (so multi-process / multi-GPU is a
 launch flag: `accelerate launch` or `torchrun`).
 
+The loop knows no family: `TrainConfig.target()` names a family and one of its tasks through the
+registry (blinkgen.families), and the task follows the protocol documented in task.py (named
+optimizers, one loss per optimizer, an optional frozen teacher, logs that reach TensorBoard).
+
 Why this shape: the data live in device memory and each step's indices and randomness are pure
-functions of (seed, step) -- see tasks.py -- so resume is exact, the data order needs no saved
+functions of (seed, step) -- see task.py -- so resume is exact, the data order needs no saved
 state, and N processes sharing a global batch compute the same step as one process does.
 """
 from __future__ import annotations
@@ -99,22 +103,27 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     torch.manual_seed(cfg.seed)  # model init is a function of the seed
     task = family.task_class(task_name)(cfg, train_set, val_set, acc.device)
     model = task.model.to(acc.device)
+    _frozen_teacher(task, model, acc.device)  # the task's losses read task.teacher
     ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay,
-                            fused=_fused_ok(acc.device))
+    opts = task.optimizers(model, cfg, acc.device)
+    loss_fns = task.losses()
+    if list(opts) != list(loss_fns):
+        raise RuntimeError(f"{type(task).__name__}: optimizers {list(opts)} and losses {list(loss_fns)} must "
+                           "have the same names in the same order")
     start, best, bad_evals, history, cpu_before = 0, math.inf, 0, [], 0.0
     ck = latest_checkpoint(run)
     if ck is not None and not resume:
         raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
     if ck is not None:
-        st = load_checkpoint(ck, model, ema.model, opt)
+        st = load_checkpoint(ck, model, ema.model, opts)
         start, best, bad_evals = st["step"], st.get("best", math.inf), st.get("bad_evals", 0)
         cpu_before = st.get("cpu_seconds", 0.0)  # training CPU time of the earlier sessions
         if main:
             log.info("resumed %s at step %d", ck, start)
     if main:
         write_json_atomic(run / "train_config.json", cfg.to_dict())
-    model, opt = acc.prepare(model, opt)
+    model, *prepared = acc.prepare(model, *opts.values())
+    opts = dict(zip(opts, prepared))
 
     B, world, rank = cfg.batch_size, acc.num_processes, acc.process_index
     if B % world:
@@ -138,19 +147,25 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     with _StopFlag() as flag:
         while step < cfg.steps:
             lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
-            for gparam in opt.param_groups:
-                gparam["lr"] = lr
+            for opt in opts.values():
+                for gparam in opt.param_groups:
+                    gparam["lr"] = lr * gparam.get("lr_scale", 1.0)
             g = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + 1)
             rnd = task.draw(g, B)
             rows = slice(rank * local, (rank + 1) * local)
             idx = order.indices(step, B)[rows].to(acc.device)
-            with acc.autocast():
-                loss, logs = task.loss(model, idx, {k: v[rows] for k, v in rnd.items()})
-            acc.backward(loss)
-            if cfg.grad_clip > 0:
-                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            my_rnd = {k: v[rows] for k, v in rnd.items()}
+            terms = {}
+            for name, loss_fn in loss_fns.items():  # one phase per named optimizer
+                opt = opts[name]
+                with acc.autocast():
+                    loss, logs = loss_fn(model, idx, my_rnd)
+                acc.backward(loss)
+                if cfg.grad_clip > 0:
+                    acc.clip_grad_norm_([p for gp in opt.param_groups for p in gp["params"]], cfg.grad_clip)
+                opt.step()
+                model.zero_grad(set_to_none=True)  # the next phase starts from clean gradients
+                terms[name] = (loss, logs)
             ema.update(unwrap(model), step)
             step += 1
             seen += B
@@ -158,10 +173,10 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                 now = time.perf_counter()
                 ips = seen / max(now - t_last, 1e-9)
                 t_last, seen = now, 0
-                writer.add_scalar("train/loss", loss.item(), step)
+                shown = _log_terms(writer, terms, step)
                 writer.add_scalar("train/lr", lr, step)
                 writer.add_scalar("train/images_per_s", ips, step)
-                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.0f}")
+                bar.set_postfix(**{k: f"{v:.4f}" for k, v in shown.items()}, img_s=f"{ips:.0f}")
             bar.update(1)
             if step - start == 10:  # throughput excludes the first steps (allocation, warm-up)
                 t_steady = time.perf_counter()
@@ -202,7 +217,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                 img.save(run / "samples" / f"step-{step:08d}.png")
             if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or stop_now or step == cfg.steps:
                 if main:
-                    save_checkpoint(run, step, unwrap(model), ema.model, opt,
+                    save_checkpoint(run, step, unwrap(model), ema.model, opts,
                                     {"best": best, "bad_evals": bad_evals, "config": cfg.to_dict(),
                                      "cpu_seconds": cpu_used()},
                                     keep=cfg.keep_checkpoints)
@@ -252,7 +267,27 @@ def _bar(total, initial, enabled, desc):
     return tqdm(total=total, initial=initial, disable=not enabled, desc=f"train {desc}", unit="step", dynamic_ncols=True)
 
 
-def _fused_ok(device) -> bool:
-    """Fused AdamW (one kernel for all parameters) exists for CPU and CUDA tensors in torch >= 2.4;
-    measured no slower than for-each here (bench/results/train_speed.json)."""
-    return torch.device(device).type in ("cpu", "cuda")
+def _frozen_teacher(task, model: torch.nn.Module, device):
+    """The task's optional teacher, on the device, in eval mode, without gradients; it must not
+    share a parameter with the trained model (it would be optimised, averaged and checkpointed)."""
+    teacher = getattr(task, "teacher", None)
+    if teacher is None:
+        return None
+    own = {id(p) for p in model.parameters()}
+    if any(id(p) in own for p in teacher.parameters()):
+        raise RuntimeError(f"{type(task).__name__}.teacher shares parameters with its model; keep it separate")
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def _log_terms(writer, terms: dict, step: int) -> dict[str, float]:
+    """Every loss and logged term to TensorBoard: train/loss and train/<term> for a single-optimizer
+    task, train/<optimizer>/loss and train/<optimizer>/<term> for several. Returns the losses shown
+    on the progress bar."""
+    shown = {}
+    for name, (loss, logs) in terms.items():
+        prefix = "train" if len(terms) == 1 else f"train/{name}"
+        shown["loss" if len(terms) == 1 else f"loss_{name}"] = value = float(loss.detach().float())
+        writer.add_scalar(f"{prefix}/loss", value, step)
+        for k, v in logs.items():
+            writer.add_scalar(f"{prefix}/{k}", float(v.detach().float()) if torch.is_tensor(v) else float(v), step)
+    return shown

@@ -17,11 +17,13 @@ from ...models.masked_t2i import random_masking
 from ...models.tokenizer import TOKENIZER_PRESETS, FSQTokenizer
 from ...pipeline import requests
 from ...precision import dtype_of
+from ...train.captions import CaptionTable, encode_captions
+from ...train.task import Task
 from .folder import DEFAULT_GUIDANCE, find_tokenizer, load_tokenizer, model_class, save_ar_folder, tokenizer_files
 from .pipeline import ARPipeline
 
 
-class TokenizerTask:
+class TokenizerTask(Task):
     """Trains the FSQ tokenizer (reconstruction only); --preset names a TOKENIZER_PRESETS entry."""
 
     def __init__(self, cfg, train, val, device):
@@ -63,15 +65,13 @@ class TokenizerTask:
         return write_folder_atomic(folder, tokenizer_files(ema, dtype_of(self.cfg.save_dtype), extra))
 
 
-class ARTask:
+class ARTask(Task):
     """Next-token training of the Llama over pre-tokenized images, with caption dropout for CFG.
     Needs a trained tokenizer (cfg.autoencoder: a tokenizer, tokenizer run or AR model folder)."""
 
     objective = "causal"
 
     def __init__(self, cfg, train, val, device):
-        from ...text.encoder import encode_cached
-
         if cfg.preset not in LLAMA_PRESETS:
             raise UserInputError(f"unknown AR preset {cfg.preset!r}; choose from {sorted(LLAMA_PRESETS)}")
         if not cfg.autoencoder:
@@ -85,17 +85,11 @@ class ARTask:
         self.tokens = self._tokenize(tok, train.images)  # (N, n_tokens)
         self.val_tokens = self._tokenize(tok, val.images)
         self.n_train = len(train)
-        uniq = sorted({c for caps in train.captions + val.captions for c in caps})
-        pos = {c: i for i, c in enumerate(uniq)}
-        enc_dev = str(device) if str(device).startswith("cuda") else "cpu"
-        states, mask = fit_text(encode_cached(uniq, Path(cfg.out) / "cache", device=enc_dev),
-                                self.model.cfg.text_len)
+        # plain captions only (no style phrases): every caption of train and val, encoded once
+        self.captions = CaptionTable(train.captions, None, [c for caps in val.captions for c in caps]).to(device)
+        states, mask = fit_text(encode_captions(self.captions.strings, device), self.model.cfg.text_len)
         self.states, self.mask = states.to(device, torch.float16), mask.to(device)  # (U, T, 384), (U, T)
-        kmax = max(len(c) for c in train.captions)
-        self.cap_ids = torch.tensor([[pos[c] for c in caps] + [pos[caps[0]]] * (kmax - len(caps))
-                                     for caps in train.captions], device=device)  # (N, kmax)
-        self.cap_count = torch.tensor([len(c) for c in train.captions], device=device)
-        self.val_cap = torch.tensor([pos[c[0]] for c in val.captions], device=device)
+        self.val_cap = torch.tensor([self.captions.pos[c[0]] for c in val.captions], device=device)
         self.val_prompts = [c[0] for c in val.captions]
 
     @torch.no_grad()
@@ -109,8 +103,7 @@ class ARTask:
         """The step's caption per image (one of its captions, drawn by rnd["u"]) as encoder
         states (b, T, 384) and mask (b, T), and the caption-drop flags (b,) for CFG."""
         dev = self.device
-        k = (rnd["u"].to(dev) * self.cap_count[idx]).long().clamp(max=self.cap_ids.shape[1] - 1)
-        cid = self.cap_ids[idx, k]
+        cid = self.captions.draw(idx, rnd["u"].to(dev))
         drop = rnd["drop"].to(dev) < self.cfg.caption_dropout
         return self.states[cid].float(), self.mask[cid], drop
 

@@ -17,16 +17,17 @@ from ...models.denoisers import from_preset as denoiser_from_preset
 from ...pipeline import requests
 from ...pngmeta import grid
 from ...precision import dtype_of
-from ...text.encoder import encode_cached, text_cache_dir
-from ...train.captions import CaptionTable, styled
+from ...sampling.flow import draw_timesteps, interpolate, velocity_target
+from ...train.captions import CaptionTable, encode_captions, styled
 from ...train.config import TrainConfig
+from ...train.task import Task
 from .folder import NULL_PROMPT, find_autoencoder, load_autoencoder, save_diffusion_folder
 from .pipeline import DiffusionPipeline
 
 log = logging.getLogger(__name__)
 
 
-class AutoencoderTask:
+class AutoencoderTask(Task):
     """Trains the KL autoencoder that maps pixels to the diffusion model's latents."""
 
     def __init__(self, cfg: TrainConfig, train: ImageCaptionSet, val: ImageCaptionSet, device):
@@ -68,7 +69,7 @@ class AutoencoderTask:
                                             "model.safetensors": state_dict_for_save(ema, dtype_of(self.cfg.save_dtype))})
 
 
-class DiffusionTask:
+class DiffusionTask(Task):
     """Flow matching (rectified flow) of a DiT over cached latents with caption dropout."""
 
     def __init__(self, cfg: TrainConfig, train: ImageCaptionSet, val: ImageCaptionSet, device):
@@ -85,10 +86,8 @@ class DiffusionTask:
         val_styles = val.style_list()
         self.val_prompts = [styled(c[0], s) if cfg.style_prob > 0 else c[0] for c, s in zip(val.captions, val_styles)]
         self.captions = CaptionTable(train.captions, train.styles, [NULL_PROMPT, *self.val_prompts]).to(device)
-        uniq = self.captions.strings
         self.null_id = self.captions.pos[NULL_PROMPT]
-        cache = text_cache_dir()  # content-hashed, so runs over the same captions share it
-        tb = encode_cached(uniq, cache, device=str(device) if str(device).startswith("cuda") else "cpu")
+        tb = encode_captions(self.captions.strings, device)
         self.states = tb.states.to(device, torch.float16)  # (U, L, 384)
         self.mask = tb.mask.to(device)
         self.pooled = tb.pooled.to(device)
@@ -102,7 +101,7 @@ class DiffusionTask:
     def draw(self, g: torch.Generator, B: int) -> dict:
         C, S = self.latents.shape[1], self.latents.shape[2]
         return {"u": torch.rand((B,), generator=g), "drop": torch.rand((B,), generator=g),
-                "t": torch.sigmoid(torch.randn((B,), generator=g)),  # logit-normal (SD3)
+                "t": draw_timesteps(g, B),
                 "noise": torch.randn((B, C, S, S), generator=g),
                 "u_style": torch.rand((B,), generator=g), "u_pick": torch.rand((B,), generator=g)}
 
@@ -117,9 +116,8 @@ class DiffusionTask:
         cid = torch.where(rnd["drop"].to(dev) < self.cfg.caption_dropout, torch.full_like(cid, self.null_id), cid)
         t = rnd["t"].to(dev)
         noise = rnd["noise"].to(dev)
-        xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
-        v = model(xt, t, *self.text(cid))
-        loss = F.mse_loss(v.float(), noise - x0)
+        v = model(interpolate(x0, noise, t), t, *self.text(cid))
+        loss = F.mse_loss(v.float(), velocity_target(x0, noise))
         return loss, {}
 
     @torch.no_grad()
@@ -129,9 +127,9 @@ class DiffusionTask:
         t = torch.linspace(0.05, 0.95, 8).repeat(n // 8 + 1)[:n].to(self.device)
         noise = torch.randn(self.val_latents.shape, generator=g).to(self.device)
         x0 = self.val_latents
-        xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
+        xt = interpolate(x0, noise, t)
         v = torch.cat([ema(xt[i:i + 256], t[i:i + 256], *self.text(self.val_cap[i:i + 256])) for i in range(0, n, 256)])
-        return {"val_loss": F.mse_loss(v.float(), noise - x0).item()}
+        return {"val_loss": F.mse_loss(v.float(), velocity_target(x0, noise)).item()}
 
     def pipeline(self, ema) -> DiffusionPipeline:
         return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size}, device=self.device)
