@@ -121,8 +121,9 @@ class SampleResult:
     images: one PIL RGB image per request, in request order.
     timings: wall seconds per stage of this call: "text" (prompt encoding), "sample" (the network
         loop), "decode" (latents or tokens -> pixels).
-    network_calls: per image, how many network passes made it (a batched CFG pass counts once;
-        a pass shared by a batch counts for each of its images).
+    network_calls: per image, how many network passes computed its latents or tokens (a batched
+        CFG pass counts once; a pass shared by a batch counts for each of its images; a pass that
+        only caches the text prefix, as the AR family's masked mode runs once, is not counted).
     stats: family-specific extras (e.g. "tokens_per_pass" for speculative decoding)."""
 
     images: list[Image.Image]

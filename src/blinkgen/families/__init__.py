@@ -49,7 +49,9 @@ class Family:
         into <out>/ae when `--autoencoder` is not given).
     aliases: older `--family` spellings -> a task of this family (`--family maskgit` = ar + maskgit).
     tiny: "module:function", `tiny(path, seed=0, image_size=32, **kw) -> Path`: a randomly
-        initialised tiny model folder that runs every real code path (for tests)."""
+        initialised tiny model folder that runs every real code path (for tests).
+    tiny_modes: mode -> the `tiny` keyword arguments that make a model of that mode (the AR
+        family's masked mode: {"objective": "masked"}); the contract tests build one per mode."""
 
     name: str
     summary: str
@@ -60,6 +62,7 @@ class Family:
     tiny: str
     prerequisites: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    tiny_modes: dict[str, dict] = field(default_factory=dict)
 
     def pipeline_class(self):
         return _attr(self.pipeline)
@@ -73,9 +76,10 @@ class Family:
             raise UserInputError(f"the {self.name} family has no task {task!r}; choose one of {', '.join(self.tasks)}")
         return _attr(self.tasks[task])
 
-    def make_tiny(self, path, **kw):
-        """A random tiny model folder of this family at path (see `tiny` above)."""
-        return _attr(self.tiny)(path, **kw)
+    def make_tiny(self, path, mode: str | None = None, **kw):
+        """A random tiny model folder of this family at path (see `tiny` above), of `mode`
+        (default: the family's main mode); kw: seed, image_size, ..."""
+        return _attr(self.tiny)(path, **{**self.tiny_modes.get(mode or self.name, {}), **kw})
 
     def sampler_help(self) -> str:
         return "; ".join(f"{mode}: {' | '.join(names)}" for mode, names in self.samplers.items())

@@ -166,9 +166,10 @@ def decode(llama: Llama, prefix: torch.Tensor, prefix_mask: torch.Tensor, unifor
 
 @torch.inference_mode()
 def decode_no_cache(llama: Llama, prefix: torch.Tensor, prefix_mask: torch.Tensor,
-                    uniforms: torch.Tensor, s: DecodeSettings) -> torch.Tensor:
+                    uniforms: torch.Tensor, s: DecodeSettings, callback: TokenCallback = None) -> torch.Tensor:
     """The naive rung: re-run the whole sequence for every token (O(N^2) work). Same uniforms and
-    token rule as `decode`, so under identical arithmetic it yields identical tokens."""
+    token rule as `decode`, so under identical arithmetic it yields identical tokens.
+    callback(done_tokens, total_tokens) after each token, as in `decode`."""
     _check(prefix, prefix_mask, uniforms, s)
     B, N = uniforms.shape
     u = uniforms.to(prefix.device)
@@ -179,4 +180,6 @@ def decode_no_cache(llama: Llama, prefix: torch.Tensor, prefix_mask: torch.Tenso
         h = llama.forward_embeds(x, full_key_mask(prefix_mask, i))  # (B2, P + i, D)
         tok = next_token(llama.head(h[:, -1:])[:, 0], u[:, i], s)  # (B,)
         out = torch.cat([out, tok[:, None]], dim=1)
+        if callback is not None:
+            callback(i + 1, N)
     return out

@@ -16,4 +16,5 @@ FAMILY = Family(
     prerequisites={"ar": "tokenizer", "maskgit": "tokenizer"},
     aliases={"maskgit": "maskgit", "tokenizer": "tokenizer"},
     tiny="blinkgen.families.ar.folder:tiny",
+    tiny_modes={"maskgit": {"objective": "masked"}},
 )

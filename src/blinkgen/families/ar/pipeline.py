@@ -154,7 +154,7 @@ class ARPipeline(Pipeline):
                 {"tokens_per_pass": [round(st.tokens_per_pass, 3) for st in stats]}
         if settings.sampler == "nocache":
             pre, pm = m.conditioning(text, s.cfg)
-            return decode_no_cache(m.llama, pre, pm, draw_uniforms(gens, N), s), [N] * B, {}
+            return decode_no_cache(m.llama, pre, pm, draw_uniforms(gens, N), s, cb), [N] * B, {}
         step = compiled_step() if self.compile_step else decode_one_token
         return sample_causal(m, text, gens, s, step, cb), [N] * B, {}
 

@@ -8,9 +8,7 @@ zero), on schedules that start below t = 1, and both with a textbook reference w
 """
 from __future__ import annotations
 
-import importlib.util
 from unittest import mock
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,21 +17,13 @@ from blinkgen.families.diffusion import pipeline as diffusion_pipeline
 from blinkgen.families.diffusion.pipeline import DiffusionPipeline
 from blinkgen.sampling.flow import flow_schedule, sample_dpmpp_2m, sample_euler
 from blinkgen.sampling.guidance import cfg_wrap
-from conftest import make_tiny
 from blinkgen.text.encoder import TEXT_DIM, TextBatch
+from benchload import load_bench
+from conftest import make_tiny
 
-ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
 
-
-def _load_peers():
-    spec = importlib.util.spec_from_file_location("blinkgen_bench_peers", ROOT / "bench" / "peers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-peers = _load_peers()
+peers = load_bench("peers")
 
 
 PROMPTS = ["a red circle", "two blue squares on a white background"]
