@@ -161,8 +161,8 @@ def speed_rows(llama: Llama, hf, P: int, N: int, rows: int, repeats: int, compil
         decode(fused_view(llama), prefix, pm, u, s, step=step)
         out["compile"][mode] = {"first_call_wall_s": round(time.perf_counter() - w, 1),
                                 "first_call_cpu_s": round(time.process_time() - c, 1)}
-        pair = interleaved({"cached": rungs["cached"], mode: lambda step=step: decode(fused_view(llama), prefix, pm, u, s, step=step)},
-                           repeats, tokens)
+        compiled = lambda step=step: decode(fused_view(llama), prefix, pm, u, s, step=step)  # noqa: E731
+        pair = interleaved({"cached": rungs["cached"], mode: compiled}, repeats, tokens)
         times[mode] = pair[mode]
         out["compile"][mode]["cached_cpu_min_same_rounds"] = pair["cached"]["cpu_min"]
         del step
@@ -334,7 +334,8 @@ def speculative(gen: ARPipeline, windows: list[int], guidance: float) -> dict:
             plain_t.append(time.process_time() - t)
             for w in windows:
                 t = time.process_time()
-                toks, st = speculative_decode_batch(fused_view(m.llama), pre, pm, N, [torch.Generator().manual_seed(i)], s, w)
+                toks, st = speculative_decode_batch(fused_view(m.llama), pre, pm, N,
+                                                    [torch.Generator().manual_seed(i)], s, w)
                 r = rows[w]
                 r["t"].append(time.process_time() - t)
                 r["tpp"].append(st[0].tokens_per_pass)

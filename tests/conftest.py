@@ -22,9 +22,8 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTH
 # and server) get it through the registry's environment variable, with tests/ on their path.
 TESTS_DIR = Path(__file__).resolve().parent
 families.register("constant", "constant_family")
-FAMILY_ENV = {**CHILD_ENV, families.EXTRA_ENV: "constant=constant_family",
-              "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), *(os.path.abspath(p) for p in
-                                                               os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])}
+_PATH = [str(TESTS_DIR), *(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+FAMILY_ENV = {**CHILD_ENV, families.EXTRA_ENV: "constant=constant_family", "PYTHONPATH": os.pathsep.join(_PATH)}
 
 
 def run_cli(*args, check=True, timeout=300, env=None, **kw):

@@ -106,9 +106,9 @@ def _add_train(sub) -> None:
         typ = {"int": int, "float": float}.get(str(f.type), str)
         help_ = f"(default: {f.default})"
         if f.name == "family":
-            help_ = "; ".join(f"{x.name}: tasks {', '.join(x.tasks)} (default {x.default_task})" for x in fams) + \
-                "; older spellings " + ", ".join(f"{a} = {x.name} --task {t}" for x in fams for a, t in x.aliases.items()) + \
-                f" {help_}"
+            tasks = "; ".join(f"{x.name}: tasks {', '.join(x.tasks)} (default {x.default_task})" for x in fams)
+            older = ", ".join(f"{a} = {x.name} --task {t}" for x in fams for a, t in x.aliases.items())
+            help_ = f"{tasks}; older spellings {older} {help_}"
         elif f.name == "task":
             help_ = "the family's training task (default: the family's own)"
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None, help=help_)

@@ -101,7 +101,8 @@ def test_two_named_optimizers_and_a_frozen_teacher(tmp_path):
     assert (run / "samples" / "step-00000008.png").is_file()
     import json
 
-    groups = {n: m["param_groups"][0]["lr"] for n, m in json.loads((ck / "state.json").read_text())["optimizers"].items()}
+    optimizers = json.loads((ck / "state.json").read_text())["optimizers"]
+    groups = {n: m["param_groups"][0]["lr"] for n, m in optimizers.items()}
     assert groups["critic"] == pytest.approx(0.5 * groups["colour"])  # the critic's lr_scale
     ref = weights(out)
     rewind(run, 4)

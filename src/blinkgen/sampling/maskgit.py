@@ -56,7 +56,8 @@ def maskgit_decode(model, prefix: torch.Tensor, prefix_mask: torch.Tensor, unifo
     """model: a MaskedTextToImage; prefix (B2, P, D) / prefix_mask (B2, P) from
     `model.conditioning` ([cond; uncond] rows under CFG); uniforms (B, K, 2, N) from
     `draw_maskgit_uniforms`; net: the Llama's decode view to run (default the Llama itself, module
-    by module; the pipeline passes its fused view, the bench an int8 one). Returns tokens (B, N) long. callback(done_slots, N) per pass."""
+    by module; the pipeline passes its fused view, the bench an int8 one). Returns tokens (B, N)
+    long. callback(done_slots, N) per pass."""
     B, K, _, N = uniforms.shape
     rows = 2 * B if s.cfg else B
     if prefix.shape[0] != rows or prefix_mask.shape != prefix.shape[:2]:
