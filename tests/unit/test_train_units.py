@@ -127,3 +127,25 @@ def test_train_config_json_round_trip_rejects_unknown(tmp_path):
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"steps": 9}))
     assert TrainConfig.from_json(p).steps == 9
+
+
+@pytest.mark.parametrize("family, task, want", [
+    ("diffusion", "", ("diffusion", "diffusion")), ("diffusion", "autoencoder", ("diffusion", "autoencoder")),
+    ("autoencoder", "", ("diffusion", "autoencoder")), ("ar", "", ("ar", "ar")), ("tokenizer", "", ("ar", "tokenizer")),
+    ("maskgit", "", ("ar", "maskgit")), ("ar", "maskgit", ("ar", "maskgit")), ("maskgit", "maskgit", ("ar", "maskgit")),
+])
+def test_train_config_names_a_family_and_a_task(family, task, want):
+    """--family names a registered family (its default task unless --task is given) or one of the
+    older spellings, which name the task too."""
+    fam, t = TrainConfig(family=family, task=task).validate().target()
+    assert (fam.name, t) == want
+
+
+@pytest.mark.parametrize("family, task, msg", [
+    ("diffusion", "distill9", "has no task"), ("maskgit", "tokenizer", "means the ar family's"),
+    ("gan9", "", "family must be one of"),
+])
+def test_train_config_refuses_unknown_tasks_in_one_line(family, task, msg):
+    with pytest.raises(UserInputError, match=msg) as e:
+        TrainConfig(family=family, task=task).validate()
+    assert "\n" not in str(e.value)
