@@ -95,15 +95,15 @@ def evaluate_model(folder: Path, threads: int) -> dict:
     ref = load_folder(EMOJI, 64)
     out = {"model": str(folder)}
     for style in STYLES:
-        ims = gen.generate([f"{p} in {style} style" for p in names], seed=0)
+        ims = gen.generate([f"{p} in {style} style" for p in names], seed=0, style="none")
         r = nearest_neighbour_hits(ims, names, ref)
         out[f"nn_hits_{style}"] = r["hits"]
         out[f"nn_detail_{style}"] = [(x["prompt"], x["rank"]) for x in r["per_prompt"]]
     tmp = folder / "bakeoff_prompts.txt"
     tmp.write_text("".join(f"{p} in twemoji style\n" for p in grid_prompts()[:54]))
-    m = evaluate(gen, "emoji", samples=54, prompts=str(tmp))["metrics"]
+    m = evaluate(gen, "emoji", samples=54, prompts=str(tmp), style="none")["metrics"]
     out.update({k: m.get(k) for k in ("fd", "alignment", "retrieval_R@1", "retrieval_R@5")})
-    s = evaluate(gen, "shapes:1500", samples=128, prompts=str(SHAPES_PROMPTS))["metrics"]["shapes"]
+    s = evaluate(gen, "shapes:1500", samples=128, prompts=str(SHAPES_PROMPTS), style="none")["metrics"]["shapes"]
     out["shapes"] = {k: s[k] for k in ("colour", "shape", "count", "size", "relation", "overall")}
     return out
 

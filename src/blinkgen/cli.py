@@ -28,10 +28,11 @@ def cmd_generate(args) -> None:
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
     gen = load(args.model, device=args.device, dtype=args.dtype)
-    settings = gen.settings(args.steps, args.guidance, args.sampler)
+    extra = {"style": args.style} if args.style is not None else {}
+    settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
     seed = args.seed
     images = gen.generate(args.prompt, n=args.n, seed=seed, steps=settings.steps,
-                          guidance=settings.guidance, sampler=settings.sampler)
+                          guidance=settings.guidance, sampler=settings.sampler, **extra)
     seeds = [seed + i for i in range(args.n)]
     params = gen.png_parameters(args.prompt, seed, settings)
     outdir = Path(args.outdir) if args.outdir else None
@@ -65,6 +66,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--sampler", default=None, help=sampler_help())
+    p.add_argument("--style", default=None, help="diffusion: style phrase appended to the prompt "
+                   "(\"in <style> style\"); default: the model's; 'none' for none")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder")

@@ -210,15 +210,16 @@ class Pipeline:
         return self._sample(list(requests), settings, callback)
 
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, steps=None,
-                 guidance=None, sampler=None, callback: ProgressCallback = None) -> list[Image.Image]:
+                 guidance=None, sampler=None, callback: ProgressCallback = None, **extra) -> list[Image.Image]:
         """n images of one prompt (or one image per prompt in a list), seeds seed, seed+1, ...
-        -> a list of PIL images. Raises UserInputError for any argument out of range."""
+        -> a list of PIL images. `extra`: the family's other settings (e.g. style=...). Raises
+        UserInputError for any argument out of range."""
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
             raise UserInputError(f"n must be between 1 and {MAX_N}, got {n!r}")
         if seed is None:
             seed = 0
-        settings = self.settings(steps, guidance, sampler)
+        settings = self.settings(steps, guidance, sampler, **extra)
         return self.sample(requests(prompts, [seed + i for i in range(len(prompts))]), settings, callback).images
 
     def png_parameters(self, prompt: str, seed: int, settings: Settings) -> dict:

@@ -18,7 +18,7 @@ def cmd_eval(args) -> None:
 
     r = evaluate(args.model, args.data, samples=args.samples, out_dir=args.out, seed=args.seed,
                  steps=args.steps, guidance=args.guidance, sampler=args.sampler, prompts=args.prompts,
-                 evaluator=args.evaluator, nn_reference=args.nn_data)
+                 evaluator=args.evaluator, nn_reference=args.nn_data, style=args.style)
     m = r["metrics"]
     summary = {k: m[k] for k in ("fd", "kid", "precision", "recall", "alignment", "retrieval_R@1") if k in m}
     if "shapes" in m:
@@ -85,6 +85,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default=None, help="prompt file (default: the held-out captions)")
     p.add_argument("--evaluator", default=None, help="contrastive evaluator folder (default: shipped)")
+    p.add_argument("--style", default=None, help="diffusion: style phrase (default: the model's; 'none' for none)")
     p.add_argument("--nn-data", default=None, help="emoji training folder: add the nearest-neighbour "
                    "recognisability check (own emoji among the 5 nearest of all its images, 32px)")
     p.add_argument("--out", required=True, help="folder for metrics.json, report.md, grid.png")

@@ -198,11 +198,12 @@ def versions() -> dict:
 
 def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int = 0, *, steps=None,
              guidance=None, sampler=None, prompts=None, split_seed: int = 0, batch_size: int = 32,
-             evaluator=None, nn_reference=None) -> dict:
+             evaluator=None, nn_reference=None, style=None) -> dict:
     """Generate `samples` images and score them (see the module doc). model: a Pipeline, or an
     embedded name / model folder. nn_reference: a folder dataset (the emoji training folder): adds
     the nearest-neighbour recognisability check (eval/recognise.py) over the prompts that name one
-    of its images, one image per distinct prompt. Returns the dict written to
+    of its images, one image per distinct prompt. style: the diffusion `style` setting (None = the
+    model's default; "none" = no style phrase). Returns the dict written to
     out_dir/metrics.json; everything but `timing` is a deterministic function of the inputs."""
     from ..api import load
     from ..pipeline import Pipeline, requests
@@ -210,7 +211,7 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise UserInputError(f"samples must be an integer >= 2, got {samples!r}")
     gen = model if isinstance(model, Pipeline) else load(str(model))
-    settings = gen.settings(steps, guidance, sampler)
+    settings = gen.settings(steps, guidance, sampler, **({"style": style} if style is not None else {}))
     ev = evaluator if isinstance(evaluator, Evaluator) else load_evaluator(evaluator)
     t0 = time.perf_counter()
     ref = build_reference(data_spec, gen.image_size, prompts, split_seed, ev)

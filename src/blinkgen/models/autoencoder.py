@@ -134,7 +134,7 @@ class ShuffleDecoder(nn.Module):
         return x + self.refine(x)
 
 
-class Autoencoder(nn.Module):
+class AutoencoderKL(nn.Module):
     """Pixels are in [-1, 1]; `encode` returns scaled latents (unit std), `decode` takes them."""
 
     def __init__(self, cfg: AutoencoderConfig):
@@ -192,7 +192,7 @@ def psnr(a_uint8: torch.Tensor, b_uint8: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure_latent_scale(ae: Autoencoder, images_uint8: torch.Tensor, batch: int = 256) -> float:
+def measure_latent_scale(ae: AutoencoderKL, images_uint8: torch.Tensor, batch: int = 256) -> float:
     """1 / std of the unscaled latent means over the data (as SD does with its 0.18215)."""
     old = ae.cfg.latent_scale
     ae.cfg.latent_scale = 1.0

@@ -14,13 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..text.encoder import TextBatch, encode_cached, text_cache_dir
-
-
-def styled(caption: str, style: str) -> str:
-    """'<caption> in <style> style', unless the caption already names that style."""
-    if not style or f"{style} style" in caption:
-        return caption
-    return f"{caption} in {style} style"
+from ..text.style import styled  # noqa: F401  (the tasks import it from here too)
 
 
 class CaptionTable:

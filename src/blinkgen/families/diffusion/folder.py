@@ -18,7 +18,7 @@ import torch
 from ... import __version__
 from ...errors import ModelLoadError
 from ...modelio import load_into, read_config, read_tensors, state_dict_for_save, write_folder_atomic
-from ...models.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig
+from ...models.autoencoder import AE_PRESETS, AutoencoderKL, AutoencoderConfig
 from ...models.denoisers import arch_of, config_dict
 from ...models.denoisers import build as build_denoiser
 from ...models.dit import DIT_PRESETS, DiT, DiTConfig
@@ -55,15 +55,15 @@ def save_diffusion_folder(path, dit: torch.nn.Module, ae: torch.nn.Module, extra
     })
 
 
-def load_autoencoder(folder: str | Path, device="cpu") -> Autoencoder:
-    """An autoencoder folder -> Autoencoder in eval mode (ModelLoadError if it is not one)."""
+def load_autoencoder(folder: str | Path, device="cpu") -> AutoencoderKL:
+    """An autoencoder folder -> AutoencoderKL in eval mode (ModelLoadError if it is not one)."""
     cfg = read_config(folder)
     if cfg.get("family") not in ("autoencoder", None):
         raise ModelLoadError(f"{folder} holds a {cfg.get('family')!r} model, not an autoencoder")
     known = set(AutoencoderConfig.__dataclass_fields__)
     cfg = {k: v for k, v in cfg.items() if k in known}  # ignore provenance keys ("training", ...)
     try:
-        ae = Autoencoder(AutoencoderConfig(**cfg))
+        ae = AutoencoderKL(AutoencoderConfig(**cfg))
     except TypeError as e:
         raise ModelLoadError(f"{folder}/config.json is not an autoencoder config: {e}") from None
     load_into(ae, read_tensors(Path(folder) / "model.safetensors"), str(folder))
@@ -81,8 +81,8 @@ def find_autoencoder(path: str | Path) -> Path:
     return p
 
 
-def load_diffusion_folder(folder: str | Path) -> tuple[torch.nn.Module, Autoencoder, dict]:
-    """A model folder -> (denoiser, Autoencoder, config dict); the denoiser's architecture is
+def load_diffusion_folder(folder: str | Path) -> tuple[torch.nn.Module, AutoencoderKL, dict]:
+    """A model folder -> (denoiser, AutoencoderKL, config dict); the denoiser's architecture is
     config["arch"] ("dit" when absent: folders written before the denoiser registry).
     ModelLoadError if the folder is incomplete or corrupt."""
     folder = Path(folder)
@@ -99,7 +99,7 @@ def tiny(path, seed: int = 0, image_size: int = 32) -> Path:
     """A randomly initialised tiny diffusion model folder (about 0.3M parameters): the real code
     paths, noise-like images."""
     torch.manual_seed(seed)
-    ae = Autoencoder(AE_PRESETS["tiny"])
+    ae = AutoencoderKL(AE_PRESETS["tiny"])
     dit = DiT(DiTConfig(latent_size=image_size // ae.cfg.downsample, **DIT_PRESETS["tiny"]))
     with torch.no_grad():  # zero-init outputs would make every image identical; perturb them
         for p in dit.parameters():

@@ -10,31 +10,37 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ...models.autoencoder import Autoencoder, to_uint8
+from ...models.autoencoder import AutoencoderKL, to_uint8
 from ...models.dit import DiT
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
 from ...sampling.flow import SAMPLERS, flow_schedule
 from ...sampling.guidance import cfg_wrap
+from ...errors import UserInputError
 from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
+from ...text.style import MAX_STYLE_CHARS, NO_STYLE, styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
 
 @dataclass(frozen=True)
 class DiffusionSettings(Settings):
     """steps: ODE solver steps (network evaluations: `sampling.flow.nfe`); guidance: CFG scale,
-    run as one batched pass of [cond; uncond]; sampler: euler | heun | dpmpp2m."""
+    run as one batched pass of [cond; uncond]; sampler: euler | heun | dpmpp2m; style: a style
+    phrase appended to every prompt as "<prompt> in <style> style" (text/style.py) -- the model
+    folder's `defaults.style` when not given, "none" for none; a model that lists `styles` in its
+    config accepts only those."""
 
 
 class DiffusionPipeline(Pipeline):
     family = "diffusion"
     samplers = tuple(SAMPLERS)
     settings_type = DiffusionSettings
+    supports = frozenset({"style"})
 
     # prompt encodings kept: each is 32 x 384 fp32 states (~49 KB), so 512 cap the memo at ~25 MB
     MEMO_MAX = 512
 
-    def __init__(self, dit: DiT, ae: Autoencoder, config: dict, name: str = "diffusion",
+    def __init__(self, dit: DiT, ae: AutoencoderKL, config: dict, name: str = "diffusion",
                  device="cpu", dtype: str = "fp32"):
         self.dit = dit.eval().requires_grad_(False)
         self.ae = ae.eval().requires_grad_(False)
@@ -46,10 +52,29 @@ class DiffusionPipeline(Pipeline):
         self.ae.to(self.device)
         self.image_size = int(config["image_size"])
         d = {**DEFAULT_SETTINGS, **config.get("defaults", {})}
-        self.defaults = DiffusionSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]))
+        self.defaults = DiffusionSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]),
+                                          style=d.get("style") or None)
+        self.styles = tuple(config.get("styles") or ())  # the styles the model was trained on
         self.shift = float(config.get("schedule_shift", 1.0))
         self.text = shared_encoder("cpu")
         self._memo: dict[str, TextBatch] = {}
+
+    def settings(self, steps=None, guidance=None, sampler=None, **extra) -> DiffusionSettings:
+        """As `Pipeline.settings`; style None (or absent) = the model's default style, "none" or
+        "" = no style phrase."""
+        style = extra.get("style")
+        extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
+        return super().settings(steps, guidance, sampler, **extra)
+
+    def _check_settings(self, settings: DiffusionSettings) -> None:
+        st = settings.style
+        if st is None:
+            return
+        if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
+            raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
+        if self.styles and st not in self.styles:
+            raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
+                                 "(or 'none' for no style phrase)")
 
     @classmethod
     def from_folder(cls, folder, device="cpu", dtype="fp32") -> "DiffusionPipeline":
@@ -101,7 +126,7 @@ class DiffusionPipeline(Pipeline):
     @torch.inference_mode()
     def _sample(self, requests: list[Request], settings: DiffusionSettings, callback=None) -> SampleResult:
         t0 = time.perf_counter()
-        cond, uncond = self.encode_prompts([r.prompt for r in requests])
+        cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests])
         t1 = time.perf_counter()
         calls = [0]
 

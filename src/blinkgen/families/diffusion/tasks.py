@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ...data.types import ImageCaptionSet
 from ...errors import ModelLoadError
 from ...modelio import state_dict_for_save, write_folder_atomic
-from ...models.autoencoder import AE_PRESETS, Autoencoder, measure_latent_scale, psnr, to_pixels, to_uint8
+from ...models.autoencoder import AE_PRESETS, AutoencoderKL, measure_latent_scale, psnr, to_pixels, to_uint8
 from ...models.denoisers import PRESETS as DENOISER_PRESETS
 from ...models.denoisers import from_preset as denoiser_from_preset
 from ...pipeline import requests
@@ -21,7 +21,7 @@ from ...sampling.flow import draw_timesteps, interpolate, velocity_target
 from ...train.captions import CaptionTable, encode_captions, styled
 from ...train.config import TrainConfig
 from ...train.task import Task
-from .folder import NULL_PROMPT, find_autoencoder, load_autoencoder, save_diffusion_folder
+from .folder import DEFAULT_SETTINGS, NULL_PROMPT, find_autoencoder, load_autoencoder, save_diffusion_folder
 from .pipeline import DiffusionPipeline
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class AutoencoderTask(Task):
         if cfg.preset not in AE_PRESETS:
             raise ModelLoadError(f"unknown autoencoder preset {cfg.preset!r}; choose from {sorted(AE_PRESETS)}")
         self.cfg, self.device = cfg, device
-        self.model = Autoencoder(AE_PRESETS[cfg.preset])
+        self.model = AutoencoderKL(AE_PRESETS[cfg.preset])
         self.images = train.images.to(device)  # (N, 3, H, W) uint8
         self.val_images = val.images.to(device)
         self.n_train = len(train)
@@ -144,4 +144,8 @@ class DiffusionTask(Task):
         return grid(ims, cols=8)
 
     def export(self, ema, folder: Path, extra: dict) -> Path:
+        styles = self.captions.styles if self.cfg.style_prob > 0 else []
+        if styles:  # trained with style phrases: record them, and ask for one drawing by default
+            default = "twemoji" if "twemoji" in styles else styles[0]
+            extra = {"styles": styles, "defaults": {**DEFAULT_SETTINGS, "style": default}, **extra}
         return save_diffusion_folder(folder, ema, self.ae, extra, dtype=dtype_of(self.cfg.save_dtype))

@@ -1,0 +1,53 @@
+"""The diffusion `style` setting: the model's default style is appended to the prompt exactly as
+training wrote it, "none" turns it off, an unknown style is refused in one line, and the PNG
+records it."""
+import json
+
+import pytest
+
+import blinkgen
+from blinkgen.errors import UserInputError
+from blinkgen.text.style import styled
+from conftest import make_tiny
+
+
+@pytest.fixture(scope="module")
+def styled_model(tmp_path_factory):
+    path = make_tiny("diffusion", tmp_path_factory.mktemp("style") / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["styles"] = ["noto emoji", "twemoji"]
+    cfg["defaults"] = {**cfg["defaults"], "style": "twemoji"}
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def test_default_style_is_the_training_phrase(styled_model):
+    pipe = blinkgen.load(str(styled_model))
+    assert pipe.settings().style == "twemoji"
+    a = pipe.generate("red heart", seed=3, steps=2)[0]
+    b = pipe.generate("red heart in twemoji style", seed=3, steps=2, style="none")[0]
+    assert a.tobytes() == b.tobytes()
+    c = pipe.generate("red heart", seed=3, steps=2, style="none")[0]
+    assert c.tobytes() != a.tobytes()
+    d = pipe.generate("red heart", seed=3, steps=2, style="noto emoji")[0]
+    assert d.tobytes() != a.tobytes()
+
+
+def test_unknown_style_refused_and_recorded(styled_model, tmp_path):
+    pipe = blinkgen.load(str(styled_model))
+    with pytest.raises(UserInputError, match="unknown style 'pixel art'.*twemoji"):
+        pipe.settings(style="pixel art")
+    assert "style" not in pipe.settings(style="none").to_dict()
+    assert pipe.png_parameters("x", 0, pipe.settings())["style"] == "twemoji"
+
+
+def test_models_without_styles_take_any_phrase(tmp_path):
+    pipe = blinkgen.load(str(make_tiny("diffusion", tmp_path / "plain")))
+    assert pipe.settings().style is None
+    assert pipe.settings(style="pixel art").style == "pixel art"
+
+
+@pytest.mark.parametrize("caption,style,want", [("x", None, "x"), ("x", "", "x"), ("x", "a", "x in a style"),
+                                                ("x in a style", "a", "x in a style")])
+def test_styled(caption, style, want):
+    assert styled(caption, style) == want
