@@ -28,7 +28,7 @@ def cmd_generate(args) -> None:
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
     gen = load(args.model, device=args.device, dtype=args.dtype)
-    extra = {"style": args.style} if args.style is not None else {}
+    extra = {k: v for k, v in (("style", args.style), ("guidance_interval", args.guidance_interval)) if v is not None}
     settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
     seed = args.seed
     images = gen.generate(args.prompt, n=args.n, seed=seed, steps=settings.steps,
@@ -68,6 +68,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--sampler", default=None, help=sampler_help())
     p.add_argument("--style", default=None, help="diffusion: style phrase appended to the prompt "
                    "(\"in <style> style\"); default: the model's; 'none' for none")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="diffusion: guide only for noise levels t in [LO, HI] (default: the model's)")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder")

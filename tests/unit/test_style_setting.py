@@ -51,3 +51,17 @@ def test_models_without_styles_take_any_phrase(tmp_path):
                                                 ("x in a style", "a", "x in a style")])
 def test_styled(caption, style, want):
     assert styled(caption, style) == want
+
+
+def test_guidance_interval(styled_model):
+    pipe = blinkgen.load(str(styled_model))
+    s = pipe.settings(guidance_interval="0.2,0.8")
+    assert s.guidance_interval == (0.2, 0.8) and s.to_dict()["guidance_interval"] == (0.2, 0.8)
+    assert pipe.settings(guidance_interval=(0, 1)).guidance_interval is None  # the whole path = plain CFG
+    full = pipe.sample([blinkgen.Request("red heart", 1)], pipe.settings(steps=4, guidance=3.0))
+    part = pipe.sample([blinkgen.Request("red heart", 1)], pipe.settings(steps=4, guidance=3.0, guidance_interval="0.3,0.8"))
+    none = pipe.sample([blinkgen.Request("red heart", 1)], pipe.settings(steps=4, guidance=1.0))
+    assert part.images[0].tobytes() not in (full.images[0].tobytes(), none.images[0].tobytes())
+    for bad in ("0.8,0.2", "x", (0.1, 1.5)):
+        with pytest.raises(UserInputError, match="guidance_interval"):
+            pipe.settings(guidance_interval=bad)

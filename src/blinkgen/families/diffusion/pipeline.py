@@ -28,7 +28,10 @@ class DiffusionSettings(Settings):
     run as one batched pass of [cond; uncond]; sampler: euler | heun | dpmpp2m; style: a style
     phrase appended to every prompt as "<prompt> in <style> style" (text/style.py) -- the model
     folder's `defaults.style` when not given, "none" for none; a model that lists `styles` in its
-    config accepts only those."""
+    config accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
+    lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always."""
+
+    guidance_interval: tuple[float, float] | None = None
 
 
 class DiffusionPipeline(Pipeline):
@@ -53,7 +56,8 @@ class DiffusionPipeline(Pipeline):
         self.image_size = int(config["image_size"])
         d = {**DEFAULT_SETTINGS, **config.get("defaults", {})}
         self.defaults = DiffusionSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]),
-                                          style=d.get("style") or None)
+                                          style=d.get("style") or None,
+                                          guidance_interval=_interval(d.get("guidance_interval")))
         self.styles = tuple(config.get("styles") or ())  # the styles the model was trained on
         self.shift = float(config.get("schedule_shift", 1.0))
         self.text = shared_encoder("cpu")
@@ -64,6 +68,8 @@ class DiffusionPipeline(Pipeline):
         "" = no style phrase."""
         style = extra.get("style")
         extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
+        gi = extra.get("guidance_interval")
+        extra["guidance_interval"] = self.defaults.guidance_interval if gi is None else _interval(gi)
         return super().settings(steps, guidance, sampler, **extra)
 
     def _check_settings(self, settings: DiffusionSettings) -> None:
@@ -134,7 +140,7 @@ class DiffusionPipeline(Pipeline):
             calls[0] += 1
             return self.net(*args)
 
-        model_fn = cfg_wrap(net, cond, uncond, settings.guidance)
+        model_fn = cfg_wrap(net, cond, uncond, settings.guidance, settings.guidance_interval)
         ts = flow_schedule(settings.steps, self.shift)
         cb = None
         if callback is not None:
@@ -155,3 +161,17 @@ class DiffusionPipeline(Pipeline):
         lo = z.amin(dim=(1, 2, 3), keepdim=True)
         hi = z.amax(dim=(1, 2, 3), keepdim=True)
         return ((z - lo) / (hi - lo + 1e-6)).cpu()
+
+
+def _interval(v) -> tuple[float, float] | None:
+    """(lo, hi) from a pair or "lo,hi"; (0, 1) and None mean "guide at every step" -> None.
+    UserInputError unless 0 <= lo <= hi <= 1."""
+    if v is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in (v.split(",") if isinstance(v, str) else v))
+    except (TypeError, ValueError):
+        raise UserInputError(f"guidance_interval must be two numbers lo,hi in [0, 1], got {v!r}") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise UserInputError(f"guidance_interval must satisfy 0 <= lo <= hi <= 1, got {v!r}")
+    return None if (lo, hi) == (0.0, 1.0) else (lo, hi)
