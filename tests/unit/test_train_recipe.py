@@ -138,3 +138,25 @@ def test_cpu_limit_stops_exports_and_resume_continues(tmp_path, tiny_model_dir):
     run_cli(*args, "--cpu-limit", 2.0, "--resume")
     st2 = json.loads((out / "train_stats.json").read_text())
     assert st2["final_step"] > st["final_step"] and st2["cpu_seconds_total"] >= 2.0
+
+
+def test_extra_emas_export_and_resume_exactly(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+    from conftest import run_cli
+
+    def args(out, steps):
+        return ["train", "--family", "diffusion", "--data", "shapes:24", "--size", "32", "--preset", "tiny",
+                "--autoencoder", tiny_model_dir / "autoencoder", "--out", out, "--steps", steps, "--batch-size", 4,
+                "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 3, "--warmup", 0, "--min-lr-ratio", 1.0,
+                "--ema-decay", 0.1, "--ema-extra", "0.9,0.99"]  # 0.1 < the warm-up decay
+    straight, cut = tmp_path / "a", tmp_path / "b"
+    run_cli(*args(straight, 6))
+    run_cli(*args(cut, 3))
+    run_cli(*args(cut, 6), "--resume")  # constant LR: stopping at 3 and resuming is the same run
+    for name in ("model", "model-ema0.9", "model-ema0.99"):
+        a = load_file(str(straight / name / "model.safetensors"))
+        b = load_file(str(cut / name / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    main = load_file(str(straight / "model" / "model.safetensors"))
+    long = load_file(str(straight / "model-ema0.99" / "model.safetensors"))
+    assert any(not torch.equal(main[k], long[k]) for k in main)  # a different average

@@ -56,8 +56,10 @@ def _named(optimizers) -> dict[str, torch.optim.Optimizer]:
     return dict(optimizers) if isinstance(optimizers, dict) else {DEFAULT_OPTIMIZER: optimizers}
 
 
-def save_checkpoint(run: Path, step: int, model, ema_model, optimizers, state: dict, keep: int = 2) -> Path:
-    """optimizers: {name: optimizer} (or one optimizer, named "model"). Keeps the `keep` newest."""
+def save_checkpoint(run: Path, step: int, model, ema_model, optimizers, state: dict, keep: int = 2,
+                    extra_emas: dict | None = None) -> Path:
+    """optimizers: {name: optimizer} (or one optimizer, named "model"); extra_emas: {decay string:
+    module}, EMAs of other lengths (ema.<decay>.safetensors). Keeps the `keep` newest."""
     ckdir = Path(run) / "checkpoints"
     name = f"step-{step:08d}"
     files: dict = {"model.safetensors": state_dict_for_save(model)}
@@ -69,6 +71,8 @@ def save_checkpoint(run: Path, step: int, model, ema_model, optimizers, state: d
     files["state.json"] = {**state, "step": step, "optimizers": metas}
     if ema_model is not None:
         files["ema.safetensors"] = state_dict_for_save(ema_model)
+    for k, m in (extra_emas or {}).items():
+        files[f"ema.{k}.safetensors"] = state_dict_for_save(m)
     path = write_folder_atomic(ckdir / name, files)
     tmp = ckdir / f".{LATEST}.tmp"
     tmp.write_text(name + "\n")
@@ -89,9 +93,11 @@ def latest_checkpoint(run: Path) -> Path | None:
     return p
 
 
-def load_checkpoint(path: Path, model, ema_model, optimizers) -> dict:
+def load_checkpoint(path: Path, model, ema_model, optimizers, extra_emas: dict | None = None) -> dict:
     """Restore model, EMA and every named optimizer from a checkpoint folder; returns state.json.
-    ModelLoadError if the checkpoint's optimizer names are not the task's."""
+    extra_emas {decay string: module}: restored where the checkpoint has them, else started from
+    the restored main EMA (an EMA added to a running run). ModelLoadError if the checkpoint's
+    optimizer names are not the task's."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
     opts = _named(optimizers)
@@ -108,6 +114,11 @@ def load_checkpoint(path: Path, model, ema_model, optimizers) -> dict:
     model.load_state_dict(read_tensors(path / "model.safetensors"))
     if ema_model is not None and (path / "ema.safetensors").is_file():
         ema_model.load_state_dict(read_tensors(path / "ema.safetensors"))
+    for k, m in (extra_emas or {}).items():
+        f = path / f"ema.{k}.safetensors"
+        src = f if f.is_file() else path / "ema.safetensors"
+        if src.is_file():
+            m.load_state_dict(read_tensors(src))
     for n, opt in opts.items():
         load_optimizer(opt, read_tensors(files[n]) if files[n].is_file() else {}, metas[n])
     return state

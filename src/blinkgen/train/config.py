@@ -25,6 +25,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    ema_extra: str = ""              # more EMA lengths kept beside ema_decay, e.g. "0.9995,0.9999" -> model-ema<d>/
     caption_dropout: float = 0.1     # probability of training on the null prompt (enables CFG)
     # "auto" = bf16 autocast where the hardware has bf16 matmuls (CUDA; CPUs with AVX512-BF16 or
     # AMX), else "no". Measured on this project's 2-core AVX512-BF16 CPU: bf16 trains the DiT-S
@@ -75,6 +76,11 @@ class TrainConfig:
                 raise UserInputError(str(e)) from None
             need(all(x >= 0 for x in w) and sum(w) > 0, f"mix weights must be >= 0 with a positive sum, got {self.mix!r}")
         need(self.cpu_limit >= 0 and self.threads >= 0, "cpu_limit and threads must be >= 0")
+        try:
+            decays = self.extra_ema_decays()
+        except ValueError:
+            decays = [-1.0]
+        need(all(0 < d < 1 for d in decays), f"ema_extra must be decays in (0, 1) separated by commas, got {self.ema_extra!r}")
         need(0 <= self.style_prob <= 1, f"style_prob must be in [0, 1], got {self.style_prob}")
         need(self.augment in ("none", "mirror"), f"augment must be none or mirror, got {self.augment!r}")
         need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")
@@ -89,6 +95,9 @@ class TrainConfig:
         from ..families import training_target
 
         return training_target(self.family, self.task or None)
+
+    def extra_ema_decays(self) -> list[float]:
+        return [float(x) for x in self.ema_extra.split(",") if x.strip()]
 
     def to_dict(self) -> dict:
         return asdict(self)

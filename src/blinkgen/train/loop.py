@@ -105,6 +105,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     model = task.model.to(acc.device)
     _frozen_teacher(task, model, acc.device)  # the task's losses read task.teacher
     ema = EMA(model, cfg.ema_decay)
+    extra_emas = {f"{d:g}": EMA(model, d) for d in cfg.extra_ema_decays()}  # EMA length, chosen after training
     opts = task.optimizers(model, cfg, acc.device)
     loss_fns = task.losses()
     if list(opts) != list(loss_fns):
@@ -115,7 +116,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     if ck is not None and not resume:
         raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
     if ck is not None:
-        st = load_checkpoint(ck, model, ema.model, opts)
+        st = load_checkpoint(ck, model, ema.model, opts, {k: e.model for k, e in extra_emas.items()})
         start, best, bad_evals = st["step"], st.get("best", math.inf), st.get("bad_evals", 0)
         cpu_before = st.get("cpu_seconds", 0.0)  # training CPU time of the earlier sessions
         if main:
@@ -167,6 +168,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                 model.zero_grad(set_to_none=True)  # the next phase starts from clean gradients
                 terms[name] = (loss, logs)
             ema.update(unwrap(model), step)
+            for e in extra_emas.values():
+                e.update(unwrap(model), step)
             step += 1
             seen += B
             if main and cfg.log_every and step % cfg.log_every == 0:
@@ -220,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                     save_checkpoint(run, step, unwrap(model), ema.model, opts,
                                     {"best": best, "bad_evals": bad_evals, "config": cfg.to_dict(),
                                      "cpu_seconds": cpu_used()},
-                                    keep=cfg.keep_checkpoints)
+                                    keep=cfg.keep_checkpoints, extra_emas={k: e.model for k, e in extra_emas.items()})
                 acc.wait_for_everyone()
             if stop_now:
                 break
@@ -242,6 +245,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         extra["training"]["seconds"] = round(stats["seconds"], 1)
         extra["training"]["device"] = stats["device"]
         task.export(ema.model, out, extra)
+        for k, e in extra_emas.items():  # the same run's other EMA lengths, for choosing after training
+            task.export(e.model, run / f"model-ema{k}", {**extra, "ema_decay": float(k)})
         writer.close()
     acc.wait_for_everyone()
     if flag.stop:
