@@ -1,7 +1,7 @@
 """Issue 10, fault 5 and its kind: a file blinkgen writes where the user told it to is never
 replaced silently. Generated images get distinct names per (prompt, seed, settings); every
-user-named output (generate -o/--outdir/--grid, eval --out, bench --out, data shapes/emoji
---out) refuses an existing file unless --overwrite -- before any work."""
+user-named output (generate -o/--outdir/--grid, eval --out, bench --out; the data builders in
+tests/unit/test_data_outputs.py) refuses an existing file unless --overwrite -- before any work."""
 import json
 
 import pytest
@@ -116,25 +116,3 @@ def test_bench_out_refuses_before_the_benchmark(tmp_path, name, args, capsys):
         load_bench(name).main([*args, "--out", str(out)])
     assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
     assert json.loads(out.read_text()) == {"mine": 1}
-
-
-def test_data_builders_refuse_to_replace(tmp_path):
-    out = tmp_path / "d"
-    out.mkdir()
-    (out / "shapes-00001.png").write_bytes(b"mine")  # not a dataset yet, but a file it would write
-    r = run_cli("data", "shapes", "--out", out, "-n", 3, check=False)
-    assert r.returncode == 2 and "shapes-00001.png" in r.stderr and "--overwrite" in r.stderr
-    assert (out / "shapes-00001.png").read_bytes() == b"mine"
-    run_cli("data", "shapes", "--out", out, "-n", 3, "--overwrite")
-    assert len((out / "metadata.jsonl").read_text().splitlines()) == 3
-
-
-def test_emoji_build_with_other_styles_is_not_replaced_silently(tmp_path):
-    from blinkgen.data.emoji import BUILD_INFO, build_emoji
-
-    out = tmp_path / "emoji"
-    out.mkdir()
-    (out / BUILD_INFO).write_text(json.dumps({"requested": ["twitter"], "packages": {}}))
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        build_emoji(out, styles="google", cache_dir=tmp_path / "cache", overwrite=False)
-    assert (out / BUILD_INFO).exists()

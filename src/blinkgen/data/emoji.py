@@ -277,6 +277,14 @@ def _reusable(out: Path, want: dict) -> bool:
     return not info.get("missing") or shutil.which("npm") is None
 
 
+def _requested(out: Path) -> list | None:
+    """The styles an earlier build in `out` was asked for (None: no readable build there)."""
+    try:
+        return json.loads((out / BUILD_INFO).read_text(encoding="utf-8")).get("requested")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
                 cache_dir: str | os.PathLike | None = None, *,
                 packages: dict[str, NpmPackage] | None = None, overwrite: bool = True) -> Path:
@@ -284,9 +292,10 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
 
     `packages` overrides the pinned releases (another version, a mirror's tarball placed in
     `cache_dir`). The build goes to a temporary sibling folder and is renamed into place, so an
-    interrupted build never looks finished. An earlier build with other styles or packages is
-    replaced only with overwrite=True (the default, for the dataset cache; `blinkgen data emoji`
-    passes its --overwrite flag)."""
+    interrupted build never looks finished. An earlier build of the same styles with older
+    packages or format is rebuilt in place (a refresh); one of other styles is replaced only with
+    overwrite=True (the default, for the dataset cache; `blinkgen data emoji` passes its
+    --overwrite flag)."""
     styles = parse_styles(styles)
     packages = {**PACKAGES, **(packages or {})}
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -297,9 +306,9 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
         return out
     if out.exists() and not (out.is_dir() and ((out / BUILD_INFO).exists() or not any(out.iterdir()))):
         raise DataError(f"{out} exists and is not an emoji dataset built by blinkgen; choose another --out")
-    if not overwrite and (out / BUILD_INFO).exists():
-        raise OutputExistsError(f"{out} holds an emoji build with other styles or packages; pass --overwrite "
-                                "to replace it, or choose another --out")
+    if not overwrite and _requested(out) not in (None, want["requested"]):  # an older build of the same
+        raise OutputExistsError(f"{out} holds an emoji build of other styles ({', '.join(_requested(out))}); "
+                                "pass --overwrite to replace it, or choose another --out")  # styles is refreshed
     have_npm, font = shutil.which("npm") is not None, None
     sources, missing = {}, []
     for s in styles:
