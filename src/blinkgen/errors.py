@@ -16,3 +16,21 @@ class ModelLoadError(BlinkgenError):
 
 class DataError(BlinkgenError):
     """A dataset has nothing usable, or cannot be read at all."""
+
+
+class InputFileError(BlinkgenError, ValueError):
+    """A file (or upload) the user gave cannot be read as what it should be: text that is not
+    UTF-8/UTF-16, an image that is unreadable, truncated, too large or a decompression bomb."""
+
+
+class ImageReadError(InputFileError):
+    """An image cannot be used. `reason` is a short stable string (the dataset loader's skip
+    reason, e.g. "too large (> 8192 px)"); the message says which file and why."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class OutputExistsError(UserInputError):
+    """An output file already exists and the command was not told to replace it (--overwrite)."""

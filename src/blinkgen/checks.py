@@ -1,0 +1,56 @@
+"""Validation of the numbers the public API takes, in one place, so every argument accepts the
+same things and every error reads the same way.
+
+An integer argument accepts anything integral -- `int`, `numpy.int64`, a 0-d integer tensor,
+any object with `__index__` (`operator.index`, PEP 357) -- and refuses `bool` (True is not a
+count) and floats, even 5.0 (a float step count is almost always a bug upstream). A number
+argument accepts any real number (`numbers.Real`: int, float, numpy floats) except bool, NaN
+and infinities. Errors are UserInputError naming the argument and its range.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+
+from .errors import UserInputError
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f" between {lo} and {hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def as_int(value, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """`value` as a Python int in [lo, hi] (either bound optional); UserInputError otherwise."""
+    want = f"{name} must be an integer{_range_text(lo, hi)}"
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_ has no __index__ either
+        raise UserInputError(f"{want}, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise UserInputError(f"{want}, got {value!r}") from None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise UserInputError(f"{name} must be{_range_text(lo, hi)}, got {v}")
+    return v
+
+
+def as_float(value, name: str, lo: float | None = None, hi: float | None = None) -> float:
+    """`value` as a finite Python float in [lo, hi] (either bound optional); UserInputError
+    otherwise. 0-d tensors and numpy scalars are accepted through `numbers.Real` or `.item()`."""
+    want = f"{name} must be a number{_range_text(lo, hi)}"
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy / torch 0-d
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserInputError(f"{want}, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise UserInputError(f"{want}, got {v}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise UserInputError(f"{name} must be{_range_text(lo, hi)}, got {v}")
+    return v

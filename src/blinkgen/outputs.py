@@ -1,0 +1,87 @@
+"""Files blinkgen writes where the user told it to: names that do not collide, and no silent
+overwrite.
+
+Two rules, used by every command that writes a user-named output (generate, eval, bench, the
+data builders):
+1. A generated image's default name says what made it: `{slug}-{seed}-{tag}.png`, where the slug
+   is the prompt's ASCII words (a prompt with none, such as "红色的心" or "🍎", gets "image") and
+   the tag is a short hash of the full prompt and settings (model, steps, guidance, sampler). So
+   distinct (prompt, seed, settings) get distinct names, and the same ones the same name.
+2. An existing file is never replaced silently: the command checks all its targets before it
+   starts (a refusal costs nothing) and refuses with OutputExistsError naming `--overwrite`;
+   the write itself is exclusive (a file that appears meanwhile is not clobbered either) and
+   goes through a temp file (a crash never leaves half an image).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+from .errors import OutputExistsError
+
+SLUG_CHARS = 40
+TAG_HEX = 8  # 32 bits: a collision needs ~65k settings for one (prompt, seed) at even odds
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def slug(text: str) -> str:
+    """The ASCII letters and digits of `text`, lower case, runs of anything else as "-", at most
+    SLUG_CHARS; "image" when nothing is left (non-Latin scripts, emoji)."""
+    return _NOT_SLUG.sub("-", text.lower()).strip("-")[:SLUG_CHARS].strip("-") or "image"
+
+
+def settings_tag(parameters: dict) -> str:
+    """A short stable hash of everything that makes an image other than its seed."""
+    rest = {k: v for k, v in parameters.items() if k not in ("seed", "seeds")}
+    blob = json.dumps(rest, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:TAG_HEX]
+
+
+def image_name(parameters: dict, seed: int, kind: str = "") -> str:
+    """`{slug}-{seed}-{tag}{-kind}.png` for an image made with `parameters` (which hold the prompt)."""
+    return f"{slug(str(parameters.get('prompt', '')))}-{seed}-{settings_tag(parameters)}" + (f"-{kind}" if kind else "") + ".png"
+
+
+def check_new(paths, overwrite: bool = False, flag: str = "--overwrite") -> None:
+    """Refuse, before any work, when one of `paths` exists and overwrite is False."""
+    if overwrite:
+        return
+    for p in map(Path, paths):
+        if p.exists() or p.is_symlink():
+            raise OutputExistsError(f"{p} already exists; pass {flag} to replace it, or choose another output")
+
+
+def write_bytes(path, data: bytes, overwrite: bool = False, flag: str = "--overwrite") -> Path:
+    """Write `data` to `path` through a temp file, so a crash never leaves half a file. Without
+    overwrite the file must not exist (a hard link creates it atomically or fails); with it, the
+    old file is replaced atomically (rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if overwrite:
+            os.replace(tmp, path)
+            return path
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise OutputExistsError(f"{path} already exists; pass {flag} to replace it, or choose another output") from None
+        except OSError:  # no hard links on this file system (FAT, some shares): exclusive create
+            try:
+                with open(path, "xb") as f:
+                    f.write(data)
+            except FileExistsError:
+                raise OutputExistsError(f"{path} already exists; pass {flag} to replace it, or choose another output") from None
+        return path
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text: str, overwrite: bool = False, flag: str = "--overwrite") -> Path:
+    """write_bytes of UTF-8 text."""
+    return write_bytes(path, text.encode("utf-8"), overwrite, flag)

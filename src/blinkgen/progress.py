@@ -1,0 +1,66 @@
+"""The one progress bar every long job uses (data builders, dataset loading, training, eval).
+
+On a terminal it is an ordinary tqdm bar. When stderr is not a terminal (`> log 2>&1`, nohup,
+CI, a service's journal) a redrawn bar would write thousands of carriage-return updates into the
+file, so the bar becomes plain log lines instead: one line at most every `LOG_INTERVAL_S` seconds
+(`$BLINKGEN_PROGRESS_INTERVAL` overrides it), plus one when it finishes. `TQDM_DISABLE=1` still
+turns every bar off.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from tqdm import tqdm
+
+LOG_INTERVAL_S = 30.0
+ENV_INTERVAL = "BLINKGEN_PROGRESS_INTERVAL"
+
+
+class _LineWriter:
+    """A file for tqdm that turns its carriage-return redraws into whole lines."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, s: str) -> None:
+        line = s.replace("\r", "").replace("\x1b[A", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get(ENV_INTERVAL, LOG_INTERVAL_S)))
+    except ValueError:
+        return LOG_INTERVAL_S
+
+
+def _env_disabled() -> bool:
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def is_terminal(stream=None) -> bool:
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def bar(iterable=None, *, desc: str = "", total: int | None = None, unit: str = "it",
+        initial: int = 0, leave: bool = True, enabled: bool = True, stream=None) -> tqdm:
+    """A tqdm bar over `iterable` (or a manual one with `total`): live on a terminal, periodic
+    log lines elsewhere (see the module doc). enabled=False gives a silent bar with the same API
+    (`update`, `set_postfix`, `write`, `close`)."""
+    stream = sys.stderr if stream is None else stream
+    kw = dict(iterable=iterable, desc=desc, total=total, unit=unit, initial=initial,
+              disable=not enabled or _env_disabled())
+    if is_terminal(stream):
+        return tqdm(**kw, leave=leave, file=stream, dynamic_ncols=True)
+    # Not a terminal: the width is fixed, updates rare; `leave` keeps the final line in the log.
+    return tqdm(**kw, leave=True, file=_LineWriter(stream), mininterval=_interval(), maxinterval=float("inf"),
+                miniters=1, ncols=100, ascii=True)
