@@ -53,6 +53,7 @@ from blinkgen.models.llama import KVCache, Llama, llama_config
 from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, decode, decode_no_cache, decode_one_token,
                                   draw_uniforms)
 from blinkgen.sampling.speculative import speculative_decode_batch
+from blinkgen.outputs import check_new, write_text
 from blinkgen.speed.fused_llama import fused_view
 from blinkgen.speed.int8 import int8_view
 
@@ -374,7 +375,10 @@ def main(argv=None) -> int:
                     help="let inductor reuse its on-disk cache (default: a fresh one, so compile times are cold)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ar_decode.json"))
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
+    if args.out:  # refused before the benchmark runs, not after
+        check_new([args.out], args.overwrite)
     torch.set_num_threads(args.threads)
     if not args.warm_compile_cache:  # honest compile times: nothing from earlier runs
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tmp = tempfile.mkdtemp(prefix="bench-ar-inductor-")
@@ -414,7 +418,7 @@ def main(argv=None) -> int:
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(out, json.dumps(result, indent=2) + "\n", args.overwrite)
     print(f"{out} ({result['wall_s']} s)")
     return 0
 

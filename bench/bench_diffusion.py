@@ -39,6 +39,7 @@ from blinkgen.api import load
 from blinkgen.pipeline import requests
 from blinkgen.eval.evaluate import blas_threads, build_reference, run_prompts, score_images, versions
 from blinkgen.sampling.flow import nfe as sampler_nfe
+from blinkgen.outputs import check_new, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS = [f"{s}:{k}" for s in ("euler", "heun", "dpmpp2m") for k in (4, 8, 20, 50)]
@@ -223,7 +224,10 @@ def main(argv=None, prog: str | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--evaluator", default=None, help="contrastive evaluator folder (default: shipped)")
     ap.add_argument("--matmul-n", type=int, default=MATMUL_N, help="side of the square matmul that sets the peak")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
+    if args.out:  # refused before the benchmark runs, not after
+        check_new([args.out], args.overwrite)
     if args.render:
         print(render(json.loads(Path(args.render).read_text())), end="")
         return {}
@@ -279,7 +283,7 @@ def main(argv=None, prog: str | None = None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_text(out, json.dumps(result, indent=2), args.overwrite)
     for r in result["ratios"]:
         print(f"{r['ours']:>12} vs {r['peer']:<22} speed-up b1 {r['speedup_batch1']:.2f}x  "
               f"b{args.batch} {r[f'speedup_batch{args.batch}']:.2f}x  FD {r['fd_ours']:.4g} vs {r['fd_peer']:.4g}")

@@ -50,6 +50,8 @@ import torch
 from blinkgen.api import load
 from blinkgen.pipeline import requests
 from blinkgen.eval.evaluate import build_reference, run_prompts, score_images, versions
+from blinkgen.outputs import check_new, write_text
+from blinkgen.textio import read_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE_SEED_OFFSET = 10_000  # far from the run's seeds 0..samples-1: an independent draw of images
@@ -264,7 +266,10 @@ def main(argv=None) -> dict:
                     help="shapes-grammar prompt file for compositional accuracy ('' to skip)")
     ap.add_argument("--out", help="results JSON (required unless --render)")
     ap.add_argument("--render", default=None, help="print a results JSON as Markdown and exit")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
+    if args.out:  # refused before the benchmark runs, not after
+        check_new([args.out], args.overwrite)
     if args.render:
         print(render(json.loads(Path(args.render).read_text())), end="")
         return {}
@@ -288,7 +293,7 @@ def main(argv=None) -> dict:
         gens["masked"] = load(args.masked)
     refs: dict[int, object] = {}  # one reference per image size (the same prompts at any size)
     rows, prompts, seeds = [], None, None
-    shapes_prompts = ([ln.strip() for ln in Path(args.shapes_prompts).read_text().splitlines() if ln.strip()]
+    shapes_prompts = (read_lines(args.shapes_prompts, "--shapes-prompts file")
                       if args.shapes_prompts else [])
 
     def with_shapes(row: dict, gen, settings) -> dict:
@@ -362,7 +367,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_text(out, json.dumps(result, indent=2), args.overwrite)
     print(render(result), end="")
     print(f"wrote {out} in {result['wall_s']:.0f} s")
     return result

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
+from blinkgen.outputs import check_new, write_text
 
 from blinkgen.pipeline import requests
 
@@ -223,7 +224,10 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=16, help="batching-on setting and model-only batch")
     ap.add_argument("--window-ms", type=float, default=0.0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_load.json"))
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args()
+    if args.out:  # refused before the benchmark runs, not after
+        check_new([args.out], args.overwrite)
 
     model = args.model or tiny_model_folder()
     body = {"prompt": "a red circle above a blue square", "n": 1, "steps": args.steps,
@@ -258,7 +262,7 @@ def main() -> int:
               f"x{r['gain_ceiling']:.2f}: {100 * r['fraction_of_gain']:.0f}% of the gain", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out, json.dumps(results, indent=2) + "\n", args.overwrite)
     print(f"wrote {out}")
     return 0
 

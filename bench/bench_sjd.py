@@ -29,6 +29,7 @@ import torch
 
 from blinkgen.api import load
 from blinkgen.eval.evaluate import build_reference, run_prompts
+from blinkgen.outputs import check_new, write_text
 from blinkgen.speed.fused_llama import fused_view
 
 
@@ -76,7 +77,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--evaluator", default=None)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
+    if args.out:  # refused before the benchmark runs, not after
+        check_new([args.out], args.overwrite)
     torch.set_num_threads(args.threads)
     from blinkgen.eval.contrastive import load_evaluator
 
@@ -134,7 +138,7 @@ def main(argv=None) -> dict:
               "wall_s": time.perf_counter() - t0}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_text(out, json.dumps(result, indent=2), args.overwrite)
     print(render(result), end="")
     return result
 

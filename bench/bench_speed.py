@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 import blinkgen
+from blinkgen.outputs import check_new, write_text
 from blinkgen.pipeline import Request, requests
+from blinkgen.textio import read_lines
 
 
 def main():
@@ -29,10 +31,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=7, help="batch-1 calls per setting")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     a = ap.parse_args()
+    if a.out:  # refused before the benchmark runs, not after
+        check_new([a.out], a.overwrite)
     torch.set_num_threads(a.threads)
     gen = blinkgen.load(a.model)
-    prompts = [l.strip() for l in Path("bench/prompts/default_grid.txt").read_text().splitlines() if l.strip()]
+    prompts = read_lines("bench/prompts/default_grid.txt", "prompts file")
     gen.sample(requests(prompts, list(range(len(prompts)))), gen.settings(steps=1))  # encode every prompt once
     rows = []
     for steps in map(int, a.steps.split(",")):
@@ -58,7 +63,7 @@ def main():
            "cores": os.cpu_count(), "load_avg_1m_at_end": os.getloadavg()[0], "rows": rows,
            "command": f"python bench/bench_speed.py --model {a.model} --threads {a.threads} --out {a.out}"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
+    write_text(Path(a.out), json.dumps(out, indent=1), a.overwrite)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from blinkgen.eval import metrics as M
 from blinkgen.eval.contrastive import held_out_split, load_evaluator
 from blinkgen.eval.evaluate import blas_threads, versions
 from blinkgen.models.autoencoder import psnr, to_pixels, to_uint8
+from blinkgen.outputs import check_new, write_text
 
 
 def _batched(fn, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
@@ -69,7 +70,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--evaluator", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
+    if args.out:  # refused before the benchmark runs, not after
+        check_new([args.out], args.overwrite)
     torch.set_num_threads(args.threads)
     from blinkgen.families.ar.folder import find_tokenizer, load_tokenizer
     from blinkgen.data.registry import load_dataset
@@ -112,7 +116,7 @@ def main(argv=None) -> dict:
               "versions": versions(), "rows": rows, "wall_s": time.perf_counter() - t0}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_text(out, json.dumps(result, indent=2), args.overwrite)
     print(render(result), end="")
     return result
 

@@ -60,6 +60,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import ROOT, start_server, stop_server, tiny_model_folder  # noqa: E402
+from blinkgen.outputs import check_new, write_text
 
 KEYS = ("sk-soak-alpha-0123456789", "sk-soak-bravo-9876543210")
 MIX = {"gen_b64": 30, "gen_url": 20, "job_sse": 25, "job_cancel": 15, "malformed": 10}  # weights
@@ -292,7 +293,10 @@ def main() -> int:
     ap.add_argument("--max-slope-mb-per-min", type=float, default=1.0, help="'bounded' below this")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_soak.json"))
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args()
+    if args.out:  # refused before the benchmark runs, not after
+        check_new([args.out], args.overwrite)
 
     model = args.model or tiny_model_folder("soak-serve-")
     prompts = [f"soak prompt {i}: a red circle above a blue square" for i in range(args.prompts)]
@@ -328,7 +332,7 @@ def main() -> int:
         result["memory"]["verdict"] = "crashed"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(out, json.dumps(result, indent=2) + "\n", args.overwrite)
     m = result["memory"]
     print(f"{done} requests ({rate:.2f}/s), 5xx {sum(tally.server_errors.values())}, unexpected 4xx "
           f"{sum(tally.unexpected.values())}, transport {sum(tally.transport.values())}; RSS second half: slope "

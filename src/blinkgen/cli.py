@@ -7,21 +7,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import re
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import BlinkgenError, UserInputError
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "image"
+from .textio import read_lines
 
 
 def cmd_generate(args) -> None:
     from .api import load
+    from .outputs import check_new, image_name
     from .pngmeta import grid, save_png
+    from .seeds import seed_run
 
     if args.output and args.outdir:
         raise UserInputError("use either -o/--output or --outdir, not both")
@@ -30,29 +28,30 @@ def cmd_generate(args) -> None:
     gen = load(args.model, device=args.device, dtype=args.dtype)
     extra = {k: v for k, v in (("style", args.style), ("guidance_interval", args.guidance_interval)) if v is not None}
     settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
-    seed = args.seed
-    images = gen.generate(args.prompt, n=args.n, seed=seed, steps=settings.steps,
-                          guidance=settings.guidance, sampler=settings.sampler, **extra)
-    seeds = [seed + i for i in range(args.n)]
-    params = gen.png_parameters(args.prompt, seed, settings)
-    outdir = Path(args.outdir) if args.outdir else None
-    if outdir:
-        outdir.mkdir(parents=True, exist_ok=True)
-    written = []
-    if args.grid and args.n > 1:
-        path = Path(args.output) if args.output else (outdir or Path(".")) / f"{_slug(args.prompt)}-{seed}-grid.png"
-        save_png(grid(images), path, {**params, "seeds": seeds})
-        written.append(path)
+    seeds = seed_run(args.seed, args.n)
+    params = gen.png_parameters(args.prompt, args.seed, settings)
+    outdir = Path(args.outdir) if args.outdir else Path(".")
+    one_grid = args.grid and args.n > 1
+    # Every target is named (outputs.image_name: prompt slug, seed, hash of prompt + settings)
+    # and checked before any work, so a refusal costs nothing and nothing is half-written.
+    if one_grid:
+        paths = [Path(args.output) if args.output else outdir / image_name({**params, "n": args.n}, args.seed, "grid")]
+    elif args.output:
+        p = Path(args.output)
+        paths = [p] if args.n == 1 else [p.with_name(f"{p.stem}-{s}{p.suffix or '.png'}") for s in seeds]
     else:
-        for im, s in zip(images, seeds):
-            if args.output:
-                p = Path(args.output)
-                path = p if args.n == 1 else p.with_name(f"{p.stem}-{s}{p.suffix or '.png'}")
-            else:
-                path = (outdir or Path(".")) / f"{_slug(args.prompt)}-{s}.png"
-            save_png(im, path, {**params, "seed": s})
-            written.append(path)
-    for p in written:
+        paths = [outdir / image_name(params, s) for s in seeds]
+    check_new(paths, args.overwrite)
+    images = gen.generate(args.prompt, n=args.n, seed=args.seed, steps=settings.steps,
+                          guidance=settings.guidance, sampler=settings.sampler, **extra)
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    if one_grid:
+        save_png(grid(images), paths[0], {**params, "seeds": seeds}, args.overwrite)
+    else:
+        for im, s, path in zip(images, seeds, paths):
+            save_png(im, path, {**params, "seed": s}, args.overwrite)
+    for p in paths:
         print(p)
 
 
@@ -72,8 +71,10 @@ def _add_generate(sub) -> None:
                    help="diffusion: guide only for noise levels t in [LO, HI] (default: the model's)")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
-    p.add_argument("--outdir", default=None, help="write one PNG per image into this folder")
+    p.add_argument("--outdir", default=None, help="write one PNG per image into this folder, named "
+                   "PROMPT-SEED-TAG.png (TAG: a hash of the prompt and settings)")
     p.add_argument("--grid", action="store_true", help="write one grid image instead of n files")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (else refused)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (network precision)")
     p.set_defaults(func=cmd_generate)
@@ -82,6 +83,7 @@ def _add_generate(sub) -> None:
 def cmd_train(args) -> None:
     from .train.config import TrainConfig
     from .train.loop import train
+    from .train.plan import format_plan, stage_plan
 
     base = TrainConfig.from_json(args.config).to_dict() if args.config else {}
     for f in dataclasses.fields(TrainConfig):
@@ -89,8 +91,9 @@ def cmd_train(args) -> None:
         if v is not None:
             base[f.name] = v
     if args.prompts_file:
-        base["sample_prompts"] = [l.strip() for l in Path(args.prompts_file).read_text().splitlines() if l.strip()]
+        base["sample_prompts"] = read_lines(args.prompts_file, "prompts file")
     cfg = TrainConfig.from_dict(base)
+    print(format_plan(stage_plan(cfg), cfg.batch_size), file=sys.stderr, flush=True)  # before anything runs
     out = train(cfg, resume=args.resume)
     print(out)
 
@@ -108,8 +111,8 @@ def _add_train(sub) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "sample_prompts":
             continue
-        typ = {"int": int, "float": float}.get(str(f.type), str)
-        help_ = f"(default: {f.default})"
+        typ = {"int": int, "int | None": int, "float": float}.get(str(f.type), str)
+        help_ = "(default: 2 x --steps, within [10, 2000])" if f.name == "ae_steps" else f"(default: {f.default})"
         if f.name == "family":
             tasks = "; ".join(f"{x.name}: tasks {', '.join(x.tasks)} (default {x.default_task})" for x in fams)
             older = ", ".join(f"{a} = {x.name} --task {t}" for x in fams for a, t in x.aliases.items())

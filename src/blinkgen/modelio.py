@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import ModelLoadError
+from .errors import InputFileError, ModelLoadError
+from .textio import read_text
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -43,7 +44,7 @@ def state_dict_for_save(module: torch.nn.Module, dtype: torch.dtype | None = Non
 def write_json_atomic(path: Path, obj) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -58,7 +59,7 @@ def write_folder_atomic(path: str | Path, files: dict[str, dict | dict[str, torc
             f = tmp / rel
             f.parent.mkdir(parents=True, exist_ok=True)
             if rel.endswith(".json"):
-                f.write_text(json.dumps(content, indent=2, sort_keys=True))
+                f.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
             elif rel.endswith(".safetensors"):
                 save_file(content, str(f))
             else:
@@ -83,9 +84,9 @@ def read_config(folder: str | Path) -> dict:
         raise ModelLoadError(f"model folder not found: {folder}")
     if not cfg.is_file():
         raise ModelLoadError(f"{folder} is not a blinkgen model folder: config.json is missing")
-    try:
-        return json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    try:  # a byte-order mark from an editor is fine (textio); anything undecodable is corrupt
+        return json.loads(read_text(cfg, "model config"))
+    except (json.JSONDecodeError, InputFileError) as e:
         raise ModelLoadError(f"{cfg} is corrupt: {e}") from None
 
 

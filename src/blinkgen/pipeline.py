@@ -20,16 +20,17 @@ one-line `UserInputError` by a pipeline that does not list them in `supports`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, ClassVar, Sequence
 
 from PIL import Image
 
+from .checks import as_float, as_int
 from .errors import UserInputError
+from .seeds import SEED_MAX, check_seed, seed_run  # noqa: F401  (SEED_MAX: re-exported)
 
 MAX_N = 256  # images per `generate` call; the server has its own, lower bound
 MAX_PROMPT_CHARS = 2000
-SEED_MAX = 2**63 - 1
 
 # callback(step, total, preview) -> None, after each step; preview: (B, 3, h, w) float in [0, 1]
 # or None. Raising inside the callback aborts the batch (the server uses that for cancel and
@@ -43,7 +44,8 @@ class Request:
 
     prompt: non-empty text, at most MAX_PROMPT_CHARS characters (longer encodings are truncated
         to the text encoder's context with a warning).
-    seed: integer in [0, 2^63); decides all of this image's randomness.
+    seed: integer in [0, 2^63 - 1] (blinkgen.seeds; numpy integers too, not bool); decides all of
+        this image's randomness.
     init_image: optional RGB image to start from (img2img / inpainting), image_size square.
     mask: optional image, white = repaint, black = keep; needs init_image.
     strength: optional, in (0, 1]: how far from init_image the result may go (1 = ignore it);
@@ -56,21 +58,25 @@ class Request:
     mask: Image.Image | None = None
     strength: float | None = None
 
-    def check(self) -> None:
-        """Raise UserInputError (one line, naming the field) if this request is malformed."""
-        p, s = self.prompt, self.seed
+    def check(self) -> "Request":
+        """Raise UserInputError (one line, naming the field) if this request is malformed; return
+        it with the seed as a Python int and the strength as a float (numpy numbers accepted)."""
+        p = self.prompt
         if not isinstance(p, str) or not p.strip():
             raise UserInputError("prompt must be a non-empty string")
         if len(p) > MAX_PROMPT_CHARS:
             raise UserInputError(f"prompt is {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX:
-            raise UserInputError(f"seed must be an integer in [0, 2^63), got {s!r}")
+        seed = check_seed(self.seed)
         if self.init_image is None and (self.mask is not None or self.strength is not None):
             raise UserInputError("mask and strength need an init_image")
-        if self.strength is not None:
-            st = self.strength
-            if isinstance(st, bool) or not isinstance(st, (int, float)) or not 0.0 < st <= 1.0:
-                raise UserInputError(f"strength must be a number in (0, 1], got {st!r}")
+        strength = self.strength
+        if strength is not None:
+            strength = as_float(strength, "strength", 0.0, 1.0)
+            if strength == 0.0:
+                raise UserInputError("strength must be a number in (0, 1], got 0.0")
+        if seed is self.seed and strength is self.strength:
+            return self
+        return replace(self, seed=seed, strength=strength)
 
     @property
     def edits(self) -> bool:
@@ -158,20 +164,13 @@ class Pipeline:
         """Fill in the defaults and validate -> a `settings_type`. Every error is a UserInputError
         naming the argument and its allowed range: steps in [1, max_steps], guidance in
         [0, max_guidance], sampler in `samplers`, and extra fields that this family has and
-        supports."""
+        supports. steps takes anything integral (numpy ints too), guidance any real number; bool
+        is refused (blinkgen.checks)."""
         d = self.defaults
-        steps = d.steps if steps is None else steps
-        guidance = d.guidance if guidance is None else guidance
+        steps = as_int(d.steps if steps is None else steps, "steps", 1, self.max_steps)
+        guidance = as_float(d.guidance if guidance is None else guidance, "guidance", 0.0, self.max_guidance)
         sampler = d.sampler if sampler is None else sampler
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise UserInputError(f"steps must be an integer, got {steps!r}")
-        if not 1 <= steps <= self.max_steps:
-            raise UserInputError(f"steps must be between 1 and {self.max_steps}, got {steps}")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance != guidance:
-            raise UserInputError(f"guidance must be a number, got {guidance!r}")
-        if not 0.0 <= guidance <= self.max_guidance:
-            raise UserInputError(f"guidance must be between 0 and {self.max_guidance}, got {guidance}")
-        if sampler not in self.samplers:
+        if not isinstance(sampler, str) or sampler not in self.samplers:
             raise UserInputError(f"unknown sampler {sampler!r}; choose one of {', '.join(self.samplers)}")
         known = {f.name for f in fields(self.settings_type)} - {"steps", "guidance", "sampler"}
         for k, v in extra.items():
@@ -180,12 +179,12 @@ class Pipeline:
                                      f"it has {', '.join(sorted(known)) or 'none'}")
             if v is not None and k in Settings.OPTIONAL and k not in self.supports:
                 raise UserInputError(f"the {self.family} family does not support the {k!r} setting yet")
-        s = self.settings_type(steps=steps, guidance=float(guidance), sampler=sampler, **extra)
-        self._check_settings(s)
-        return s
+        s = self.settings_type(steps=steps, guidance=guidance, sampler=sampler, **extra)
+        return self._check_settings(s) or s
 
-    def _check_settings(self, settings: Settings) -> None:
-        """Hook: validate the family's own settings fields (raise UserInputError)."""
+    def _check_settings(self, settings: Settings) -> Settings | None:
+        """Hook: validate the family's own settings fields (raise UserInputError); may return a
+        normalised copy (numpy numbers as Python ones), else None."""
 
     def sample(self, requests: Sequence[Request], settings: Settings,
                callback: ProgressCallback = None) -> SampleResult:
@@ -198,8 +197,8 @@ class Pipeline:
         if isinstance(requests, (str, Request)) or not all(isinstance(r, Request) for r in requests):
             raise UserInputError("sample takes a list of blinkgen.Request(prompt, seed); "
                                  "for a prompt string use generate(prompt, n, seed)")
+        requests = [r.check() for r in requests]  # seeds as Python ints (blinkgen.seeds)
         for r in requests:
-            r.check()
             if r.edits and "init_image" not in self.supports:
                 raise UserInputError(f"the {self.family} family does not take an init_image yet")
         if not isinstance(settings, self.settings_type):
@@ -212,15 +211,15 @@ class Pipeline:
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, steps=None,
                  guidance=None, sampler=None, callback: ProgressCallback = None, **extra) -> list[Image.Image]:
         """n images of one prompt (or one image per prompt in a list), seeds seed, seed+1, ...
-        -> a list of PIL images. `extra`: the family's other settings (e.g. style=...). Raises
-        UserInputError for any argument out of range."""
+        (blinkgen.seeds.seed_run: in [0, 2^63 - 1], never wrapped) -> a list of PIL images.
+        `extra`: the family's other settings (e.g. style=...). Integer arguments take anything
+        integral (numpy ints too) and refuse bool. Raises UserInputError for any argument out of
+        range."""
+        n = as_int(n, "n", 1, MAX_N)
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-            raise UserInputError(f"n must be between 1 and {MAX_N}, got {n!r}")
-        if seed is None:
-            seed = 0
+        seeds = seed_run(0 if seed is None else seed, len(prompts))
         settings = self.settings(steps, guidance, sampler, **extra)
-        return self.sample(requests(prompts, [seed + i for i in range(len(prompts))]), settings, callback).images
+        return self.sample(requests(prompts, seeds), settings, callback).images
 
     def png_parameters(self, prompt: str, seed: int, settings: Settings) -> dict:
         """The `parameters` a PNG of this image records (prompt, seed, settings, model)."""

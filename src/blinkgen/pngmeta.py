@@ -22,9 +22,12 @@ def png_bytes(image: Image.Image, parameters: dict) -> bytes:
     return buf.getvalue()
 
 
-def save_png(image: Image.Image, path, parameters: dict) -> None:
-    with open(path, "wb") as f:
-        f.write(png_bytes(image, parameters))
+def save_png(image: Image.Image, path, parameters: dict, overwrite: bool = False) -> None:
+    """Write the PNG; an existing file is replaced only with overwrite=True (else
+    OutputExistsError, see blinkgen.outputs)."""
+    from .outputs import write_bytes
+
+    write_bytes(path, png_bytes(image, parameters), overwrite)
 
 
 def read_parameters(path) -> dict:

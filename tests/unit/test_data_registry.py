@@ -45,7 +45,7 @@ def test_shapes_specs_and_seed_offset_in_mixes():
     assert not torch.equal(two.images[3:], one.images)        # second part gets seed + 1
 
 
-@pytest.mark.parametrize("spec", ["", "nope/none", "shapes:0", "shapes:x", "shapes", "a++b"])
+@pytest.mark.parametrize("spec", ["", "nope/none", "shapes:0", "shapes:x", "shapes:", "shapes:-1", "a++b"])
 def test_unknown_specs_list_the_forms(spec):
     with pytest.raises(UserInputError, match=r"shapes|folder|empty|positive|at least"):
         load_dataset(spec)

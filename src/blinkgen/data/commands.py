@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blinkgen.data.registry import SHAPES_DEFAULT_N
 from blinkgen.errors import UserInputError
 
 
@@ -26,17 +27,21 @@ _positive, _non_negative = _int_at_least(1), _int_at_least(0)
 def cmd_emoji(args: argparse.Namespace) -> None:
     from blinkgen.data.emoji import build_emoji, parse_styles
 
-    out = build_emoji(args.out, styles=parse_styles(args.styles), cache_dir=args.cache_dir)
+    out = build_emoji(args.out, styles=parse_styles(args.styles), cache_dir=args.cache_dir,
+                      overwrite=args.overwrite)
     print(f"emoji dataset ready at {out}")
 
 
 def cmd_shapes(args: argparse.Namespace) -> None:
     from blinkgen.data.folder import save_folder
     from blinkgen.data.shapes import make_shapes
+    from blinkgen.outputs import check_new
 
     out = Path(args.out)
     if (out / "metadata.jsonl").exists() and not args.overwrite:
         raise UserInputError(f"{out} already holds a dataset; pass --overwrite to replace its metadata")
+    # the images it would write (save_folder's names) must not replace someone else's files either
+    check_new([out / f"shapes-{i:05d}.png" for i in range(args.n)], args.overwrite)
     ds = make_shapes(n=args.n, seed=args.seed, size=args.size)
     save_folder(ds, out, prefix="shapes-")
     print(f"wrote {len(ds)} shapes images ({args.size}x{args.size}) to {out}")
@@ -64,11 +69,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--styles", default="google,twitter", help="comma-separated: google, twitter")
     p.add_argument("--cache-dir", default=None, help="npm tarball cache (default ~/.cache/blinkgen/npm)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier emoji build in --out that has other styles or versions")
     p.set_defaults(func=cmd_emoji)
 
     p = sub.add_parser("shapes", help="write a procedural shapes dataset as a folder")
     p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("-n", type=_positive, required=True, help="number of images")
+    p.add_argument("-n", type=_positive, default=SHAPES_DEFAULT_N,
+                   help=f"number of images (default {SHAPES_DEFAULT_N}, as for --data shapes)")
     p.add_argument("--seed", type=_non_negative, default=0)
     p.add_argument("--size", type=int, choices=(32, 64), default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")

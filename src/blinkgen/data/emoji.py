@@ -12,7 +12,6 @@ licence and attribution files beside the images.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -26,11 +25,12 @@ from pathlib import Path
 
 import emoji as emoji_lib
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from blinkgen.data.npm import PACKAGES, NpmPackage, default_cache_dir, fetch_tarball, sri_sha512, verify_tarball  # noqa: F401
-from blinkgen.data.folder import METADATA_NAME, _write_jsonl_atomic, normalize_caption, to_rgb_square
-from blinkgen.errors import DataError, UserInputError
+from blinkgen.data.folder import METADATA_NAME, _write_jsonl_atomic, normalize_caption
+from blinkgen.data.image_io import read_image, to_rgb_square
+from blinkgen.errors import DataError, ImageReadError, OutputExistsError, UserInputError
+from blinkgen.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -173,16 +173,15 @@ def build_style_from_tarball(tarball: Path, style: str, out: Path) -> tuple[list
     """Write out/<style>/*.png from a verified tarball; returns metadata rows and the LICENSE."""
     meta, images, licence = read_tarball(tarball, style)
     rows, missing = [], []
-    for entry, key, image in tqdm(list(iter_images(meta, style)), desc=f"emoji {style}", unit="img"):
+    for entry, key, image in bar(list(iter_images(meta, style)), desc=f"emoji {style}", unit="img"):
         if image not in images:
             missing.append(image)
             continue
         rel = f"{style}/{image}"
         try:
-            with Image.open(io.BytesIO(images[image])) as im:
-                _save(im, out, rel)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(f"{tarball}: {image} is not a readable image ({e})") from None
+            _save(read_image(images[image], name=image), out, rel)
+        except ImageReadError as e:
+            raise DataError(f"{tarball}: {e}") from None
         var = entry["skin_variations"][key] if key else entry
         caps = captions_for(entry, style, key)
         rows.append({"file_name": rel, "text": caps[0], "captions": caps,
@@ -221,7 +220,7 @@ def build_google_from_font(font_path: Path, out: Path) -> list[dict]:
     one_glyph = font.getlength("\U0001F600")
     fq = emoji_lib.STATUS["fully_qualified"]
     rows = []
-    for ch, data in tqdm(sorted(emoji_lib.EMOJI_DATA.items()), desc="emoji google (font)", unit="img"):
+    for ch, data in bar(sorted(emoji_lib.EMOJI_DATA.items()), desc="emoji google (font)", unit="img"):
         if data.get("status") != fq:
             continue
         # Skip what the font lacks (an empty box) and sequences it did not join into one glyph
@@ -269,7 +268,7 @@ def _write_licences(out: Path, styles: list[str], used_npm: bool, npm_licence: b
 
 def _reusable(out: Path, want: dict) -> bool:
     try:
-        info = json.loads((out / BUILD_INFO).read_text())
+        info = json.loads((out / BUILD_INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if any(info.get(k) != want[k] for k in ("requested", "packages", "format")):
@@ -280,12 +279,14 @@ def _reusable(out: Path, want: dict) -> bool:
 
 def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
                 cache_dir: str | os.PathLike | None = None, *,
-                packages: dict[str, NpmPackage] | None = None) -> Path:
+                packages: dict[str, NpmPackage] | None = None, overwrite: bool = True) -> Path:
     """Build (or reuse) the emoji folder dataset at `out_dir` and return its path.
 
     `packages` overrides the pinned releases (another version, a mirror's tarball placed in
     `cache_dir`). The build goes to a temporary sibling folder and is renamed into place, so an
-    interrupted build never looks finished."""
+    interrupted build never looks finished. An earlier build with other styles or packages is
+    replaced only with overwrite=True (the default, for the dataset cache; `blinkgen data emoji`
+    passes its --overwrite flag)."""
     styles = parse_styles(styles)
     packages = {**PACKAGES, **(packages or {})}
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -296,6 +297,9 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
         return out
     if out.exists() and not (out.is_dir() and ((out / BUILD_INFO).exists() or not any(out.iterdir()))):
         raise DataError(f"{out} exists and is not an emoji dataset built by blinkgen; choose another --out")
+    if not overwrite and (out / BUILD_INFO).exists():
+        raise OutputExistsError(f"{out} holds an emoji build with other styles or packages; pass --overwrite "
+                                "to replace it, or choose another --out")
     have_npm, font = shutil.which("npm") is not None, None
     sources, missing = {}, []
     for s in styles:
@@ -328,7 +332,7 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
         _write_jsonl_atomic(rows, tmp / METADATA_NAME)
         info = {**want, "built": {s: k for s, (k, _) in sources.items()}, "missing": missing,
                 "images": {s: sum(r["source"] == s for r in rows) for s in sources}}
-        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n")
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)  # only ever an earlier build of ours, or empty (checked above)
         os.replace(tmp, out)

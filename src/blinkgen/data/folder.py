@@ -19,33 +19,33 @@ import json
 import logging
 import os
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-from tqdm import tqdm
+from PIL import Image
 
+from blinkgen.data.image_io import BOMB, MAX_SIDE, TOO_LARGE, UNREADABLE, read_image, to_rgb_square, too_small  # noqa: F401
+from blinkgen.checks import as_int
 from blinkgen.data.types import ImageCaptionSet, LoadReport
-from blinkgen.errors import DataError
+from blinkgen.errors import DataError, ImageReadError, InputFileError
+from blinkgen.progress import bar, is_terminal
+from blinkgen.textio import BOM, decode_lines, decode_text
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 METADATA_NAME = "metadata.jsonl"
-# Below 8 px there is no picture left to learn from; above 8192 px per side a file is almost
-# certainly a scan or a hostile header, and decoding it would cost ~200 MB per image.
-MIN_SIDE, MAX_SIDE = 8, 8192
-WHITE = (255, 255, 255)
+# Below 8 px there is no picture left to learn from. Images are read by the one shared reader
+# (data/image_io.py: modes, bit depths, EXIF, transparency, size and decompression-bomb limits).
+MIN_SIDE = 8
 
-# Skip reasons (stable strings: users grep for them, tests check them).
-UNREADABLE = "unreadable or corrupt image"
+# Skip reasons (stable strings: users grep for them, tests check them). The image reasons
+# (UNREADABLE, TOO_LARGE, BOMB, ...) are the shared reader's.
 NO_CAPTION = "no caption"
 EMPTY_CAPTION = "empty caption"
-TOO_SMALL = f"too small (< {MIN_SIDE} px)"
-TOO_LARGE = f"too large (> {MAX_SIDE} px)"
-BOMB = "decompression bomb"
+TOO_SMALL = too_small(MIN_SIDE)
+NOT_TEXT = "caption file is not UTF-8 text"
 MISSING_FILE = "listed in metadata.jsonl but missing"
 BAD_ROW = "bad metadata.jsonl row"
 UNSAFE_PATH = "file_name outside the folder"
@@ -55,10 +55,11 @@ _SPACES = re.compile(r"\s+")
 
 def normalize_caption(text: str) -> str:
     """One canonical spelling per caption, so duplicates collapse and tokenisation is stable:
-    underscores become spaces (emoji short names, file-name-style tags), all whitespace runs
-    (tabs, newlines) become one space, ends are stripped. Idempotent; case is kept (it can carry
+    underscores become spaces (emoji short names, file-name-style tags), byte-order marks
+    (U+FEFF, invisible) are dropped, all whitespace runs (tabs, newlines) become one space, ends
+    are stripped. Idempotent; case is kept (it can carry
     meaning: "flag: Japan")."""
-    return _SPACES.sub(" ", text.replace("_", " ")).strip()
+    return _SPACES.sub(" ", text.replace("_", " ").replace(BOM, "")).strip()
 
 
 def _unique_captions(texts: list[str]) -> list[str]:
@@ -71,51 +72,13 @@ def _unique_captions(texts: list[str]) -> list[str]:
     return out
 
 
-def to_rgb_square(im: Image.Image, size: int) -> Image.Image:
-    """Any Pillow image -> size x size RGB. Transparency is composited on white (icons and emoji
-    are drawn for a light background; black would invent dark halos); non-square images are
-    centre-padded on white so nothing is cropped or stretched, then resized with LANCZOS."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float greyscale: rescale to 8 bit
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode != "F" and a.max() > 255 else max(float(a.max()), 1.0)
-        im = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8), "L")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        im = Image.new("RGB", rgba.size, WHITE)
-        im.paste(rgba, mask=rgba.getchannel("A"))
-    elif im.mode != "RGB":
-        im = im.convert("RGB")  # L, P, CMYK, YCbCr, 1
-    w, h = im.size
-    if w != h:
-        side = max(w, h)
-        canvas = Image.new("RGB", (side, side), WHITE)
-        canvas.paste(im, ((side - w) // 2, (side - h) // 2))
-        im = canvas
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.LANCZOS)
-    return im
-
-
 def _read_image(path: Path, size: int) -> tuple[Image.Image | None, str | None]:
     """Decode one file; returns (image, None) or (None, skip reason). Size is checked from the
     header before any pixel is decoded, so a hostile header costs nothing."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if min(w, h) < MIN_SIDE:
-                    return None, TOO_SMALL
-                if max(w, h) > MAX_SIDE:
-                    return None, TOO_LARGE
-                im.seek(0)  # animated GIF/WebP: the first frame
-                im.load()
-                im = ImageOps.exif_transpose(im)  # phone photos store rotation in EXIF
-                return to_rgb_square(im, size), None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return None, BOMB
-    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError):
-        return None, UNREADABLE
+        return to_rgb_square(read_image(path, min_side=MIN_SIDE), size), None
+    except ImageReadError as e:
+        return None, e.reason
 
 
 def _read_metadata(root: Path, report: LoadReport, tags: dict | None = None) -> tuple[dict[str, list[str] | None], int]:
@@ -126,44 +89,53 @@ def _read_metadata(root: Path, report: LoadReport, tags: dict | None = None) -> 
     if not path.is_file():
         return out, 0
     n_rows = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            n_rows += 1
-            try:
-                row = json.loads(line)
-                name = row["file_name"]
-                text = row.get("text")
-                extra = row.get("captions") or []
-                if not isinstance(name, str) or not isinstance(extra, list) or \
-                        not all(isinstance(t, str) for t in [*extra, *([text] if text is not None else [])]):
-                    raise TypeError
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                report.skip(BAD_ROW, f"{METADATA_NAME}:{lineno}")
-                continue
-            rel = Path(name)
-            if rel.is_absolute() or ".." in rel.parts:
-                report.skip(UNSAFE_PATH, name)
-                continue
-            texts = ([text] if text is not None else []) + extra
-            out[rel.as_posix()] = texts if texts else None
-            if tags is not None:
-                t = {k: normalize_caption(row[k]) for k in ("group", "style") if isinstance(row.get(k), str)}
-                if t:
-                    tags[rel.as_posix()] = t
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    # A Windows editor's byte-order mark and CRLF line ends are fine (blinkgen.textio); a line
+    # that is not UTF-8 is one bad row, not a broken file.
+    for lineno, line in enumerate(decode_lines(data), 1):
+        if line is not None and not line.strip():
+            continue
+        n_rows += 1
+        try:
+            if line is None:
+                raise TypeError
+            row = json.loads(line)
+            name = row["file_name"]
+            text = row.get("text")
+            extra = row.get("captions") or []
+            if not isinstance(name, str) or not isinstance(extra, list) or \
+                    not all(isinstance(t, str) for t in [*extra, *([text] if text is not None else [])]):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            report.skip(BAD_ROW, f"{METADATA_NAME}:{lineno}")
+            continue
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            report.skip(UNSAFE_PATH, name)
+            continue
+        texts = ([text] if text is not None else []) + extra
+        out[rel.as_posix()] = texts if texts else None
+        if tags is not None:
+            t = {k: normalize_caption(row[k]) for k in ("group", "style") if isinstance(row.get(k), str)}
+            if t:
+                tags[rel.as_posix()] = t
     return out, n_rows
 
 
 def _read_sidecar(image_path: Path) -> list[str] | None:
-    """Captions from name.txt beside name.png, or None when there is no sidecar."""
+    """Captions from name.txt beside name.png, or None when there is no sidecar. Byte-order marks
+    and CRLF are fine; InputFileError when the file is not UTF-8 (or BOM-marked UTF-16) text."""
     txt = image_path.with_suffix(".txt")
     if not txt.is_file():
         return None
     try:
-        return [ln for ln in txt.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        data = txt.read_bytes()
     except OSError:
         return None
+    return [ln for ln in decode_text(data, txt.name).split("\n") if ln.strip()]
 
 
 def scan_folder(path: str | os.PathLike, tags: dict | None = None) -> tuple[list[tuple[str, list[str] | None]], LoadReport, str]:
@@ -186,7 +158,11 @@ def scan_folder(path: str | os.PathLike, tags: dict | None = None) -> tuple[list
             report.skip(MISSING_FILE, name)
             continue
         texts = meta.get(name)
-        side = _read_sidecar(root / name)
+        try:
+            side = _read_sidecar(root / name)
+        except InputFileError:
+            report.skip(NOT_TEXT, Path(name).with_suffix(".txt").as_posix())
+            continue
         if texts is None and side is None:
             items.append((name, None))
         else:
@@ -202,16 +178,15 @@ def load_folder(path: str | os.PathLike, size: int, progress: bool | None = None
 
     Unusable images are skipped and recorded in `result.report` (reason -> file names); the
     summary is logged. Raises DataError when nothing is usable, saying what was found."""
-    if not (isinstance(size, int) and size >= 1):
-        raise DataError(f"image size must be a positive integer, got {size!r}")
+    size = as_int(size, "size", 1)
     root = Path(path)
     tags: dict[str, dict] = {}
     items, report, found = scan_folder(root, tags)
     images = torch.empty((len(items), 3, size, size), dtype=torch.uint8)
     captions: list[list[str]] = []
     names: list[str] = []
-    for name, raw in tqdm(items, desc=f"loading {root.name}", unit="img", leave=False,
-                          disable=None if progress is None else not progress):  # None: only on a tty
+    show = is_terminal() if progress is None else progress  # None: only on a terminal
+    for name, raw in bar(items, desc=f"loading {root.name}", unit="img", leave=False, enabled=show):
         if raw is None:
             report.skip(NO_CAPTION, name)
             continue

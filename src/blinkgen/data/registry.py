@@ -3,6 +3,7 @@
     path/to/folder   a folder dataset (metadata.jsonl or sidecar .txt captions)
     emoji            the emoji dataset, built once into ~/.cache/blinkgen/datasets/emoji
     shapes:N         N procedural shapes images (generated, nothing on disk)
+    shapes           shapes:2000 (SHAPES_DEFAULT_N; also `train`'s default data)
     A+B              the concatenation of A and B (any of the above)
 """
 from __future__ import annotations
@@ -10,12 +11,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from blinkgen.data.types import ImageCaptionSet
+from blinkgen.checks import as_int
 from blinkgen.errors import UserInputError
+from blinkgen.seeds import check_seed
 
-SPEC_FORMS = "a folder path, 'emoji', 'shapes:N' (N > 0), or a mix 'A+B' of these"
-_SHAPES = re.compile(r"^shapes:(\d+)$")
+if TYPE_CHECKING:  # the data types import torch; this module stays light (TrainConfig reads it)
+    from blinkgen.data.types import ImageCaptionSet
+
+SHAPES_DEFAULT_N = 2000  # "shapes" without a count
+SPEC_FORMS = f"a folder path, 'emoji', 'shapes:N' (N > 0; 'shapes' alone is {SHAPES_DEFAULT_N}), or a mix 'A+B' of these"
+_SHAPES = re.compile(r"^shapes(?::(\d+))?$")
 
 
 def default_emoji_dir() -> Path:
@@ -30,8 +37,11 @@ def _load_one(part: str, size: int, seed: int) -> ImageCaptionSet:
 
         return load_folder(build_emoji(default_emoji_dir()), size)
     m = _SHAPES.match(part)
+    if m and m.group(1) is None and Path(os.path.expanduser(part)).is_dir():
+        raise UserInputError(f"dataset {part!r} is ambiguous: a folder of that name exists; write "
+                             f"./{part} for the folder or shapes:{SHAPES_DEFAULT_N} for the procedural set")
     if m:
-        n = int(m.group(1))
+        n = SHAPES_DEFAULT_N if m.group(1) is None else int(m.group(1))
         if n < 1:
             raise UserInputError(f"dataset {part!r}: N must be at least 1")
         from blinkgen.data.shapes import make_shapes  # another engineer's module, loaded on use
@@ -61,7 +71,10 @@ def _split_spec(spec: str) -> list[str]:
 
 def load_dataset(spec: str, size: int = 64, seed: int = 0) -> ImageCaptionSet:
     """Load the dataset named by `spec` at size x size. In a mix, the k-th shapes part uses
-    seed + k, so 'shapes:500+shapes:500' is 1000 different images, not one set twice."""
+    seed + k, so 'shapes:500+shapes:500' is 1000 different images, not one set twice.
+    size and seed take anything integral (checks.as_int); seed is in [0, 2^63 - 1]."""
+    size = as_int(size, "size", 1)
+    seed = check_seed(seed)
     if not isinstance(spec, str) or not spec.strip():
         raise UserInputError(f"empty dataset spec; a dataset is {SPEC_FORMS}")
     spec = spec.strip()
@@ -71,5 +84,9 @@ def load_dataset(spec: str, size: int = 64, seed: int = 0) -> ImageCaptionSet:
     sets, k = [], 0
     for part in parts:
         sets.append(_load_one(part, size, seed + k))
-        k += part.startswith("shapes:")
-    return sets[0] if len(sets) == 1 else ImageCaptionSet.concat(sets)
+        k += bool(_SHAPES.match(part))
+    if len(sets) == 1:
+        return sets[0]
+    from blinkgen.data.types import ImageCaptionSet
+
+    return ImageCaptionSet.concat(sets)

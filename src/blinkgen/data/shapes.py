@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from blinkgen.checks import as_int
 from blinkgen.data.types import ImageCaptionSet, LoadReport
 from blinkgen.errors import UserInputError
+from blinkgen.seeds import check_seed
 
 # Saturated hues spaced around the colour wheel. Chosen (by script, see tests) so that an
 # anti-aliased or blurred edge — a blend of a shape colour with a background — stays nearer the
@@ -279,10 +281,9 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
 def make_shapes(n: int, seed: int = 0, size: int = 64) -> ImageCaptionSet:
     """n procedural images with captions. Sample i depends only on (seed, i), so a smaller n is
     a prefix of a larger one and shards can be generated independently."""
-    if not isinstance(n, (int, np.integer)) or n < 0:
-        raise UserInputError(f"n must be a non-negative integer, got {n!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserInputError(f"seed must be a non-negative integer, got {seed!r}")
+    n = as_int(n, "n", 0)
+    seed = check_seed(seed)
+    size = as_int(size, "size")
     if size not in SUPPORTED_SIZES:
         raise UserInputError(f"shapes size must be one of {SUPPORTED_SIZES}, got {size}")
     images = np.empty((n, size, size, 3), dtype=np.uint8)

@@ -12,30 +12,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..checks import as_int
+from ..data.image_io import read_image, to_rgb_square
 from ..errors import UserInputError
+from ..textio import read_lines
 from .contrastive import Evaluator, candidate_embeddings, load_evaluator, read_captions
 
 
-def _open_image(image):
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(image, (str, Path)):
-        p = Path(image)
-        if not p.is_file():
-            raise UserInputError(f"image not found: {p}")
-        try:
-            with Image.open(p) as im:
-                im.load()
-                image = im.copy()
-        except (UnidentifiedImageError, OSError) as e:
-            raise UserInputError(f"cannot read {p} as an image: {e}") from None
-    if hasattr(image, "convert"):
-        if image.mode in ("RGBA", "LA", "P"):  # composite on white, as the dataset loaders do
-            rgba = image.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(bg, rgba)
-        return image.convert("RGB")
-    return image  # an HWC uint8 array
+def _open_image(image, size: int):
+    """Any picture a user gives (path, bytes, PIL image, array) -> size x size RGB, through the
+    one shared reader and the training geometry: the pixels the training loader would see
+    (16-bit, EXIF rotation, transparency on white, padded to a square), and ImageReadError (one
+    line, exit 2) for unreadable or oversize files."""
+    return to_rgb_square(read_image(image), size)
 
 
 def _candidates(candidates, ev: Evaluator) -> list[str]:
@@ -44,10 +33,7 @@ def _candidates(candidates, ev: Evaluator) -> list[str]:
             raise UserInputError("this evaluator has no folder, so no shipped captions: pass candidates")
         return read_captions(ev.folder)
     if isinstance(candidates, (str, Path)):
-        p = Path(candidates)
-        if not p.is_file():
-            raise UserInputError(f"candidates file not found: {p}")
-        candidates = p.read_text().splitlines()
+        candidates = read_lines(candidates, "candidates file")
     out = list(dict.fromkeys(c.strip() for c in candidates if c and c.strip()))  # distinct, in order
     if not out:
         raise UserInputError("no candidate captions given")
@@ -55,14 +41,13 @@ def _candidates(candidates, ev: Evaluator) -> list[str]:
 
 
 def caption(image, candidates=None, top_k: int = 5, evaluator=None) -> list[tuple[str, float]]:
-    """The top_k candidates for `image` (a path, PIL image or HWC uint8 array) as
+    """The top_k candidates for `image` (a path, bytes, PIL image or HWC array) as
     (caption, cosine similarity), best first. candidates: None (the shipped captions), a list of
     strings, or a text file with one caption per line. evaluator: None (shipped) or a folder."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise UserInputError(f"top_k must be a positive integer, got {top_k!r}")
+    top_k = as_int(top_k, "top_k", 1)
     ev = evaluator if isinstance(evaluator, Evaluator) else load_evaluator(evaluator)
     texts = _candidates(candidates, ev)
-    img = ev.embed_images([_open_image(image)])  # (1, D)
+    img = ev.embed_images([_open_image(image, ev.image_size)])  # (1, D)
     txt = candidate_embeddings(ev, texts)  # (T, D)
     sim = (F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T)[0]  # (T,)
     k = min(top_k, len(texts))
@@ -73,10 +58,11 @@ def caption(image, candidates=None, top_k: int = 5, evaluator=None) -> list[tupl
 
 def caption_batch(images, candidates=None, top_k: int = 5, evaluator=None) -> list[list[tuple[str, float]]]:
     """caption() for many images with one candidate encode."""
+    top_k = as_int(top_k, "top_k", 1)
     ev = evaluator if isinstance(evaluator, Evaluator) else load_evaluator(evaluator)
     texts = _candidates(candidates, ev)
     txt = F.normalize(candidate_embeddings(ev, texts), dim=-1)
-    img = F.normalize(ev.embed_images([_open_image(i) for i in images]), dim=-1)
+    img = F.normalize(ev.embed_images([_open_image(i, ev.image_size) for i in images]), dim=-1)
     sim = img @ txt.T  # (N, T)
     top = torch.topk(sim, min(top_k, len(texts)), dim=1)
     return [[(texts[j], float(v)) for v, j in zip(vals.tolist(), idx.tolist())] for vals, idx in zip(top.values, top.indices)]

@@ -18,7 +18,8 @@ def cmd_eval(args) -> None:
 
     r = evaluate(args.model, args.data, samples=args.samples, out_dir=args.out, seed=args.seed,
                  steps=args.steps, guidance=args.guidance, sampler=args.sampler, prompts=args.prompts,
-                 evaluator=args.evaluator, nn_reference=args.nn_data, style=args.style)
+                 evaluator=args.evaluator, nn_reference=args.nn_data, style=args.style,
+                 overwrite=args.overwrite)
     m = r["metrics"]
     summary = {k: m[k] for k in ("fd", "kid", "precision", "recall", "alignment", "retrieval_R@1") if k in m}
     if "shapes" in m:
@@ -41,7 +42,7 @@ def _model_family(argv: list[str]) -> str | None:
         return None
     cfg = Path(argv[argv.index("--model") + 1]) / "config.json"
     try:
-        return json.loads(cfg.read_text()).get("family") if cfg.is_file() else None
+        return json.loads(cfg.read_text(encoding="utf-8-sig")).get("family") if cfg.is_file() else None
     except (OSError, ValueError):
         return None
 
@@ -88,7 +89,8 @@ def register(sub) -> None:
     p.add_argument("--style", default=None, help="diffusion: style phrase (default: the model's; 'none' for none)")
     p.add_argument("--nn-data", default=None, help="emoji training folder: add the nearest-neighbour "
                    "recognisability check (own emoji among the 5 nearest of all its images, 32px)")
-    p.add_argument("--out", required=True, help="folder for metrics.json, report.md, grid.png")
+    p.add_argument("--out", required=True, help="folder for metrics.json, report.md, grid.png, prompts.txt")
+    p.add_argument("--overwrite", action="store_true", help="replace those files if --out holds them (else refused)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("caption", help="rank candidate captions for an image with the contrastive evaluator")

@@ -35,6 +35,7 @@ from ..data.types import ImageCaptionSet
 from ..errors import ModelLoadError
 from ..modelio import load_into, read_config, read_tensors, state_dict_for_save, write_folder_atomic
 from ..models.clip import CLIP_PRESETS, ContrastiveModel, ImageEncoderConfig, contrastive_loss
+from ..textio import read_text
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,15 @@ class Evaluator:
 
 
 def as_uint8_batch(images) -> torch.Tensor:
-    """A list of PIL images / HWC arrays, or a (N, 3, H, W) uint8 tensor -> (N, 3, H, W) uint8."""
+    """A list of PIL images / HWC arrays, or a (N, 3, H, W) uint8 tensor -> (N, 3, H, W) uint8.
+    List items go through the one shared reader (data.image_io.read_image): any mode or bit
+    depth, transparency on white, EXIF rotation, float arrays in [0, 1]."""
     if isinstance(images, torch.Tensor):
         assert images.dtype == torch.uint8 and images.dim() == 4, f"want (N,3,H,W) uint8, got {images.dtype} {tuple(images.shape)}"
         return images
-    arrs = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im, dtype=np.uint8) for im in images]
+    from ..data.image_io import read_image
+
+    arrs = [np.asarray(read_image(im), dtype=np.uint8) for im in images]
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -167,7 +172,7 @@ def save_evaluator(path, model: ContrastiveModel, extra: dict, captions: list[st
     path = write_folder_atomic(path, files)
     if captions is not None:
         tmp = path / f".{CAPTIONS_FILE}.tmp"
-        tmp.write_text("".join(c.replace("\n", " ") + "\n" for c in captions))
+        tmp.write_text("".join(c.replace("\n", " ") + "\n" for c in captions), encoding="utf-8")
         os.replace(tmp, path / CAPTIONS_FILE)
     return path
 
@@ -197,7 +202,7 @@ def read_captions(folder) -> list[str]:
     f = Path(folder) / CAPTIONS_FILE
     if not f.is_file():
         raise ModelLoadError(f"{f} is missing: the evaluator folder ships its candidate captions there")
-    return [line for line in f.read_text().splitlines() if line.strip()]
+    return [line for line in read_text(f, "captions file").split("\n") if line.strip()]
 
 
 def candidate_embeddings(ev: Evaluator, captions: list[str]) -> torch.Tensor:
@@ -367,7 +372,7 @@ def write_model_card(folder) -> Path:
         "- 64 px, emoji and procedural shapes only; other images embed, but meaningfully only near that domain.",
         "- Trained for minutes on one CPU core: a coarse judge. Fine colour/count distinctions in shapes "
         "captions are checked exactly by `eval/shapes_check.py`, not by this model.", ""]
-    (folder / "README.md").write_text("\n".join(lines))
+    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
     return folder
 
 

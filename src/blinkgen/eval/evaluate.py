@@ -29,11 +29,17 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..checks import as_int
 from ..errors import UserInputError
+from ..outputs import check_new, write_bytes, write_text
+from ..progress import bar
+from ..seeds import check_seed, seed_run
+from ..textio import read_lines
 from . import metrics as M
 from .contrastive import Evaluator, held_out_split, load_evaluator, retrieval_at_k
 
 GRID_MAX = 64
+OUTPUT_FILES = ("metrics.json", "prompts.txt", "grid.png", "report.md")
 PROMPT_ORDER_SEED = 0  # fixed: the prompt list is part of the benchmark, not of the run's seed
 KID_SUBSETS = 50
 PR_K = 3
@@ -65,9 +71,7 @@ def reference_unseen(ev: Evaluator, data_spec: str, split_seed: int) -> bool | N
 
 def _prompts_from_file(path) -> list[str]:
     p = Path(path)
-    if not p.is_file():
-        raise UserInputError(f"prompts file not found: {p}")
-    out = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    out = read_lines(p, "prompts file")
     if not out:
         raise UserInputError(f"prompts file {p} has no prompts")
     return out
@@ -122,7 +126,8 @@ def _retrieval(img_emb: torch.Tensor, prompts: list[str], ev: Evaluator, prefix:
 
 
 def run_prompts(ref: Reference, samples: int, seed: int) -> tuple[list[str], list[int]]:
-    return [ref.prompts[i % len(ref.prompts)] for i in range(samples)], [seed + i for i in range(samples)]
+    """The run's prompts (cycled) and seeds (seeds.seed_run: seed, seed+1, ..., never wrapped)."""
+    return [ref.prompts[i % len(ref.prompts)] for i in range(samples)], seed_run(seed, samples)
 
 
 def blas_threads(n: int | None = None):
@@ -198,18 +203,25 @@ def versions() -> dict:
 
 def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int = 0, *, steps=None,
              guidance=None, sampler=None, prompts=None, split_seed: int = 0, batch_size: int = 32,
-             evaluator=None, nn_reference=None, style=None) -> dict:
+             evaluator=None, nn_reference=None, style=None, overwrite: bool = False,
+             progress: bool = True) -> dict:
     """Generate `samples` images and score them (see the module doc). model: a Pipeline, or an
     embedded name / model folder. nn_reference: a folder dataset (the emoji training folder): adds
     the nearest-neighbour recognisability check (eval/recognise.py) over the prompts that name one
     of its images, one image per distinct prompt. style: the diffusion `style` setting (None = the
     model's default; "none" = no style phrase). Returns the dict written to
-    out_dir/metrics.json; everything but `timing` is a deterministic function of the inputs."""
+    out_dir/metrics.json; everything but `timing` is a deterministic function of the inputs.
+    Integer arguments take anything integral (checks.as_int); seeds follow blinkgen.seeds. Files
+    already in out_dir (OUTPUT_FILES) are replaced only with overwrite=True -- checked before any work."""
     from ..api import load
     from ..pipeline import Pipeline, requests
 
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise UserInputError(f"samples must be an integer >= 2, got {samples!r}")
+    samples = as_int(samples, "samples", 2)
+    batch_size = as_int(batch_size, "batch_size", 1)
+    seed_run(seed, samples)  # the run's seeds must fit the seed range: refuse now, not after generating
+    split_seed = check_seed(split_seed, "split_seed")
+    if out_dir is not None:
+        check_new([Path(out_dir) / f for f in OUTPUT_FILES], overwrite)
     gen = model if isinstance(model, Pipeline) else load(str(model))
     settings = gen.settings(steps, guidance, sampler, **({"style": style} if style is not None else {}))
     ev = evaluator if isinstance(evaluator, Evaluator) else load_evaluator(evaluator)
@@ -218,8 +230,10 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
     plist, seeds = run_prompts(ref, samples, seed)
     t1 = time.perf_counter()
     images = []
-    for i in range(0, samples, batch_size):
-        images += gen.sample(requests(plist[i:i + batch_size], seeds[i:i + batch_size]), settings).images
+    with bar(total=samples, desc="eval: generating", unit="img", enabled=progress) as pbar:
+        for i in range(0, samples, batch_size):
+            images += gen.sample(requests(plist[i:i + batch_size], seeds[i:i + batch_size]), settings).images
+            pbar.update(len(plist[i:i + batch_size]))
     t2 = time.perf_counter()
     quality = score_images(images, plist, ref)
     if nn_reference is not None:
@@ -237,7 +251,7 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
                    "images_per_s": samples / max(t2 - t1, 1e-9), "batch_size": batch_size},
     }
     if out_dir is not None:
-        write_outputs(Path(out_dir), result, images, plist)
+        write_outputs(Path(out_dir), result, images, plist, overwrite)
     return result
 
 
@@ -256,14 +270,20 @@ def _nn_check(images, prompts: list[str], folder, size: int) -> dict:
     return {k: r[k] for k in ("hits", "n", "rate", "k", "side")} | {"reference": str(folder)}
 
 
-def write_outputs(out: Path, result: dict, images, prompts: list[str]) -> None:
+def write_outputs(out: Path, result: dict, images, prompts: list[str], overwrite: bool = False) -> None:
+    """OUTPUT_FILES into `out`; an existing one is replaced only with overwrite (blinkgen.outputs)."""
+    import io
+
     from ..pngmeta import grid
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-    (out / "prompts.txt").write_text("".join(p + "\n" for p in prompts))
-    grid(images[:GRID_MAX]).save(out / "grid.png")
-    (out / "report.md").write_text(report_markdown(result))
+    check_new([out / f for f in OUTPUT_FILES], overwrite)
+    buf = io.BytesIO()
+    grid(images[:GRID_MAX]).save(buf, format="PNG")
+    write_text(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True), overwrite)
+    write_text(out / "prompts.txt", "".join(p + "\n" for p in prompts), overwrite)
+    write_bytes(out / "grid.png", buf.getvalue(), overwrite)
+    write_text(out / "report.md", report_markdown(result), overwrite)
 
 
 def _fmt(v) -> str:

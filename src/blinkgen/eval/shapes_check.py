@@ -83,8 +83,10 @@ class CheckResult:
 def _as_array(image) -> np.ndarray:
     """PIL image, numpy or torch array, (H, W, 3) or (3, H, W), uint8 or float in [0, 1]
     -> float32 (H, W, 3) in [0, 255]."""
-    if hasattr(image, "convert"):  # PIL
-        image = image.convert("RGB")
+    if hasattr(image, "convert"):  # PIL: any mode, transparency on white (the shared reader's rule)
+        from ..data.image_io import to_rgb
+
+        image = to_rgb(image)
     if hasattr(image, "detach"):  # torch, without importing it here
         image = image.detach().cpu().numpy()
     a = np.asarray(image)

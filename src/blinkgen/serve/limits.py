@@ -10,8 +10,8 @@ import hmac
 import json
 import os
 import time
-from pathlib import Path
 
+from ..textio import read_text
 from .metrics import Metrics
 
 ENV_KEYS = "BLINKGEN_API_KEYS"  # comma-separated keys; joins the keys from --api-key-file
@@ -22,7 +22,7 @@ def load_api_keys(path: str | os.PathLike | None = None, env: dict | None = None
     env = os.environ if env is None else env
     keys = {k.strip() for k in env.get(ENV_KEYS, "").split(",") if k.strip()}
     if path:
-        for line in Path(path).read_text().splitlines():
+        for line in read_text(path, "--api-key-file").split("\n"):
             line = line.split("#", 1)[0].strip()
             if line:
                 keys.add(line)

@@ -2,18 +2,21 @@
 The resolved config is written into the run folder so a run can be reproduced and resumed."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..checks import as_float, as_int
+from ..data.registry import SHAPES_DEFAULT_N
 from ..errors import UserInputError
+from ..seeds import check_seed
+from ..textio import read_json
 
 
 @dataclass
 class TrainConfig:
     family: str = "diffusion"        # a registered family (blinkgen.families), or an alias of one's task
     task: str = ""                   # the family's training task ("" = its default; see `target`)
-    data: str = "shapes:2000"        # dataset spec (see blinkgen.data.registry)
+    data: str = f"shapes:{SHAPES_DEFAULT_N}"  # dataset spec (see blinkgen.data.registry)
     out: str = "runs/model"          # run folder: checkpoints/, tb/, samples/, model/
     size: int = 64                   # image side in pixels
     preset: str = "S"                # model size preset of the family
@@ -47,7 +50,7 @@ class TrainConfig:
     val_fraction: float = 0.02
     val_max: int = 256
     autoencoder: str | None = None   # diffusion/ar: a trained autoencoder/tokenizer folder
-    ae_steps: int = 2000             # diffusion without --autoencoder: train one first
+    ae_steps: int | None = None      # stage 1 (no --autoencoder); None: train.plan.default_ae_steps
     ae_preset: str = "S"
     ae_lr: float = 1e-3
     sample_prompts: list[str] = field(default_factory=list)
@@ -58,9 +61,22 @@ class TrainConfig:
         def need(cond, msg):
             if not cond:
                 raise UserInputError(msg)
+        # Types first (a JSON config or a Python caller may pass "100", 1e3, numpy ints, True):
+        # integral values for int fields (checks.as_int: bool refused), real numbers for floats.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", "int | None") and v is not None:
+                setattr(self, f.name, as_int(v, f.name))
+            elif f.type == "float":
+                setattr(self, f.name, as_float(v, f.name))
+            elif f.type in ("str", "str | None"):
+                need(v is None and f.type == "str | None" or isinstance(v, str), f"{f.name} must be a string, got {v!r}")
+        check_seed(self.seed)
         self.target()  # an unknown family or task is a one-line UserInputError
         need(self.size in (32, 64, 128), f"size must be 32, 64 or 128, got {self.size}")
         need(1 <= self.steps <= 10_000_000, f"steps must be between 1 and 10,000,000, got {self.steps}")
+        need(self.ae_steps is None or 1 <= self.ae_steps <= 10_000_000,
+             f"ae_steps must be between 1 and 10,000,000, got {self.ae_steps}")
         need(1 <= self.batch_size <= 65536, f"batch_size must be between 1 and 65536, got {self.batch_size}")
         need(0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}")
         need(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
@@ -112,10 +128,10 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path) -> "TrainConfig":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserInputError(f"cannot read training config {path}: {e}") from None
+        d = read_json(path, "training config")  # InputFileError (one line) if unreadable
+        if not isinstance(d, dict):
+            raise UserInputError(f"training config {path} must be a JSON object of options")
+        return cls.from_dict(d)
 
 
 def resolve_mixed_precision(name: str) -> str:

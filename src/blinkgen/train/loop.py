@@ -25,8 +25,10 @@ from ..data.augment import augment
 from ..data.types import ImageCaptionSet
 from ..errors import UserInputError
 from ..modelio import unwrap, write_json_atomic
+from ..seeds import torch_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_mixed_precision
+from .plan import stage1_config
 from .ema import EMA
 from .order import BatchOrder, make_order  # noqa: F401  (BatchOrder: re-exported)
 from .schedule import lr_at
@@ -40,7 +42,7 @@ def split(data: ImageCaptionSet, cfg: TrainConfig) -> tuple[ImageCaptionSet, Ima
     if n < 2:
         raise UserInputError(f"the dataset has {n} usable image(s); training needs at least 2")
     n_val = max(1, min(cfg.val_max, int(round(n * cfg.val_fraction))))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7)).tolist()
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(torch_seed(cfg.seed + 7))).tolist()
     return data.subset(sorted(perm[n_val:])), data.subset(sorted(perm[:n_val]))
 
 
@@ -75,11 +77,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
 
     cfg.validate()
     family, task_name = cfg.target()
-    first = family.prerequisites.get(task_name)  # stage 1: the autoencoder / tokenizer it needs
-    if first and not cfg.autoencoder:
-        ae_cfg = replace(cfg, family=family.name, task=first, out=str(Path(cfg.out) / "ae"), steps=cfg.ae_steps,
-                         preset=cfg.ae_preset, lr=cfg.ae_lr, ema_decay=min(cfg.ema_decay, 0.999), patience=0,
-                         sample_prompts=[], warmup=min(cfg.warmup, 100))
+    ae_cfg = stage1_config(cfg)  # stage 1: the autoencoder / tokenizer it needs (train.plan: steps, preset)
+    if ae_cfg is not None:
         ae_folder = Path(ae_cfg.out) / "model"
         if not (ae_folder / "config.json").is_file() or (resume and _unfinished(Path(ae_cfg.out))):
             ae_folder = train(ae_cfg, resume=resume, data=data)
@@ -151,7 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
             for opt in opts.values():
                 for gparam in opt.param_groups:
                     gparam["lr"] = lr * gparam.get("lr_scale", 1.0)
-            g = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + 1)
+            g = torch.Generator().manual_seed(torch_seed(cfg.seed * 7_919 + step * 104_729 + 1))
             rnd = task.draw(g, B)
             rows = slice(rank * local, (rank + 1) * local)
             idx = order.indices(step, B)[rows].to(acc.device)
@@ -268,8 +267,8 @@ def _writer(run: Path):
 
 
 def _bar(total, initial, enabled, desc):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=f"train {desc}", unit="step", dynamic_ncols=True)
+    from ..progress import bar
+    return bar(total=total, initial=initial, enabled=enabled, desc=f"train {desc}", unit="step")
 
 
 def _frozen_teacher(task, model: torch.nn.Module, device):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ..seeds import torch_seed
+
 ORDERS = ("image", "group")
 
 
@@ -28,7 +30,7 @@ class BatchOrder:
         if epoch not in self._perms:
             if len(self._perms) > 4:
                 self._perms.clear()
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(torch_seed(self.seed * 1_000_003 + epoch))
             self._perms[epoch] = torch.randperm(self.n, generator=g)
         return self._perms[epoch]
 
@@ -56,7 +58,7 @@ class GroupOrder(BatchOrder):
         if epoch not in self._perms:
             if len(self._perms) > 4:
                 self._perms.clear()
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(torch_seed(self.seed * 1_000_003 + epoch))
             groups = torch.randperm(self.n, generator=g)  # (G,)
             u = torch.rand(self.n, generator=g, dtype=torch.float64)
             pick = (u * self.sizes[groups]).long()  # uniform member index in [0, size]
@@ -89,7 +91,7 @@ class MixOrder:
         self.epoch_size = len(set(groups))  # nominal: for progress reports only
 
     def indices(self, step: int, B: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_777_777 + step)
+        g = torch.Generator().manual_seed(torch_seed(self.seed * 1_000_003 + 7_777_777 + step))
         part = torch.multinomial(self.weights, B, replacement=True, generator=g)  # (B,)
         u_group = torch.rand(B, generator=g, dtype=torch.float64)
         u_member = torch.rand(B, generator=g, dtype=torch.float64)

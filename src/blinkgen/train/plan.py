@@ -1,8 +1,9 @@
 """The stage plan of a training run: which models get trained, with which preset, for how many
 steps -- printed before anything runs, so a run's cost is never a surprise.
 
-A diffusion run without `--autoencoder` first trains its KL autoencoder (stage 1), an ar or
-maskgit run its FSQ tokenizer; then the generator (stage 2). Stage 1's steps default in
+A task with a prerequisite in its family's registry entry (`Family.prerequisites`) trains that
+first unless `--autoencoder` names a trained one: a diffusion run its KL autoencoder (stage 1),
+an ar or maskgit run its FSQ tokenizer; then the generator (stage 2). Stage 1's steps default in
 proportion to the run: `--ae-steps` = 2 x `--steps`, at least 10 and at most 2000 (the full
 default, reached from `--steps 1000` up). A 2-step smoke test then trains a 10-step autoencoder
 in seconds instead of a 2000-step one for half an hour; give `--ae-steps` to choose.
@@ -14,7 +15,6 @@ from pathlib import Path
 
 from .config import TrainConfig
 
-STAGE1_FAMILY = {"diffusion": "autoencoder", "ar": "tokenizer", "maskgit": "tokenizer"}
 AE_STEPS_PER_STEP, AE_STEPS_MIN, AE_STEPS_MAX = 2, 10, 2000
 
 
@@ -24,20 +24,21 @@ def default_ae_steps(steps: int) -> int:
 
 
 def stage1_config(cfg: TrainConfig) -> TrainConfig | None:
-    """The autoencoder/tokenizer run that must precede `cfg`, or None (the family needs none, or
-    --autoencoder names a trained one)."""
-    first = STAGE1_FAMILY.get(cfg.family)
+    """The autoencoder/tokenizer run that must precede `cfg` (its family's prerequisite task), or
+    None (the task needs none, or --autoencoder names a trained one)."""
+    family, task = cfg.target()
+    first = family.prerequisites.get(task)
     if not first or cfg.autoencoder:
         return None
     steps = default_ae_steps(cfg.steps) if cfg.ae_steps is None else cfg.ae_steps
-    return replace(cfg, family=first, out=str(Path(cfg.out) / "ae"), steps=steps, ae_steps=None,
+    return replace(cfg, family=family.name, task=first, out=str(Path(cfg.out) / "ae"), steps=steps, ae_steps=None,
                    preset=cfg.ae_preset, lr=cfg.ae_lr, ema_decay=min(cfg.ema_decay, 0.999), patience=0,
                    sample_prompts=[], warmup=min(cfg.warmup, 100))
 
 
 @dataclass(frozen=True)
 class Stage:
-    family: str
+    task: str  # what it trains: autoencoder, tokenizer, diffusion, ar, maskgit, ...
     preset: str
     steps: int
     out: str
@@ -47,6 +48,7 @@ class Stage:
 
 def stage_plan(cfg: TrainConfig) -> list[Stage]:
     """Every stage `train(cfg)` will run (or reuse), in order."""
+    family, task = cfg.target()
     stages = []
     ae = stage1_config(cfg)
     if ae is not None:
@@ -54,11 +56,10 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
         how = ("--ae-steps" if cfg.ae_steps is not None else
                f"--ae-steps not given: {AE_STEPS_PER_STEP} x --steps, within [{AE_STEPS_MIN}, {AE_STEPS_MAX}]")
         reuse = str(folder) if (folder / "config.json").is_file() else None
-        stages.append(Stage(ae.family, ae.preset, ae.steps, ae.out, f"{how}; preset: --ae-preset", reuse))
-    elif cfg.autoencoder:
-        stages.append(Stage(STAGE1_FAMILY.get(cfg.family, "autoencoder"), "-", 0, cfg.autoencoder,
-                            reuse=cfg.autoencoder))
-    stages.append(Stage(cfg.family, cfg.preset, cfg.steps, cfg.out, "--steps, --preset"))
+        stages.append(Stage(ae.task, ae.preset, ae.steps, ae.out, f"{how}; preset: --ae-preset", reuse))
+    elif cfg.autoencoder and family.prerequisites.get(task):
+        stages.append(Stage(family.prerequisites[task], "-", 0, cfg.autoencoder, reuse=cfg.autoencoder))
+    stages.append(Stage(task, cfg.preset, cfg.steps, cfg.out, "--steps, --preset"))
     return stages
 
 
@@ -68,7 +69,7 @@ def format_plan(stages: list[Stage], batch_size: int | None = None) -> str:
              + (f", batch size {batch_size}" if batch_size else "")]
     for i, s in enumerate(stages, 1):
         if s.reuse:
-            lines.append(f"  stage {i}: {s.family}: reuse the trained {s.reuse} (no training)")
+            lines.append(f"  stage {i}: {s.task}: reuse the trained {s.reuse} (no training)")
         else:
-            lines.append(f"  stage {i}: {s.family}, preset {s.preset}, {s.steps} steps -> {s.out}  ({s.note})")
+            lines.append(f"  stage {i}: {s.task}, preset {s.preset}, {s.steps} steps -> {s.out}  ({s.note})")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ...models.ar_t2i import ARTextToImage, fit_text
 from ...models.masked_t2i import MaskedTextToImage
+from ...checks import as_float, as_int
 from ...errors import UserInputError
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
@@ -109,12 +110,15 @@ class ARPipeline(Pipeline):
         return save_ar_folder(path, self.model, {k: v for k, v in self.config.items()
                                                  if k not in ("ar", "family")})
 
-    def _check_settings(self, settings: ARSettings) -> None:
+    def _check_settings(self, settings: ARSettings) -> ARSettings:
         w, ct = settings.window, settings.choice_temperature
-        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= self.model.cfg.n_tokens):
-            raise UserInputError(f"window must be an integer between 1 and {self.model.cfg.n_tokens}, got {w!r}")
-        if ct is not None and (isinstance(ct, bool) or not isinstance(ct, (int, float)) or not 0 <= ct < 1e3):
-            raise UserInputError(f"choice_temperature must be a number in [0, 1000), got {ct!r}")
+        if w is not None:
+            w = as_int(w, "window", 1, self.model.cfg.n_tokens)
+        if ct is not None:
+            ct = as_float(ct, "choice_temperature", 0.0)
+            if not ct < 1e3:
+                raise UserInputError(f"choice_temperature must be a number in [0, 1000), got {ct!r}")
+        return replace(settings, window=w, choice_temperature=ct)
 
     def encode_prompts(self, prompts: list[str]) -> TextBatch:
         """Each prompt encoded alone and padded to text_len: its states never depend on which
