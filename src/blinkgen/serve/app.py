@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,8 +33,9 @@ from .batcher import Batcher
 from .jobs import Job, JobStore, Watch, image_datum, owner_id, snapshot, visible_to
 from .limits import BodyLimit, RequestMetrics, bearer_token, key_ok
 from .metrics import Metrics
-from .schemas import (MAX_SEED, ErrorResponse, ImageRequest, ImagesResponse, JobResponse, Limits,
-                      ModelList, UserError, refine_openapi, validate_limits)
+from ..seeds import random_seed, seed_run
+from .schemas import (ErrorResponse, ImageRequest, ImagesResponse, JobResponse, Limits, ModelList,
+                      UserError, refine_openapi, validate_limits)
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -55,7 +55,7 @@ class ServeConfig:
     timeout_s: float = 300.0  # per request, queue time included
     url_ttl_s: float = 3600.0
     keep_jobs: int = 2000  # finished jobs kept for polling (each also at most url_ttl_s)
-    keep_images: int = 4096  # images kept behind url links, and images of kept finished jobs
+    keep_images: int = 4096  # linked images kept (url responses, jobs), and images of kept finished jobs
     keep_mb: float = 512.0  # PNG megabytes kept behind url links, and in kept finished jobs
     max_body_bytes: int = 64 * 1024
     shutdown_grace_s: float = 30.0
@@ -96,9 +96,11 @@ class Service:
                 "max_guidance": float(getattr(gen, "max_guidance", 30.0)),
                 "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler}}
 
-    def make_job(self, req: ImageRequest, owner: str | None = None) -> Job:
+    def make_job(self, req: ImageRequest, owner: str | None = None, linked: bool = False) -> Job:
         """Validate a request against the server's limits and the model; UserError if it is bad.
-        `owner` is the owner_id of the caller's key (None on a server without keys)."""
+        `owner` is the owner_id of the caller's key (None on a server without keys). `linked`:
+        its images get url links (and a place in the link store) even if the response is b64 --
+        jobs do, because their event stream always links."""
         validate_limits(req, self.config.limits)
         name = req.model or next(iter(self.generators))
         gen = self.generators.get(name)
@@ -106,9 +108,9 @@ class Service:
             raise UserError(f"model {name!r} is not loaded; available: {', '.join(self.generators)}",
                             param="model", code="model_not_found")
         sizes = [f"{gen.image_size}x{gen.image_size}"]
-        if req.size is not None and req.size not in sizes:
-            raise UserError(f"size {req.size!r} is not supported by {name}; supported sizes: {', '.join(sizes)}",
-                            param="size", code="invalid_size")
+        if req.size is not None and req.size != "auto" and req.size not in sizes:  # auto: the model's size
+            raise UserError(f"size {req.size!r} is not supported by {name}; supported sizes: "
+                            f"{', '.join(sizes)} or auto", param="size", code="invalid_size")
         if req.steps is not None and req.steps > self.max_steps(gen):
             raise UserError(f"steps must be between 1 and {self.max_steps(gen)}", param="steps", code="invalid_steps")
         steps = req.steps if req.steps is not None else self.default_steps(gen)
@@ -118,10 +120,13 @@ class Service:
             msg = str(e)
             param = next((p for p in ("sampler", "steps", "guidance") if p in msg.lower()), None)
             raise UserError(msg, param=param, code="invalid_settings") from None
-        seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(req.n)]
+        try:  # the one seed rule (blinkgen.seeds): seed, seed+1, ...; past 2^63 - 1 is refused
+            seeds = seed_run(req.seed if req.seed is not None else random_seed(), req.n)
+        except UserInputError as e:
+            raise UserError(str(e), param="seed", code="invalid_seed") from None
         return Job(id=self.store.new_id(), model=name, prompt=req.prompt, seeds=seeds, settings=settings,
-                   response_format=req.response_format, owner=owner,
+                   response_format=req.response_format, owner=owner, size=sizes[0],
+                   linked=linked or req.response_format == "url",
                    deadline=time.monotonic() + self.config.timeout_s)
 
     def expire_if_late(self, job: Job) -> None:
@@ -272,7 +277,8 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
             return JSONResponse({"error": err}, status_code=JOB_ERROR_STATUS.get(err.get("code"), 500))
         base = str(request.base_url)
         return {"created": job.created, "data": [image_datum(r, job.response_format, base, job.prompt)
-                                                 for r in job.results]}
+                                                 for r in job.results],
+                "output_format": "png", "background": "opaque", "size": job.size}
 
     @app.post("/v1/images/generations", response_model=ImagesResponse,
               responses=ERRORS, summary="Generate images and wait for them (OpenAI-compatible).")
@@ -297,7 +303,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     @app.post("/v1/jobs", status_code=202, response_model=JobResponse,
               responses=ERRORS, summary="Queue an image job; poll it or stream its events.")
     async def create_job(req: ImageRequest, request: Request, owner: str | None = Depends(auth)):
-        job = svc.make_job(req, owner)
+        job = svc.make_job(req, owner, linked=True)  # its event stream shows url links
         svc.batcher.submit(job)
         return JSONResponse(job_json(job, request), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})

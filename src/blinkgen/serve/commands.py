@@ -49,9 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-jobs", type=_positive(int), default=2000,
                    help="most finished jobs kept for polling; the oldest are forgotten first")
     p.add_argument("--keep-images", type=_positive(int), default=4096,
-                   help="most images kept behind url links (and, separately, in kept finished jobs)")
+                   help="most LINKED images kept (response_format=url answers and /v1/jobs images; b64_json "
+                        "answers take no place): past it the oldest link goes before its --url-ttl-s; "
+                        "separately, most images in kept finished jobs")
     p.add_argument("--keep-mb", type=_positive(float), default=512.0,
-                   help="most PNG megabytes kept behind url links (and, separately, in kept finished jobs)")
+                   help="most PNG megabytes of linked images kept (and, separately, in kept finished jobs)")
     p.add_argument("--shutdown-grace-s", type=_nonneg(float), default=30.0,
                    help="on shutdown, time to finish queued work before failing it")
     p.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up call")

@@ -4,7 +4,9 @@ that `response_format="url"` links point at.
 Memory: everything a server keeps after answering is bounded twice, by count/bytes and by age.
 Finished jobs (kept so clients can poll their results) are dropped oldest-first past
 `max_finished` jobs or `max_images` images or `max_bytes` PNG bytes, and after `ttl_s`; url
-images likewise in the ImageStore. Both drop from the front of an insertion-ordered dict, so the
+images likewise in the ImageStore. Only images that have a link live in the ImageStore (those of
+`response_format="url"` answers and of /v1/jobs jobs, whose event streams link): b64_json answers
+never get a link, so they can never push a live link out before its TTL. Both drop from the front of an insertion-ordered dict, so the
 cost is O(1) per item and the caps hold whether or not anyone ever reads again. Jobs of the
 synchronous images endpoint are discarded as soon as they are answered (no client has their id).
 
@@ -34,7 +36,7 @@ FINAL = frozenset({"done", "failed", "cancelled"})
 class ImageResult:
     seed: int
     png: bytes
-    token: str  # capability in the image's URL: unguessable, so <img src> needs no API key
+    token: str | None  # capability in the image's URL (unguessable, so <img src> needs no API key); None: no link
 
     @property
     def nbytes(self) -> int:
@@ -65,6 +67,8 @@ class Job:
     watchers: set = field(default_factory=set)  # {(loop, asyncio.Event)}
     finished_at: float | None = None
     owner: str | None = None  # owner_id() of the creating API key; None when the server has no keys
+    linked: bool = True  # its images get url links (kept in the ImageStore); False for b64_json answers
+    size: str | None = None  # "WxH" of its images
 
     def __post_init__(self):
         self.results = [None] * len(self.seeds)
@@ -152,7 +156,7 @@ class JobStore:
 
     def add_result(self, job: Job, index: int, seed: int, png: bytes) -> None:
         with self.lock:
-            token = self.images.put(png)
+            token = self.images.put(png) if job.linked else None  # no link, no place in the link store
             job.results[index] = ImageResult(seed, png, token)
 
     def stats(self) -> dict:
@@ -187,7 +191,8 @@ class ImageStore:
     job, which other keys cannot read -- and `<img src>`, browsers and OpenAI-style clients fetch
     it without an Authorization header (OpenAI's own image URLs are bearer-less signed links).
     The link expires after `ttl_s`, and the oldest links are dropped past `max_images` images or
-    `max_bytes` bytes, so a busy server cannot grow this store without bound."""
+    `max_bytes` bytes (`--keep-images`, `--keep-mb`: caps on LINKED images only), so a busy
+    server cannot grow this store without bound."""
 
     def __init__(self, ttl_s: float, max_images: int, max_bytes: int = 512 * 2**20):
         self.ttl_s, self.max_images, self.max_bytes = ttl_s, max_images, max_bytes
@@ -231,6 +236,8 @@ def image_datum(r: ImageResult, fmt: str, base_url: str, prompt: str) -> dict:
     d: dict[str, Any] = {"seed": r.seed, "revised_prompt": None}
     if fmt == "b64_json":
         d["b64_json"] = base64.b64encode(r.png).decode("ascii")
+    elif r.token is None:  # pragma: no cover - a job that links always has tokens (make_job)
+        raise ValueError("this image has no link")
     else:
         d["url"] = f"{base_url.rstrip('/')}/images/{r.token}.png"
     return d

@@ -3,9 +3,20 @@
 Requests follow OpenAI's `POST /v1/images/generations` body, with blinkgen's extras (`seed`,
 `steps`, `guidance`, `sampler`) as extra top-level fields -- where the official client puts
 `extra_body`. Models are strict (no "2" for 2, no true for 1, no NaN) and forbid unknown fields,
-so a typo such as `stpes` is a 400 that names it instead of a silently ignored setting. OpenAI
-fields that make no sense for these models (`quality`, `style`, `user`) are accepted and ignored
-so that existing clients keep working.
+so a typo such as `stpes` is a 400 that names it instead of a silently ignored setting.
+
+Every field the official client's `images.generate` can send is either honoured or refused with
+a 400 that names the accepted values (`OPENAI_CHOICES`, `check_openai_fields`):
+- honoured: prompt, model, n, size (a model size, or "auto" = the model's size), response_format,
+  output_format "png", background "opaque" (every image is opaque);
+- accepted as documented no-ops: background/moderation "auto", moderation "low" (blinkgen does
+  no moderation), the quality/style/complexity hints (quality comes from `steps` here), user and
+  safety_identifier, stream false, partial_images 0;
+- refused: what cannot be honoured -- other output formats, transparent backgrounds, stream=true
+  (use /v1/jobs and its event stream), partial images, output_compression, GIF frames, svg.
+
+Seeds follow `blinkgen.seeds`: [0, 2^63 - 1], the n images get seed, seed+1, ... and a request
+whose last seed would pass the range is a 400 (never wrapped), as in the CLI and the Python API.
 
 Bounds that depend on the loaded model (size, steps, sampler) are checked later against the model;
 bounds that are the server's policy (n, prompt length) live in `Limits` and are checked in
@@ -19,7 +30,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-MAX_SEED = 2**32 - 1  # one torch generator per seed; keep seeds in the portable 32-bit range
+from ..seeds import SEED_MAX
+
 MAX_N = 10  # OpenAI's bound on images per request
 MAX_GUIDANCE = 100.0  # far above any useful scale; stops absurd values before the model sees them
 
@@ -64,17 +76,31 @@ class ImageRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=100_000, description="What to draw.")
     model: str | None = Field(None, max_length=200, description="A loaded model's name; default: the first.")
     n: json_int(1, MAX_N) = Field(1, description="Images to make (one seed each: seed, seed+1, ...).")
-    size: str | None = Field(None, max_length=32, description='"WxH", one of the model\'s sizes.')
+    size: str | None = Field(None, max_length=32, description='"WxH", one of the model\'s sizes, or "auto" '
+                                                           '(the model\'s size).')
     response_format: Literal["b64_json", "url"] = Field(
         "b64_json", description="`url` links expire after the server's --url-ttl-s.")
-    seed: json_int(0, MAX_SEED) | None = Field(None, description="Seed of the first image; random if absent.")
+    seed: json_int(0, SEED_MAX) | None = Field(
+        None, description="Seed of the first image, in [0, 2^63 - 1] (as the CLI writes into PNGs); "
+                          "random in [0, 2^32) if absent. seed + n - 1 must stay in range.")
     steps: json_int(1, 10_000) | None = Field(None, description="Sampling steps; model default if absent.")
     guidance: Annotated[float, Field(ge=0.0, le=MAX_GUIDANCE)] | None = Field(None, description="Classifier-free guidance scale.")
     sampler: str | None = Field(None, max_length=64, description="One of the model's samplers.")
-    # OpenAI fields accepted for compatibility and ignored (they do not apply to these models).
-    quality: str | None = Field(None, max_length=32)
-    style: str | None = Field(None, max_length=32)
-    user: str | None = Field(None, max_length=256)
+    # The rest of OpenAI's fields: honoured, documented no-ops, or a clear 400 (module doc).
+    output_format: str | None = Field(None, max_length=32, description='"png" (the only format served).')
+    background: str | None = Field(None, max_length=32, description='"auto" or "opaque" (images are opaque).')
+    moderation: str | None = Field(None, max_length=32, description='"auto" or "low": no-ops (no moderation).')
+    quality: str | None = Field(None, max_length=32, description="Accepted and ignored: use `steps`.")
+    style: str | None = Field(None, max_length=32, description="Accepted and ignored.")
+    complexity: str | None = Field(None, max_length=32, description="Accepted and ignored.")
+    user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
+    safety_identifier: str | None = Field(None, max_length=256, description="Accepted and ignored.")
+    stream: bool | None = Field(None, description="Only false: use POST /v1/jobs and its /events stream.")
+    partial_images: json_int(0, 3) | None = Field(None, description="Only 0 (partial images need streaming).")
+    output_compression: json_int(0, 100) | None = Field(None, description="Refused: applies to jpeg/webp only.")
+    frame_count: json_int(0, 1000) | None = Field(None, description="Refused: GIF output is not served.")
+    frame_duration_ms: json_int(0, 10**9) | None = Field(None, description="Refused: GIF output is not served.")
+    svg: dict | None = Field(None, description="Refused: SVG output is not served.")
 
 
 class ImageDatum(BaseModel):
@@ -87,8 +113,13 @@ class ImageDatum(BaseModel):
 
 
 class ImagesResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     created: int
     data: list[ImageDatum]
+    output_format: Literal["png"] = "png"
+    background: Literal["opaque"] = "opaque"
+    size: str | None = None
 
 
 class Progress(BaseModel):
@@ -146,8 +177,46 @@ class UserError(Exception):
                           "param": self.param, "code": self.code}}
 
 
+# OpenAI fields with a fixed set of values this server can honour or harmlessly ignore:
+# field -> (accepted values, why others are refused / what the value does here).
+OPENAI_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "output_format": (("png",), "this server returns PNG images"),
+    "background": (("auto", "opaque"), "images are always opaque"),
+    "moderation": (("auto", "low"), "blinkgen does no content moderation, so both are no-ops"),
+    "quality": (("auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"),
+                "a hint that is ignored here: image quality comes from `steps`"),
+    "style": (("vivid", "natural"), "a legacy hint that is ignored here"),
+    "complexity": (("low", "medium", "high"), "a hint that is ignored here"),
+}
+# OpenAI fields with no honourable non-default value: field -> (allowed value, why refused).
+OPENAI_REFUSED: dict[str, tuple[object, str]] = {
+    "stream": (False, "streaming responses are not served; use POST /v1/jobs and GET /v1/jobs/{id}/events"),
+    "partial_images": (0, "partial images need streaming; POST /v1/jobs streams previews at /v1/jobs/{id}/events"),
+    "output_compression": (None, "it applies to jpeg/webp output only, and this server returns PNG"),
+    "frame_count": (None, "GIF output is not served (output_format is png)"),
+    "frame_duration_ms": (None, "GIF output is not served (output_format is png)"),
+    "svg": (None, "SVG output is not served (output_format is png)"),
+}
+
+
+def check_openai_fields(req: ImageRequest) -> None:
+    """400 (naming the accepted values) for an OpenAI field value that cannot be honoured."""
+    for name, (accepted, why) in OPENAI_CHOICES.items():
+        v = getattr(req, name)
+        if v is not None and v not in accepted:
+            raise UserError(f"{name} {v!r} is not supported: {why}; accepted: {', '.join(accepted)}",
+                            param=name, code="unsupported_value")
+    for name, (allowed, why) in OPENAI_REFUSED.items():
+        v = getattr(req, name)
+        if v is not None and v != allowed:
+            ok = "omit it" if allowed is None else f"omit it or send {str(allowed).lower()}"
+            raise UserError(f"{name}={v!r} is not supported: {why}; {ok}", param=name, code="unsupported_value")
+
+
 def validate_limits(req: ImageRequest, limits: Limits) -> None:
-    """Server policy checks that the schema cannot express because they are configurable."""
+    """Server policy checks that the schema cannot express because they are configurable, and
+    the OpenAI fields that cannot be honoured (`check_openai_fields`)."""
+    check_openai_fields(req)
     if not req.prompt.strip():
         raise UserError("prompt must not be blank", param="prompt", code="invalid_prompt")
     if len(req.prompt) > limits.max_prompt_chars:
@@ -179,7 +248,10 @@ def refine_openapi(schema: dict, cards: list[dict], limits: Limits) -> dict:
 
     uniq = lambda xs: sorted(set(xs))  # noqa: E731
     props["model"] = nullable({"type": "string", "enum": [c["id"] for c in cards]}, props["model"])
-    props["size"] = nullable({"type": "string", "enum": uniq(s for c in cards for s in c["sizes"])}, props["size"])
+    props["size"] = nullable({"type": "string", "enum": uniq([*(s for c in cards for s in c["sizes"]), "auto"])},
+                             props["size"])
+    for name, (accepted, _) in OPENAI_CHOICES.items():
+        props[name] = nullable({"type": "string", "enum": list(accepted)}, props[name])
     props["sampler"] = nullable({"type": "string", "enum": uniq(s for c in cards for s in c["samplers"])},
                                 props["sampler"])
     props["steps"] = nullable({"type": "integer", "minimum": 1, "maximum": max(c["max_steps"] for c in cards)},

@@ -14,10 +14,23 @@ function headers(extra = {}) {
   return h;
 }
 
+// Seeds go up to 2^63 - 1, but a JS number holds integers exactly only below 2^53: seeds are
+// sent as their digits and, where the browser can (JSON.parse source text access), read back as
+// strings, so a seed copied from a PNG reproduces that image here too.
+function parseJSON(text) {
+  return JSON.parse(text, (key, value, ctx) =>
+    key === "seed" && typeof value === "number" && ctx && ctx.source ? ctx.source : value);
+}
+
+function bodyJSON(obj, seedDigits) {
+  const text = JSON.stringify(obj);
+  return seedDigits ? text.replace(/}$/, `,"seed":${seedDigits}}`) : text;
+}
+
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: headers(opts.headers) });
   let body = null;
-  try { body = await r.json(); } catch (e) { /* not JSON */ }
+  try { body = parseJSON(await r.text()); } catch (e) { /* not JSON */ }
   if (r.status === 401) $("keybox").hidden = false;
   if (!r.ok) throw new Error((body && body.error && body.error.message) || `HTTP ${r.status}`);
   return body;
@@ -61,13 +74,18 @@ async function submit(ev) {
   $("formerror").textContent = "";
   const body = {
     prompt: $("prompt").value, model: $("model").value || undefined, n: num("n") || 1,
-    seed: num("seed"), steps: num("steps"), guidance: num("guidance"),
+    steps: num("steps"), guidance: num("guidance"),
     sampler: $("sampler").value || undefined, response_format: "url",
   };
+  const seed = $("seed").value.trim();
+  if (seed !== "" && !/^\d+$/.test(seed)) {
+    $("formerror").textContent = "seed must be a whole number from 0 to 9223372036854775807";
+    return;
+  }
   $("generate").disabled = true;
   try {
     const job = await api("/v1/jobs", {
-      method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
+      method: "POST", body: bodyJSON(body, seed), headers: { "Content-Type": "application/json" },
     });
     const card = addCard(job);
     follow(job.id, card);
@@ -141,7 +159,7 @@ async function follow(id, card) {
       while ((i = buf.indexOf("\n\n")) >= 0) {
         const block = buf.slice(0, i); buf = buf.slice(i + 2);
         const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-        if (data) render(card, JSON.parse(data));
+        if (data) render(card, parseJSON(data));
       }
     }
   } catch (e) {
