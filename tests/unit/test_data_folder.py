@@ -123,4 +123,5 @@ def test_normalize_caption_is_canonical(s):
     assert normalize_caption(c) == c                       # idempotent
     assert c == c.strip() and "  " not in c and "_" not in c
     assert not any(ch in c for ch in "\n\t\r")
-    assert c.split() == s.replace("_", " ").split()        # only spacing changed, words kept
+    assert "\ufeff" not in c                                # byte-order marks dropped (issue 10)
+    assert c.split() == s.replace("_", " ").replace("\ufeff", "").split()  # only spacing changed, words kept
