@@ -36,10 +36,11 @@ import numpy as np
 import torch
 
 from blinkgen.api import load
-from blinkgen.pipeline import requests
+from blinkgen.errors import OutputExistsError
 from blinkgen.eval.evaluate import blas_threads, build_reference, run_prompts, score_images, versions
-from blinkgen.sampling.flow import nfe as sampler_nfe
 from blinkgen.outputs import check_new, write_text
+from blinkgen.pipeline import requests
+from blinkgen.sampling.flow import nfe as sampler_nfe
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS = [f"{s}:{k}" for s in ("euler", "heun", "dpmpp2m") for k in (4, 8, 20, 50)]
@@ -226,8 +227,11 @@ def main(argv=None, prog: str | None = None) -> dict:
     ap.add_argument("--matmul-n", type=int, default=MATMUL_N, help="side of the square matmul that sets the peak")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after
-        check_new([args.out], args.overwrite)
+    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
+        try:
+            check_new([args.out], args.overwrite)
+        except OutputExistsError as e:
+            ap.error(str(e))
     if args.render:
         print(render(json.loads(Path(args.render).read_text())), end="")
         return {}

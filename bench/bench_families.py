@@ -48,9 +48,10 @@ import numpy as np
 import torch
 
 from blinkgen.api import load
-from blinkgen.pipeline import requests
+from blinkgen.errors import OutputExistsError
 from blinkgen.eval.evaluate import build_reference, run_prompts, score_images, versions
 from blinkgen.outputs import check_new, write_text
+from blinkgen.pipeline import requests
 from blinkgen.textio import read_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,8 +269,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--render", default=None, help="print a results JSON as Markdown and exit")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after
-        check_new([args.out], args.overwrite)
+    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
+        try:
+            check_new([args.out], args.overwrite)
+        except OutputExistsError as e:
+            ap.error(str(e))
     if args.render:
         print(render(json.loads(Path(args.render).read_text())), end="")
         return {}

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
+from blinkgen.errors import OutputExistsError
 from blinkgen.outputs import check_new, write_text
 
 from blinkgen.pipeline import requests
@@ -226,8 +227,11 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_load.json"))
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args()
-    if args.out:  # refused before the benchmark runs, not after
-        check_new([args.out], args.overwrite)
+    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
+        try:
+            check_new([args.out], args.overwrite)
+        except OutputExistsError as e:
+            ap.error(str(e))
 
     model = args.model or tiny_model_folder()
     body = {"prompt": "a red circle above a blue square", "n": 1, "steps": args.steps,

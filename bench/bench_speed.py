@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import blinkgen
+from blinkgen.errors import OutputExistsError
 from blinkgen.outputs import check_new, write_text
 from blinkgen.pipeline import Request, requests
 from blinkgen.textio import read_lines
@@ -33,8 +34,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     a = ap.parse_args()
-    if a.out:  # refused before the benchmark runs, not after
-        check_new([a.out], a.overwrite)
+    if a.out:  # refused before the benchmark runs, not after: one line, exit 2
+        try:
+            check_new([a.out], a.overwrite)
+        except OutputExistsError as e:
+            ap.error(str(e))
     torch.set_num_threads(a.threads)
     gen = blinkgen.load(a.model)
     prompts = read_lines("bench/prompts/default_grid.txt", "prompts file")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from blinkgen.errors import OutputExistsError
 from blinkgen.eval import metrics as M
 from blinkgen.eval.contrastive import held_out_split, load_evaluator
 from blinkgen.eval.evaluate import blas_threads, versions
@@ -72,8 +73,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after
-        check_new([args.out], args.overwrite)
+    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
+        try:
+            check_new([args.out], args.overwrite)
+        except OutputExistsError as e:
+            ap.error(str(e))
     torch.set_num_threads(args.threads)
     from blinkgen.families.ar.folder import find_tokenizer, load_tokenizer
     from blinkgen.data.registry import load_dataset

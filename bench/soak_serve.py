@@ -60,6 +60,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import ROOT, start_server, stop_server, tiny_model_folder  # noqa: E402
+from blinkgen.errors import OutputExistsError
 from blinkgen.outputs import check_new, write_text
 
 KEYS = ("sk-soak-alpha-0123456789", "sk-soak-bravo-9876543210")
@@ -295,8 +296,11 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_soak.json"))
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     args = ap.parse_args()
-    if args.out:  # refused before the benchmark runs, not after
-        check_new([args.out], args.overwrite)
+    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
+        try:
+            check_new([args.out], args.overwrite)
+        except OutputExistsError as e:
+            ap.error(str(e))
 
     model = args.model or tiny_model_folder("soak-serve-")
     prompts = [f"soak prompt {i}: a red circle above a blue square" for i in range(args.prompts)]
