@@ -259,6 +259,8 @@ def refine_openapi(schema: dict, cards: list[dict], limits: Limits) -> dict:
     props["guidance"] = nullable({"type": "number", "minimum": 0.0,
                                   "maximum": max(c.get("max_guidance", MAX_GUIDANCE) for c in cards)},
                                  props["guidance"])
+    # pydantic writes le=2^63-1 as the float 9.223372036854776e18 (= 2^63): give the exact integer
+    props["seed"] = nullable({"type": "integer", "minimum": 0, "maximum": SEED_MAX}, props["seed"])
     props["prompt"]["maxLength"] = limits.max_prompt_chars
     props["n"]["maximum"] = limits.max_n
     return schema
