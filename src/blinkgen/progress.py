@@ -18,14 +18,18 @@ ENV_INTERVAL = "BLINKGEN_PROGRESS_INTERVAL"
 
 
 class _LineWriter:
-    """A file for tqdm that turns its carriage-return redraws into whole lines."""
+    """A file for tqdm that turns its carriage-return redraws into whole lines, dropping a line
+    whose count did not move (tqdm redraws the last state when it closes)."""
 
     def __init__(self, stream):
         self.stream = stream
+        self._last = None
 
     def write(self, s: str) -> None:
         line = s.replace("\r", "").replace("\x1b[A", "").strip()
-        if line:
+        key = line.split(" [")[0]  # "desc: 40%|####      | 4/10", without the times and rate
+        if line and key != self._last:
+            self._last = key
             self.stream.write(line + "\n")
 
     def flush(self) -> None:
