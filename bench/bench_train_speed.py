@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from blinkgen.errors import OutputExistsError
 from blinkgen.models.denoisers import from_preset
+from blinkgen.outputs import check_new, write_text
 from blinkgen.train.ema import EMA
 
 SETTINGS = {  # name -> (autocast dtype or None, fused AdamW)
@@ -65,7 +67,12 @@ def main():
     ap.add_argument("--settings", default=",".join(SETTINGS), help="subset of " + ",".join(SETTINGS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     a = ap.parse_args()
+    try:  # refused before the benchmark runs, not after: one line, exit 2
+        check_new([a.out], a.overwrite)
+    except OutputExistsError as e:
+        ap.error(str(e))
     torch.set_num_threads(a.threads)
     chosen = {k: SETTINGS[k] for k in a.settings.split(",")}
     rows = []
@@ -92,7 +99,7 @@ def main():
            "command": f"python bench/bench_train_speed.py --presets {a.presets} --batch {a.batch} --threads {a.threads} "
                       f"--steps {a.steps} --rounds {a.rounds} --settings {a.settings} --out {a.out}"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    write_text(Path(a.out), json.dumps(out, indent=1) + "\n", a.overwrite)
 
 
 if __name__ == "__main__":
