@@ -49,8 +49,8 @@ def test_plan_names_each_stage_preset_steps_and_the_flag(tmp_path):
     reuse = format_plan(stage_plan(TrainConfig(autoencoder="some/ae").validate()))
     assert "reuse the trained some/ae" in reuse and "stage 2: diffusion" in reuse
     ar = stage_plan(TrainConfig(family="ar", steps=300).validate())
-    assert [(s.family, s.steps) for s in ar] == [("tokenizer", 600), ("ar", 300)]
-    assert [s.family for s in stage_plan(TrainConfig(family="autoencoder").validate())] == ["autoencoder"]
+    assert [(s.task, s.steps) for s in ar] == [("tokenizer", 600), ("ar", 300)]
+    assert [s.task for s in stage_plan(TrainConfig(family="autoencoder").validate())] == ["autoencoder"]
 
 
 def test_plan_is_printed_before_anything_runs(tmp_path):

@@ -13,6 +13,7 @@ import blinkgen
 from blinkgen.checks import as_float, as_int
 from blinkgen.data.image_io import read_image
 from blinkgen.errors import UserInputError
+from blinkgen.pipeline import Request
 from blinkgen.pngmeta import read_parameters
 from blinkgen.seeds import SEED_MAX, check_seed, random_seed, seed_run, torch_seed
 from conftest import run_cli
@@ -137,8 +138,12 @@ def test_generate_refuses_bool_and_floats_for_ints(gen, kwargs, arg):
 def test_sample_settings_and_seeds_take_numpy_ints(gen):
     s = gen.settings(steps=np.int64(2), guidance=np.float64(1.5))
     assert s.steps == 2 and type(s.steps) is int and type(s.guidance) is float
-    ims = gen.sample(["a", "b"], [np.int64(1), np.uint32(2)], s)
-    assert np.array_equal(np.asarray(ims[1]), np.asarray(gen.sample(["b"], [2], s)[0]))
+    ims = gen.sample([Request("a", np.int64(1)), Request("b", np.uint32(2))], s).images
+    assert np.array_equal(np.asarray(ims[1]), np.asarray(gen.sample([Request("b", 2)], s).images[0]))
+    with pytest.raises(UserInputError, match="seed must be"):
+        gen.sample([Request("a", True)], s)
+    with pytest.raises(UserInputError, match="strength must be"):
+        gen.sample([Request("a", 1, init_image=object(), strength=np.float32(2.0))], s)
 
 
 def test_datasets_caption_and_eval_take_numpy_ints(tmp_path):
