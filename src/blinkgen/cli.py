@@ -112,7 +112,8 @@ def _add_train(sub) -> None:
         if f.name == "sample_prompts":
             continue
         typ = {"int": int, "int | None": int, "float": float}.get(str(f.type), str)
-        help_ = "(default: 2 x --steps, within [10, 2000])" if f.name == "ae_steps" else f"(default: {f.default})"
+        help_ = {"ae_steps": "(default: 2 x --steps, within [10, 2000])",
+                 "ae_preset": "(default: tiny for --preset tiny, else S)"}.get(f.name, f"(default: {f.default})")
         if f.name == "family":
             tasks = "; ".join(f"{x.name}: tasks {', '.join(x.tasks)} (default {x.default_task})" for x in fams)
             older = ", ".join(f"{a} = {x.name} --task {t}" for x in fams for a, t in x.aliases.items())

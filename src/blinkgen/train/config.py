@@ -51,7 +51,7 @@ class TrainConfig:
     val_max: int = 256
     autoencoder: str | None = None   # diffusion/ar: a trained autoencoder/tokenizer folder
     ae_steps: int | None = None      # stage 1 (no --autoencoder); None: train.plan.default_ae_steps
-    ae_preset: str = "S"
+    ae_preset: str | None = None     # stage 1's preset; None: "tiny" for --preset tiny, else "S" (train.plan)
     ae_lr: float = 1e-3
     sample_prompts: list[str] = field(default_factory=list)
     time_limit: float = 0.0           # seconds; stop, save and export when reached (0 = off)

@@ -5,8 +5,9 @@ A task with a prerequisite in its family's registry entry (`Family.prerequisites
 first unless `--autoencoder` names a trained one: a diffusion run its KL autoencoder (stage 1),
 an ar or maskgit run its FSQ tokenizer; then the generator (stage 2). Stage 1's steps default in
 proportion to the run: `--ae-steps` = 2 x `--steps`, at least 10 and at most 2000 (the full
-default, reached from `--steps 1000` up). A 2-step smoke test then trains a 10-step autoencoder
-in seconds instead of a 2000-step one for half an hour; give `--ae-steps` to choose.
+default, reached from `--steps 1000` up); its preset is `--ae-preset`, by default "S", or "tiny"
+when `--preset tiny` (a smoke test). A 2-step tiny run then trains a 10-step tiny autoencoder in
+seconds instead of a 2000-step S one for half an hour.
 """
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ from pathlib import Path
 from .config import TrainConfig
 
 AE_STEPS_PER_STEP, AE_STEPS_MIN, AE_STEPS_MAX = 2, 10, 2000
+AE_PRESET_DEFAULT = "S"
+SMOKE_PRESET = "tiny"  # a smoke-test run: its stage 1 is tiny too unless --ae-preset says otherwise
+
+
+def default_ae_preset(preset: str) -> str:
+    """Stage-1 preset when --ae-preset is not given (see the module doc)."""
+    return SMOKE_PRESET if preset == SMOKE_PRESET else AE_PRESET_DEFAULT
 
 
 def default_ae_steps(steps: int) -> int:
@@ -31,8 +39,9 @@ def stage1_config(cfg: TrainConfig) -> TrainConfig | None:
     if not first or cfg.autoencoder:
         return None
     steps = default_ae_steps(cfg.steps) if cfg.ae_steps is None else cfg.ae_steps
+    preset = default_ae_preset(cfg.preset) if cfg.ae_preset is None else cfg.ae_preset
     return replace(cfg, family=family.name, task=first, out=str(Path(cfg.out) / "ae"), steps=steps, ae_steps=None,
-                   preset=cfg.ae_preset, lr=cfg.ae_lr, ema_decay=min(cfg.ema_decay, 0.999), patience=0,
+                   ae_preset=None, preset=preset, lr=cfg.ae_lr, ema_decay=min(cfg.ema_decay, 0.999), patience=0,
                    sample_prompts=[], warmup=min(cfg.warmup, 100))
 
 
@@ -56,7 +65,8 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
         how = ("--ae-steps" if cfg.ae_steps is not None else
                f"--ae-steps not given: {AE_STEPS_PER_STEP} x --steps, within [{AE_STEPS_MIN}, {AE_STEPS_MAX}]")
         reuse = str(folder) if (folder / "config.json").is_file() else None
-        stages.append(Stage(ae.task, ae.preset, ae.steps, ae.out, f"{how}; preset: --ae-preset", reuse))
+        which = "--ae-preset" if cfg.ae_preset is not None else f"--ae-preset not given: {ae.preset} for --preset {cfg.preset}"
+        stages.append(Stage(ae.task, ae.preset, ae.steps, ae.out, f"{how}; {which}", reuse))
     elif cfg.autoencoder and family.prerequisites.get(task):
         stages.append(Stage(family.prerequisites[task], "-", 0, cfg.autoencoder, reuse=cfg.autoencoder))
     stages.append(Stage(task, cfg.preset, cfg.steps, cfg.out, "--steps, --preset"))
