@@ -48,9 +48,11 @@ class Request:
         this image's randomness.
     init_image: optional RGB image to start from (img2img / inpainting / upscaling); square, any
         side (resampled to the model's image_size); a non-square one is refused.
-    mask: optional image of init_image's size marking what to repaint (sampling/edit.py
-        `mask_array`): with transparency, OpenAI's convention -- transparent = repaint, opaque =
-        keep; without, white = repaint, black = keep. Pixels it keeps come back exactly.
+    mask: optional image of init_image's size marking what to repaint (data/image_io.read_mask):
+        with transparency, OpenAI's convention -- transparent = repaint, opaque = keep; without,
+        white = repaint, black = keep. Pixels it keeps come back exactly.
+    init_image and mask may be anything the one image reader takes (PIL image, array, path,
+    bytes); both go through it (data/image_io.py).
     strength: optional, in (0, 1]: how far from init_image the result may go (1 = ignore it; the
         default is 0.6 without a mask, 1 with one); needs init_image.
     Families that do not list these in `Pipeline.supports` refuse them."""

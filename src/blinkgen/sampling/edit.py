@@ -49,10 +49,11 @@ def cut_schedule(ts: torch.Tensor, t_start: float) -> torch.Tensor:
         raise ValueError(f"t_start must be in (0, 1], got {t_start}")
     if t_start >= float(ts[0]):
         return ts
-    below = ts[ts < t_start]  # ends with 0
-    if len(below) >= 2 and t_start - float(below[0]) < MERGE_FRACTION * float(below[0] - below[1]):
+    first = torch.tensor([t_start], dtype=ts.dtype)  # decide in the schedule's own precision
+    below = ts[ts < first]  # ends with 0
+    if len(below) >= 2 and float(first - below[0]) < MERGE_FRACTION * float(below[0] - below[1]):
         below = below[1:]
-    return torch.cat([torch.tensor([t_start], dtype=ts.dtype), below])
+    return torch.cat([first, below])
 
 
 def start_point(z: torch.Tensor, noise: torch.Tensor, t_start: float) -> torch.Tensor:
@@ -78,20 +79,7 @@ def inpaint_wrap(model_fn: ModelFn, known: torch.Tensor, repaint: torch.Tensor) 
     return fn
 
 
-# --- masks -------------------------------------------------------------------------------------
-def mask_array(mask: Image.Image) -> np.ndarray:
-    """A mask image -> (H, W) float32 in [0, 1], 1 = repaint. The one rule for every caller:
-    an image with transparency (an alpha channel that is not fully opaque, or a palette / colour
-    key transparency) follows OpenAI's convention -- transparent pixels are repainted, opaque ones
-    kept, partly transparent ones in proportion; an image without any: white = repaint,
-    black = keep (its luminance)."""
-    if mask.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in mask.info:
-        alpha = np.asarray(mask.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
-        if alpha.min() < 1.0:
-            return 1.0 - alpha
-    return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-
-
+# --- masks ---------------------------------------------------------------------------------------
 def latent_mask(repaint_px: torch.Tensor, factor: int) -> torch.Tensor:
     """Pixel repaint mask (B, 1, H, W) in [0, 1] -> latent repaint mask (B, 1, H/f, W/f) in [0, 1]:
     the area average of each f x f cell divided by FULL_COVER (clamped), then feathered one cell
@@ -142,30 +130,44 @@ def default_strength(strength: float | None, has_mask: bool) -> float:
     return INPAINT_STRENGTH if has_mask else IMG2IMG_STRENGTH
 
 
-def init_pixels(image: Image.Image, size: int) -> torch.Tensor:
-    """An RGB init image -> (3, size, size) uint8, resized with LANCZOS when its side is not
+def init_pixels(image, size: int) -> torch.Tensor:
+    """A request's init image (a PIL image, array, path or bytes: read by the one image reader,
+    data/image_io.read_image) -> (3, size, size) uint8, resized with LANCZOS when its side is not
     `size`. UserInputError (naming init_image) if it is not square: an edit keeps the picture's
     geometry, so it is neither padded nor cropped here."""
+    from ..data.image_io import read_image
+
+    return _square_pixels(read_image(image, name="init_image"), size)
+
+
+def edit_pixels(image, mask, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A request's init image and optional mask -> ((3, size, size) uint8, (1, size, size) float32
+    repaint mask in [0, 1] or None). The mask is read by data/image_io.read_mask (transparent =
+    repaint; without transparency white = repaint) and area-resampled. UserInputError (naming
+    the field) for a non-square image or a mask of another size than the image."""
+    from ..data.image_io import read_image, read_mask
     from ..errors import UserInputError
 
-    w, h = image.size
+    im = read_image(image, name="init_image")
+    px = _square_pixels(im, size)
+    if mask is None:
+        return px, None
+    m = read_mask(mask, name="mask")
+    if m.size != im.size:
+        raise UserInputError(f"mask is {m.size[0]}x{m.size[1]} but init_image is "
+                             f"{im.size[0]}x{im.size[1]}; they must be the same size")
+    a = Image.fromarray(np.asarray(m, dtype=np.float32) / 255.0, mode="F")
+    if a.size != (size, size):
+        a = a.resize((size, size), Image.Resampling.BOX)
+    return px, torch.from_numpy(np.clip(np.asarray(a, dtype=np.float32), 0.0, 1.0).copy())[None]
+
+
+def _square_pixels(im: Image.Image, size: int) -> torch.Tensor:
+    from ..errors import UserInputError
+
+    w, h = im.size
     if w != h:
         raise UserInputError(f"init_image must be square, got {w}x{h}; crop or pad it first")
-    im = image.convert("RGB")
     if im.size != (size, size):
         im = im.resize((size, size), Image.Resampling.LANCZOS)
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
-def mask_pixels(mask: Image.Image, image_size: tuple[int, int], size: int) -> torch.Tensor:
-    """A mask image (`mask_array`'s convention) -> (1, size, size) float32 repaint mask in [0, 1],
-    area-resampled to `size`. UserInputError (naming mask) if its size is not the init image's."""
-    from ..errors import UserInputError
-
-    if mask.size != tuple(image_size):
-        raise UserInputError(f"mask is {mask.size[0]}x{mask.size[1]} but init_image is "
-                             f"{image_size[0]}x{image_size[1]}; they must be the same size")
-    m = Image.fromarray(mask_array(mask), mode="F")
-    if m.size != (size, size):
-        m = m.resize((size, size), Image.Resampling.BOX)
-    return torch.from_numpy(np.clip(np.asarray(m, dtype=np.float32), 0.0, 1.0).copy())[None]

@@ -26,7 +26,7 @@ from ...checks import as_float, as_int
 from ...errors import UserInputError
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
-from ...sampling.edit import composite, default_strength, init_pixels, mask_pixels, token_mask
+from ...sampling.edit import composite, default_strength, edit_pixels, token_mask
 from ...sampling.ar import DecodeSettings, decode, decode_no_cache, decode_one_token, draw_uniforms
 from ...sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
 from ...sampling.speculative import speculative_decode_batch
@@ -201,10 +201,10 @@ class ARPipeline(Pipeline):
         -> (tokens (B, N) long, network calls per image, init (B, 3, S, S) uint8, repaint mask
         (B, 1, S, S) float)."""
         m, S, N = self.model, self.image_size, self.model.cfg.n_tokens
-        init = torch.stack([init_pixels(r.init_image, S) if r.edits else torch.full((3, S, S), 255, dtype=torch.uint8)
-                            for r in requests])  # (B, 3, S, S)
-        repaint = torch.stack([mask_pixels(r.mask, r.init_image.size, S) if r.mask is not None
-                               else torch.ones(1, S, S) for r in requests])  # (B, 1, S, S)
+        white, ones = torch.full((3, S, S), 255, dtype=torch.uint8), torch.ones(1, S, S)
+        pairs = [edit_pixels(r.init_image, r.mask, S) if r.edits else (white, None) for r in requests]
+        init = torch.stack([p for p, _ in pairs])  # (B, 3, S, S) uint8 (white without an init image)
+        repaint = torch.stack([ones if m is None else m for _, m in pairs])  # (B, 1, S, S), 1 = repaint
         toks0 = m.tokenizer.encode_uint8(init.to(self.device)).cpu()  # (B, N)
         editable = token_mask(repaint, S // m.cfg.tokenizer.grid)  # (B, N) bool
         plans = []

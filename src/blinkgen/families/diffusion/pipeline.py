@@ -14,8 +14,8 @@ from ...models.autoencoder import AutoencoderKL, to_pixels, to_uint8
 from ...models.dit import DiT
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
-from ...sampling.edit import (composite, cut_schedule, default_strength, init_pixels, inpaint_wrap, latent_mask,
-                              mask_pixels, start_point)
+from ...sampling.edit import (composite, cut_schedule, default_strength, edit_pixels, inpaint_wrap, latent_mask,
+                              start_point)
 from ...sampling.flow import SAMPLERS, flow_schedule
 from ...sampling.guidance import cfg_wrap
 from ...errors import UserInputError
@@ -209,10 +209,10 @@ class DiffusionPipeline(Pipeline):
     def _edit_inputs(self, requests: list[Request]) -> "EditInputs":
         """The requests' init images and masks at image_size, and the images' latents."""
         S, f = self.image_size, self.ae.cfg.downsample
-        init = torch.stack([init_pixels(r.init_image, S) if r.edits else torch.full((3, S, S), 255, dtype=torch.uint8)
-                            for r in requests])  # (B, 3, S, S) uint8
-        repaint = torch.stack([mask_pixels(r.mask, r.init_image.size, S) if r.mask is not None
-                               else torch.ones(1, S, S) for r in requests])  # (B, 1, S, S)
+        white, ones = torch.full((3, S, S), 255, dtype=torch.uint8), torch.ones(1, S, S)
+        pairs = [edit_pixels(r.init_image, r.mask, S) if r.edits else (white, None) for r in requests]
+        init = torch.stack([p for p, _ in pairs])  # (B, 3, S, S) uint8 (white without an init image)
+        repaint = torch.stack([ones if m is None else m for _, m in pairs])  # (B, 1, S, S), 1 = repaint
         z = self.ae.encode(to_pixels(init.to(self.device))).float()  # (B, C, S/f, S/f) scaled latents
         return EditInputs(init, repaint, z, latent_mask(repaint, f).to(self.device),
                           [i for i, r in enumerate(requests) if r.mask is not None])
