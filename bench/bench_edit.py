@@ -19,7 +19,7 @@ training loop's own split of --data, seed 0, so the model never saw them), each 
     python bench/bench_edit.py inpaint --model default --data ~/.cache/blinkgen/datasets/emoji+shapes:1500 --out bench/results/edit_inpaint.json
     python bench/bench_edit.py sweep --model default --data ... --out bench/results/edit_sweep.json --plot bench/results/edit_sweep.png
     python bench/bench_edit.py style --model default --data ... --out bench/results/edit_style.json
-    python bench/bench_edit.py sr --upscaler upscaler --data noto-font+shapes:1500 --out bench/results/edit_sr.json
+    python bench/bench_edit.py sr --upscaler upscaler --data noto-font+shapes:1500 --out bench/results/edit_sr.json --grid bench/results/edit_sr.png
 """
 from __future__ import annotations
 
@@ -85,6 +85,16 @@ def bench_inpaint(args, pipe, ev) -> dict:
     t0 = time.perf_counter()
     ours = sample(pipe, [Request(p, i, init_image=im, mask=mask) for i, (p, im) in enumerate(zip(prompts, real))], s, args.batch)
     t_inpaint = time.perf_counter() - t0
+    # the same edits without the final pixel composite: what the latent blending alone keeps
+    import blinkgen.families.diffusion.pipeline as dp
+
+    with_composite = dp.composite
+    dp.composite = lambda generated, init, repaint: generated
+    try:
+        raw = sample(pipe, [Request(p, i, init_image=im, mask=mask) for i, (p, im) in enumerate(zip(prompts, real))],
+                     s, args.batch) if pipe.family == "diffusion" else None
+    finally:
+        dp.composite = with_composite
     t2i = sample(pipe, [Request(p, i) for i, p in enumerate(prompts)], s, args.batch)
     with torch.inference_mode():
         x = held.images[:n]
@@ -104,7 +114,8 @@ def bench_inpaint(args, pipe, ev) -> dict:
             e = ev.embed_images(images)
             return {"alignment": M.alignment(e, txt), "fd_vs_real_held_out": M.frechet_distance(e, all_real)}
         return {"n": n, "mask": "centre square, a quarter of the area", "settings": s.to_dict(),
-                "outside_mean_abs_diff": {"inpainted": outside(O), "autoencoder_round_trip": outside(T)},
+                "outside_mean_abs_diff": {"inpainted": outside(O), "autoencoder_round_trip": outside(T),
+                                          **({"before_pixel_composite": outside(arrays(raw))} if raw else {})},
                 "inside_mean_abs_diff_to_original": {"inpainted": inside(O), "autoencoder_round_trip": inside(T)},
                 "inpainted": quality(ours), "text_to_image_same_prompts": quality(t2i),
                 "real_images": quality(real), "autoencoder_round_trip": quality(rt),
@@ -229,6 +240,12 @@ def bench_sr(args) -> dict:
                                           "ssim": float(np.mean([v for v, q in zip(s, parts) if q == k]))}
                                  for k in sorted(set(parts))}}
     out["beats_both"] = all(out["upscaler"][m] > out[b][m] for b in ("bicubic", "lanczos") for m in ("psnr_db", "ssim"))
+    if args.grid:  # rows: bicubic, Lanczos, the upscaler, the original; 8 held-out images
+        from blinkgen.pngmeta import grid
+
+        k = list(range(min(8, len(hr))))
+        rows = [methods["bicubic"], methods["lanczos"], methods["upscaler"], truth]
+        grid([Image.fromarray(r[i]) for r in rows for i in k], cols=len(k)).save(args.grid)
     return out
 
 
@@ -244,6 +261,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default=None, help="sweep: write the plot here (PNG)")
+    ap.add_argument("--grid", default=None, help="sr: write a comparison grid here (PNG)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
