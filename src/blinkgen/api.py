@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-__all__ = ["load", "resolve", "embedded_models", "WEIGHTS_DIR", "Pipeline", "Request", "Settings", "SampleResult",
+__all__ = ["load", "load_upscaler", "upscale", "resolve", "embedded_models", "WEIGHTS_DIR", "Pipeline", "Request", "Settings", "SampleResult",
            "ProgressCallback", "MAX_N", "MAX_PROMPT_CHARS", "SEED_MAX"]
 
 
@@ -78,3 +78,27 @@ def load(name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32"
     if folder.parent == WEIGHTS_DIR:
         pipe.name = folder.name
     return pipe
+
+
+def load_upscaler(name_or_path: str = "upscaler", input_size: int | None = None, output_size: int | None = None,
+                  device: str = "cpu") -> Pipeline:
+    """An upscaler model (the embedded "upscaler", or a folder) -> its Pipeline, checked to take
+    `input_size`-px images and give `output_size`-px ones when those are given (UserInputError
+    naming the sizes it does map, or ModelLoadError if it is not an upscaler)."""
+    from .errors import UserInputError
+
+    up = load(name_or_path, device=device)
+    if "init_image" not in up.requires:
+        raise ModelLoadError(f"{name_or_path} is a {up.family} model, not an upscaler")
+    have = (getattr(up, "input_size", None), up.image_size)
+    if (input_size is not None and have[0] != input_size) or (output_size is not None and have[1] != output_size):
+        raise UserInputError(f"size {output_size} from {input_size}-px images needs an upscaler for that; "
+                             f"{up.name} upscales {have[0]} -> {have[1]} px")
+    return up
+
+
+def upscale(images, upscaler: "str | Pipeline" = "upscaler") -> list:
+    """Upscale images (PIL images, arrays, paths: anything the one image reader takes) with an
+    upscaler model (a loaded Pipeline, an embedded name or a folder) -> a list of PIL images."""
+    up = upscaler if isinstance(upscaler, Pipeline) else load_upscaler(upscaler)
+    return up.sample([Request("upscale", 0, init_image=im) for im in images], up.settings()).images

@@ -30,6 +30,12 @@ def cmd_generate(args) -> None:
     settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
     seeds = seed_run(args.seed, args.n)
     params = gen.png_parameters(args.prompt, args.seed, settings)
+    up = None
+    if args.size is not None and args.size != gen.image_size:  # e.g. 128 from a 64-px model: upscale
+        from .api import load_upscaler
+
+        up = load_upscaler(args.upscaler, gen.image_size, args.size, device=args.device)
+        params = {**params, "size": args.size, "upscaler": up.name}
     outdir = Path(args.outdir) if args.outdir else Path(".")
     one_grid = args.grid and args.n > 1
     # Every target is named (outputs.image_name: prompt slug, seed, hash of prompt + settings)
@@ -44,6 +50,10 @@ def cmd_generate(args) -> None:
     check_new(paths, args.overwrite)
     images = gen.generate(args.prompt, n=args.n, seed=args.seed, steps=settings.steps,
                           guidance=settings.guidance, sampler=settings.sampler, **extra)
+    if up is not None:
+        from .api import upscale
+
+        images = upscale(images, up)
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
     if one_grid:
@@ -70,6 +80,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="diffusion: guide only for noise levels t in [LO, HI] (default: the model's)")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
+    p.add_argument("--size", type=int, default=None, help="output side in pixels; above the model's "
+                   "(128 for a 64-px model) the images go through --upscaler")
+    p.add_argument("--upscaler", default="upscaler", help="upscaler model (embedded name or folder) for --size")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder, named "
                    "PROMPT-SEED-TAG.png (TAG: a hash of the prompt and settings)")
@@ -143,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .eval import commands as eval_commands
     from .serve import commands as serve_commands
 
-    for module in (data_commands, serve_commands, eval_commands):  # each package adds its own subcommands
+    from . import edit_commands
+
+    for module in (data_commands, serve_commands, eval_commands, edit_commands):  # each adds its own subcommands
         module.register(sub)
     return parser
 

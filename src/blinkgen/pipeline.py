@@ -46,11 +46,16 @@ class Request:
         to the text encoder's context with a warning).
     seed: integer in [0, 2^63 - 1] (blinkgen.seeds; numpy integers too, not bool); decides all of
         this image's randomness.
-    init_image: optional RGB image to start from (img2img / inpainting), image_size square.
-    mask: optional image, white = repaint, black = keep; needs init_image.
-    strength: optional, in (0, 1]: how far from init_image the result may go (1 = ignore it);
-        needs init_image.
-    Families that do not list "init_image" in `Pipeline.supports` refuse the last three."""
+    init_image: optional RGB image to start from (img2img / inpainting / upscaling); square, any
+        side (resampled to the model's image_size); a non-square one is refused.
+    mask: optional image of init_image's size marking what to repaint (data/image_io.read_mask):
+        with transparency, OpenAI's convention -- transparent = repaint, opaque = keep; without,
+        white = repaint, black = keep. Pixels it keeps come back exactly.
+    init_image and mask may be anything the one image reader takes (PIL image, array, path,
+    bytes); both go through it (data/image_io.py).
+    strength: optional, in (0, 1]: how far from init_image the result may go (1 = ignore it; the
+        default is 0.6 without a mask, 1 with one); needs init_image.
+    Families that do not list these in `Pipeline.supports` refuse them."""
 
     prompt: str
     seed: int
@@ -126,7 +131,8 @@ class SampleResult:
 
     images: one PIL RGB image per request, in request order.
     timings: wall seconds per stage of this call: "text" (prompt encoding), "sample" (the network
-        loop), "decode" (latents or tokens -> pixels).
+        loop), "decode" (latents or tokens -> pixels), and "encode" (init images -> latents) when
+        a request edits an image, in families that time it apart.
     network_calls: per image, how many network passes computed its latents or tokens (a batched
         CFG pass counts once; a pass shared by a batch counts for each of its images; a pass that
         only caches the text prefix, as the AR family's masked mode runs once, is not counted).
@@ -144,7 +150,9 @@ class Pipeline:
     `from_folder(folder, device, dtype)` builds one from a model folder (the registry calls it).
 
     Class attributes: max_steps / max_guidance bound the settings; settings_type is the family's
-    Settings dataclass; supports names the optional Request / Settings fields it honours."""
+    Settings dataclass; supports names the optional Request / Settings fields it honours
+    ("init_image", "mask", "strength", "style", ...); requires names the Request fields every
+    request must carry (an upscaler's "init_image")."""
 
     name: str
     family: str
@@ -155,6 +163,7 @@ class Pipeline:
     max_guidance: float = 30.0
     settings_type: type[Settings] = Settings
     supports: frozenset[str] = frozenset()
+    requires: frozenset[str] = frozenset()
 
     @property
     def sizes(self) -> list[str]:
@@ -199,14 +208,24 @@ class Pipeline:
                                  "for a prompt string use generate(prompt, n, seed)")
         requests = [r.check() for r in requests]  # seeds as Python ints (blinkgen.seeds)
         for r in requests:
-            if r.edits and "init_image" not in self.supports:
-                raise UserInputError(f"the {self.family} family does not take an init_image yet")
+            self._check_request(r)
         if not isinstance(settings, self.settings_type):
             raise UserInputError(f"settings must be a {self.settings_type.__name__} from this pipeline's "
                                  f"settings(), got {type(settings).__name__}")
         if not requests:
             return SampleResult([], {}, [])
         return self._sample(list(requests), settings, callback)
+
+    def _check_request(self, r: Request) -> None:
+        """Refuse (UserInputError) the request fields this pipeline does not take, and a missing
+        init_image where it is required."""
+        if r.edits and "init_image" not in self.supports:
+            raise UserInputError(f"the {self.family} family does not take an init_image yet")
+        for name in ("mask", "strength"):
+            if getattr(r, name) is not None and name not in self.supports:
+                raise UserInputError(f"the {self.family} family does not take a {name}")
+        if "init_image" in self.requires and not r.edits:
+            raise UserInputError(f"the {self.family} family needs an init_image in every request")
 
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, steps=None,
                  guidance=None, sampler=None, callback: ProgressCallback = None, **extra) -> list[Image.Image]:

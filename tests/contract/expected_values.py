@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,24 @@ def cases() -> list[tuple[str, str, str]]:
     return [(f.name, mode, s) for f in families.all_families() for mode, names in f.samplers.items() for s in names]
 
 
+def seeded_image(seed: int, side: int):
+    """A seeded random RGB image (side x side): the init image of a family that needs one."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
+def requests_for(pipe, prompts, seeds) -> list:
+    """Requests for `pipe`: prompt + seed, and for a family that needs an init image (an
+    upscaler), a seeded random one at its input size -- so there too the request decides."""
+    reqs = requests(prompts, seeds)
+    if "init_image" not in pipe.requires:
+        return reqs
+    side = getattr(pipe, "input_size", pipe.image_size)
+    return [replace(r, init_image=seeded_image(r.seed, side)) for r in reqs]
+
+
 def tiny_pipeline(family: str, mode: str, root: Path):
     folder = families.get(family).make_tiny(root / f"{family}-{mode}", mode=mode)
     return blinkgen.load(str(folder))
@@ -69,7 +88,7 @@ def image_stats(images) -> dict:
 
 def sampler_stats(pipe, sampler: str) -> dict:
     settings = pipe.settings(steps=min(TINY_STEPS, pipe.max_steps), sampler=sampler)
-    res = pipe.sample(requests([p for p in PROMPTS for _ in SEEDS], SEEDS * len(PROMPTS)), settings)
+    res = pipe.sample(requests_for(pipe, [p for p in PROMPTS for _ in SEEDS], SEEDS * len(PROMPTS)), settings)
     return image_stats(res.images)
 
 

@@ -90,3 +90,60 @@ def test_page_submits_shows_progress_and_images(tmp_path):
             assert saw_progress, f"progress bar never seen part-way; aria-valuenow records: {seen_values}"
         finally:
             browser.close()
+
+
+def test_page_edits_an_uploaded_image_with_a_painted_mask(tmp_path):
+    """Upload (the file picker), paint a mask on the canvas, submit, watch the job to the end;
+    the result keeps every pixel the mask did not cover exactly (the mask travels in OpenAI's
+    transparent = repaint convention) and differs where it was painted."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    src = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src)
+    with live_server(batch_window_ms=5) as srv, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(srv.base_url + "/")
+            page.wait_for_selector("#status.ok", timeout=15_000)
+            page.wait_for_function("document.querySelector('#sampler').options.length > 0")
+            page.set_input_files("#file", str(src))
+            page.wait_for_selector("#editor:not([hidden])", timeout=15_000)
+            sent = page.evaluate("""() => { const c = document.querySelector('#imgcanvas');
+                return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }""")
+            assert np.array_equal(np.array(sent, np.uint8).reshape(32, 32, 4)[..., :3], np.asarray(Image.open(src)))
+            page.fill("#brush", "30")
+            box = page.locator("#maskcanvas").bounding_box()
+            page.mouse.move(box["x"] + 60, box["y"] + 60)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 110, box["y"] + 110, steps=8)
+            page.mouse.up()
+            paint = page.evaluate("""() => { const c = document.querySelector('#maskcanvas');
+                return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }""")
+            painted = np.array(paint, np.uint8).reshape(32, 32, 4)[..., 3] > 0
+            assert 4 < painted.sum() < 32 * 32 / 2, painted.sum()
+            page.fill("#prompt", "a red circle")
+            page.fill("#seed", "7")
+            page.fill("#steps", "2")
+            page.click("#generate")
+            card = page.locator(".job").first
+            card.wait_for(timeout=30_000)
+            page.wait_for_selector(".job.done", timeout=180_000)
+            assert card.locator(".progress").get_attribute("aria-valuenow") == "100"
+            href = card.locator("figcaption a").first.get_attribute("href")
+            out = np.asarray(Image.open(io.BytesIO(page.request.get(href).body())).convert("RGB"))
+            want = np.asarray(Image.open(src))
+            assert np.array_equal(out[~painted], want[~painted])
+            assert np.abs(out[painted].astype(int) - want[painted]).mean() > 1
+            shot = Path(os.environ.get("BLINKGEN_SCREENSHOT_EDIT", tmp_path / "serve_page_edit.png"))
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -78,7 +78,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-n", type=_positive, default=SHAPES_DEFAULT_N,
                    help=f"number of images (default {SHAPES_DEFAULT_N}, as for --data shapes)")
     p.add_argument("--seed", type=_non_negative, default=0)
-    p.add_argument("--size", type=int, choices=(32, 64), default=64)
+    p.add_argument("--size", type=int, choices=(32, 64, 128), default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.set_defaults(func=cmd_shapes)
 

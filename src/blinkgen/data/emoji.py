@@ -164,9 +164,9 @@ def iter_images(meta: list[dict], style: str):
 
 
 # ---------------------------------------------------------------- building
-def _save(im: Image.Image, out: Path, rel: str) -> None:
+def _save(im: Image.Image, out: Path, rel: str, size: int = IMAGE_SIZE) -> None:
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    to_rgb_square(im, IMAGE_SIZE).save(out / rel, optimize=True)
+    to_rgb_square(im, size).save(out / rel, optimize=True)
 
 
 def build_style_from_tarball(tarball: Path, style: str, out: Path) -> tuple[list[dict], bytes]:
@@ -206,9 +206,10 @@ def find_noto_font() -> Path | None:
     return next((Path(p) for p in NOTO_FONT_PATHS if Path(p).is_file()), None)
 
 
-def build_google_from_font(font_path: Path, out: Path) -> list[dict]:
-    """Render every fully-qualified emoji the font draws as one glyph. No emoji.json here, so
-    captions come from CLDR names only and category/subcategory are empty."""
+def build_google_from_font(font_path: Path, out: Path, size: int = IMAGE_SIZE) -> list[dict]:
+    """Render every fully-qualified emoji the font draws as one glyph, saved size x size (the
+    136 x 128 bitmap padded square on white and scaled down). No emoji.json here, so captions
+    come from CLDR names only and category/subcategory are empty."""
     font = ImageFont.truetype(str(font_path), NOTO_FONT_SIZE)
     side = int(NOTO_FONT_SIZE * 1.25)  # the glyph bitmap is 136 x 128 at this strike
 
@@ -233,7 +234,7 @@ def build_google_from_font(font_path: Path, out: Path) -> list[dict]:
             continue
         unified = "-".join(f"{ord(c):04x}" for c in ch)
         rel = f"google/{unified}.png"
-        _save(im, out, rel)
+        _save(im, out, rel, size)
         primary = cldr_name(unified.upper()) or normalize_caption(data["en"].strip(":"))
         caps = [primary, *(normalize_caption(a.strip(":")) for a in data.get("alias", [])), f"{primary} emoji"]
         caps = list(dict.fromkeys(caps))
@@ -246,7 +247,7 @@ def build_google_from_font(font_path: Path, out: Path) -> list[dict]:
     return rows
 
 
-def _write_licences(out: Path, styles: list[str], used_npm: bool, npm_licence: bytes) -> None:
+def _write_licences(out: Path, styles: list[str], used_npm: bool, npm_licence: bytes, size: int = IMAGE_SIZE) -> None:
     lic = out / "LICENSES"
     lic.mkdir(exist_ok=True)
     names = [n for s in styles for n in LICENSE_FILES[s]] + (["MIT-emoji-datasource.txt"] if used_npm else [])
@@ -261,7 +262,7 @@ def _write_licences(out: Path, styles: list[str], used_npm: bool, npm_licence: b
         (lic / "LICENSE-emoji-datasource-package").write_bytes(npm_licence)
     lines = ["Emoji dataset built by blinkgen. The images keep their authors' licences:", ""]
     lines += [f"- {ATTRIBUTION[s]}" for s in styles] + ([f"- {ATTRIBUTION['npm']}"] if used_npm else [])
-    lines += ["", "Changes: images composited on white and saved as 64x64 RGB PNG; captions derived "
+    lines += ["", f"Changes: images composited on white and saved as {size}x{size} RGB PNG; captions derived "
               "from the emoji names (CLDR via the Python `emoji` package, and emoji-datasource)."]
     (out / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -348,4 +349,43 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("built emoji dataset at %s: %s", out, info["images"])
+    return out
+
+
+NOTO_FONT_INSTALL = "apt-get install -y fonts-noto-color-emoji"  # Debian / Ubuntu
+
+
+def default_noto_font_dir(size: int) -> Path:
+    return Path.home() / ".cache" / "blinkgen" / "datasets" / f"noto-font-{size}"
+
+
+def build_noto_font(out_dir: str | os.PathLike, size: int = 128) -> Path:
+    """Build (or reuse) a folder dataset of Noto Color Emoji rendered from the installed font at
+    size x size -- the sharp high-resolution images the npm packages (64 px at most) cannot give;
+    the upscaler trains on them. DataError naming the package to install when the font is absent."""
+    out = Path(out_dir)
+    want = {"source": "Noto Color Emoji font", "size": int(size), "format": BUILD_FORMAT}
+    try:
+        if {k: json.loads((out / BUILD_INFO).read_text()).get(k) for k in want} == want:
+            return out
+    except (OSError, ValueError):
+        pass
+    font = find_noto_font()
+    if font is None:
+        raise DataError(f"the Noto Color Emoji font is not installed; install it with `{NOTO_FONT_INSTALL}` "
+                        "(Debian/Ubuntu package fonts-noto-color-emoji), then run again")
+    if out.exists() and any(out.iterdir()) and not (out / BUILD_INFO).exists():
+        raise DataError(f"{out} exists and is not a dataset built by blinkgen; choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        rows = build_google_from_font(font, tmp, size)
+        _write_licences(tmp, ["google"], False, b"", size)
+        _write_jsonl_atomic(rows, tmp / METADATA_NAME)
+        (tmp / BUILD_INFO).write_text(json.dumps({**want, "font": str(font), "images": len(rows)}, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -19,6 +19,10 @@ same thing everywhere.
 Any failure raises `ImageReadError` (a BlinkgenError: one line, exit 2, HTTP 400) whose `reason`
 is one of the stable strings below; the dataset loader uses it as the skip reason.
 
+`read_mask(source)` reads a mask the same way (formats, limits, EXIF) but keeps what marks the
+area to repaint: transparency (OpenAI's convention: transparent = repaint) or, in a mask without
+any, white = repaint; it returns an "L" image, 255 = repaint (`to_mask`).
+
 `to_rgb_square(im, size)` pads to a square on white and resizes (the training geometry);
 `to_tensor` gives (3, H, W) uint8.
 """
@@ -136,7 +140,7 @@ def _check_size(name: str, size: tuple[int, int], max_side: int, max_pixels: int
         raise _fail(name, BOMB, f"{w}x{h} is over {max_pixels} pixels")
 
 
-def _decode(fp, name: str, max_side: int, max_pixels: int, min_side: int | None) -> Image.Image:
+def _decode(fp, name: str, max_side: int, max_pixels: int, min_side: int | None, convert=to_rgb) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -148,7 +152,7 @@ def _decode(fp, name: str, max_side: int, max_pixels: int, min_side: int | None)
                     im = ImageOps.exif_transpose(im)
                 except (ValueError, TypeError, KeyError, OSError, SyntaxError):  # a broken EXIF block
                     pass
-                return to_rgb(im)
+                return convert(im)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -160,11 +164,14 @@ def _decode(fp, name: str, max_side: int, max_pixels: int, min_side: int | None)
 
 
 def read_image(source, *, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_BYTES, min_side: int | None = None, name: str | None = None) -> Image.Image:
+               max_bytes: int = MAX_BYTES, min_side: int | None = None, name: str | None = None,
+               convert=to_rgb) -> Image.Image:
     """A user's picture -> upright RGB PIL image (see the module doc).
 
     source: path (str / PathLike), bytes / bytearray / memoryview (an upload), PIL image, or
     numpy/torch array. name: how messages call it (default: the path, or "the upload").
+    convert: what the decoded, upright image becomes (default `to_rgb`; `read_mask` passes
+    `to_mask`).
     Raises ImageReadError (reason: NOT_FOUND, UNREADABLE, TOO_LARGE, BOMB, TOO_MANY_BYTES or
     too_small(min_side))."""
     if isinstance(source, Image.Image):
@@ -174,12 +181,12 @@ def read_image(source, *, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS
             im = ImageOps.exif_transpose(source)
         except (ValueError, TypeError, KeyError, OSError, SyntaxError):
             im = source
-        return to_rgb(im)
+        return convert(im)
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "the upload"
         if len(source) > max_bytes:
             raise _fail(label, TOO_MANY_BYTES, f"{len(source)} bytes; the limit is {max_bytes}")
-        return _decode(io.BytesIO(bytes(source)), label, max_side, max_pixels, min_side)
+        return _decode(io.BytesIO(bytes(source)), label, max_side, max_pixels, min_side, convert)
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
         label = name or str(p)
@@ -193,13 +200,39 @@ def read_image(source, *, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS
             raise _fail(label, UNREADABLE, "not a file")
         if nbytes > max_bytes:
             raise _fail(label, TOO_MANY_BYTES, f"{nbytes} bytes; the limit is {max_bytes}")
-        return _decode(p, label, max_side, max_pixels, min_side)
+        return _decode(p, label, max_side, max_pixels, min_side, convert)
     if hasattr(source, "shape") and hasattr(source, "dtype"):
         im = _from_array(source)
         _check_size(name or "this array", im.size, max_side, max_pixels, min_side)
-        return to_rgb(im)
+        return convert(im)
     raise ImageReadError(f"expected an image path, bytes, a PIL image or an array, got {type(source).__name__}",
                          UNREADABLE)
+
+
+def to_mask(im: Image.Image) -> Image.Image:
+    """A mask image -> "L", 255 = repaint, 0 = keep. The one rule for every caller (CLI --mask,
+    Request.mask, uploads): an image with transparency -- an alpha channel that is not fully
+    opaque, or palette / colour-key transparency -- follows OpenAI's convention: transparent
+    pixels are repainted, opaque ones kept, partly transparent ones in proportion (255 - alpha).
+    An image without any (or fully opaque): its luminance, white = repaint, black = keep.
+    16-bit and float greyscale are scaled as `grey_to_8bit`."""
+    if im.mode in _WIDE_GREY:
+        im = grey_to_8bit(im)
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        alpha = im.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return alpha.point(lambda a: 255 - a)
+    try:
+        return im.convert("L")
+    except (ValueError, OSError) as e:
+        raise _fail("this mask", UNREADABLE, f"colour mode {im.mode} is not supported: {e}") from None
+
+
+def read_mask(source, **limits) -> Image.Image:
+    """A user's mask (path, bytes, PIL image or array; the same formats and limits as
+    `read_image`) -> "L" image, 255 = repaint (`to_mask`'s convention). ImageReadError as
+    `read_image`."""
+    return read_image(source, **{"name": "the mask", **limits}, convert=to_mask)
 
 
 def to_rgb_square(im: Image.Image, size: int) -> Image.Image:

@@ -2,6 +2,8 @@
 
     path/to/folder   a folder dataset (metadata.jsonl or sidecar .txt captions)
     emoji            the emoji dataset, built once into ~/.cache/blinkgen/datasets/emoji
+    noto-font        Noto Color Emoji rendered from the installed font at the asked size (sharp at
+                     128 px), built once into ~/.cache/blinkgen/datasets/noto-font-<size>
     shapes:N         N procedural shapes images (generated, nothing on disk)
     shapes           shapes:2000 (SHAPES_DEFAULT_N; also `train`'s default data)
     A+B              the concatenation of A and B (any of the above)
@@ -21,7 +23,7 @@ if TYPE_CHECKING:  # the data types import torch; this module stays light (Train
     from blinkgen.data.types import ImageCaptionSet
 
 SHAPES_DEFAULT_N = 2000  # "shapes" without a count
-SPEC_FORMS = f"a folder path, 'emoji', 'shapes:N' (N > 0; 'shapes' alone is {SHAPES_DEFAULT_N}), or a mix 'A+B' of these"
+SPEC_FORMS = f"a folder path, 'emoji', 'noto-font', 'shapes:N' (N > 0; 'shapes' alone is {SHAPES_DEFAULT_N}), or a mix 'A+B' of these"
 _SHAPES = re.compile(r"^shapes(?::(\d+))?$")
 
 
@@ -36,6 +38,10 @@ def _load_one(part: str, size: int, seed: int) -> ImageCaptionSet:
         from blinkgen.data.emoji import build_emoji
 
         return load_folder(build_emoji(default_emoji_dir()), size)
+    if part == "noto-font":
+        from blinkgen.data.emoji import build_noto_font, default_noto_font_dir
+
+        return load_folder(build_noto_font(default_noto_font_dir(size), size), size)
     m = _SHAPES.match(part)
     if m and m.group(1) is None and Path(os.path.expanduser(part)).is_dir():
         raise UserInputError(f"dataset {part!r} is ambiguous: a folder of that name exists; write "

@@ -47,7 +47,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
-SUPPORTED_SIZES = (32, 64)
+SUPPORTED_SIZES = (32, 64, 128)  # 128: the upscaler's training targets
 MAX_OBJECTS = 3
 NUMBERS = {1: "a", 2: "two", 3: "three"}
 # Object extent (bounding-box side) as a fraction of the image side. The gap between the two

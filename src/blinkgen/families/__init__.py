@@ -27,6 +27,7 @@ from ..errors import UserInputError
 BUILTIN: dict[str, str] = {
     "diffusion": "blinkgen.families.diffusion",
     "ar": "blinkgen.families.ar",
+    "upscaler": "blinkgen.families.upscaler",
 }
 EXTRA_ENV = "BLINKGEN_EXTRA_FAMILIES"
 _registered: dict[str, str] = {}

@@ -52,17 +52,28 @@ def gumbel(u: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def maskgit_decode(model, prefix: torch.Tensor, prefix_mask: torch.Tensor, uniforms: torch.Tensor,
                    s: DecodeSettings, choice_temperature: float = DEFAULT_CHOICE_TEMPERATURE,
-                   net=None, callback: TokenCallback = None) -> torch.Tensor:
+                   net=None, callback: TokenCallback = None, tokens: torch.Tensor | None = None,
+                   masked: torch.Tensor | None = None) -> torch.Tensor:
     """model: a MaskedTextToImage; prefix (B2, P, D) / prefix_mask (B2, P) from
     `model.conditioning` ([cond; uncond] rows under CFG); uniforms (B, K, 2, N) from
     `draw_maskgit_uniforms`; net: the Llama's decode view to run (default the Llama itself, module
     by module; the pipeline passes its fused view, the bench an int8 one). Returns tokens (B, N)
-    long. callback(done_slots, N) per pass."""
+    long. callback(done_slots, M) per pass.
+
+    Editing (MaskGIT's inpainting / re-masking): `tokens` (B, N) long with `masked` (B, N) bool is
+    a starting canvas; the unmasked slots are kept as given and never redrawn, and the K passes
+    fill the M masked slots (the same M in every row, K <= M) on masking_schedule(K, M). Default:
+    an empty canvas, all N slots masked."""
     B, K, _, N = uniforms.shape
     rows = 2 * B if s.cfg else B
     if prefix.shape[0] != rows or prefix_mask.shape != prefix.shape[:2]:
         raise ValueError(f"prefix {tuple(prefix.shape)} does not fit {B} samples (CFG: {s.cfg})")
-    schedule = masking_schedule(K, N)
+    if (tokens is None) != (masked is None):
+        raise ValueError("give both tokens and masked (a starting canvas), or neither")
+    M = N if masked is None else int(masked[0].sum())
+    if masked is not None and not bool((masked.sum(dim=1) == M).all()):
+        raise ValueError(f"every row of the canvas must mask the same number of slots, got {masked.sum(dim=1).tolist()}")
+    schedule = masking_schedule(K, M)
     net = model.llama if net is None else net
     dev, P = prefix.device, prefix.shape[1]
     u = uniforms.to(dev)
@@ -70,8 +81,11 @@ def maskgit_decode(model, prefix: torch.Tensor, prefix_mask: torch.Tensor, unifo
     cache = KVCache.allocate(net.cfg, rows, P + N, prefix.dtype, dev)
     net.forward_cached(prefix, torch.arange(P, device=dev), cache, key_mask)  # prefix K/V, once
     img_pos = torch.arange(P, P + N, device=dev)  # (N,)
-    tokens = torch.zeros(B, N, dtype=torch.long, device=dev)
-    masked = torch.ones(B, N, dtype=torch.bool, device=dev)
+    if tokens is None:
+        tokens = torch.zeros(B, N, dtype=torch.long, device=dev)
+        masked = torch.ones(B, N, dtype=torch.bool, device=dev)
+    else:
+        tokens, masked = tokens.to(dev), masked.to(dev)
     for k, n_after in enumerate(schedule):
         x = model.image_embeds(tokens, masked)  # (B, N, D)
         if s.cfg:
@@ -89,5 +103,5 @@ def maskgit_decode(model, prefix: torch.Tensor, prefix_mask: torch.Tensor, unifo
         tokens = torch.where(masked & ~still, drawn.view(B, N), tokens)
         masked = still
         if callback is not None:
-            callback(N - n_after, N)
+            callback(M - n_after, M)
     return tokens

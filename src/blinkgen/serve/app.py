@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserInputError
 from .batcher import Batcher
+from .edits import add_edit_routes, check_edit, upload_limits
 from .jobs import Job, JobStore, Watch, image_datum, owner_id, snapshot, visible_to
 from .limits import BodyLimit, RequestMetrics, bearer_token, key_ok
 from .metrics import Metrics
@@ -58,6 +60,8 @@ class ServeConfig:
     keep_images: int = 4096  # linked images kept (url responses, jobs), and images of kept finished jobs
     keep_mb: float = 512.0  # PNG megabytes kept behind url links, and in kept finished jobs
     max_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = 4 * 2**20  # per uploaded image (edits, variations): OpenAI's "less than 4MB"
+    max_upload_side: int = 1024  # pixels a side of an uploaded image (OpenAI's largest square)
     shutdown_grace_s: float = 30.0
     api_keys: frozenset = frozenset()
     limits: Limits = field(default_factory=Limits)
@@ -78,6 +82,7 @@ class Service:
         self.batcher = Batcher(self.generators, self.store, self.metrics, config.max_batch,
                                config.batch_window_ms / 1000.0, config.max_queue, warmup=config.warmup)
         self.metrics.kept = self.store.stats
+        self._evaluator, self._caption_lock = None, threading.Lock()
         self.started = int(time.time())
 
     def max_steps(self, gen) -> int:
@@ -96,11 +101,13 @@ class Service:
                 "max_guidance": float(getattr(gen, "max_guidance", 30.0)),
                 "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler}}
 
-    def make_job(self, req: ImageRequest, owner: str | None = None, linked: bool = False) -> Job:
+    def make_job(self, req: ImageRequest, owner: str | None = None, linked: bool = False,
+                 edit: dict | None = None) -> Job:
         """Validate a request against the server's limits and the model; UserError if it is bad.
         `owner` is the owner_id of the caller's key (None on a server without keys). `linked`:
         its images get url links (and a place in the link store) even if the response is b64 --
-        jobs do, because their event stream always links."""
+        jobs do, because their event stream always links. `edit` (serve/edits.py): the decoded
+        init_image, mask, strength, style and revised_prompt of an edit or variation."""
         validate_limits(req, self.config.limits)
         name = req.model or next(iter(self.generators))
         gen = self.generators.get(name)
@@ -113,12 +120,14 @@ class Service:
                             f"{', '.join(sizes)} or auto", param="size", code="invalid_size")
         if req.steps is not None and req.steps > self.max_steps(gen):
             raise UserError(f"steps must be between 1 and {self.max_steps(gen)}", param="steps", code="invalid_steps")
+        check_edit(name, gen, edit)
         steps = req.steps if req.steps is not None else self.default_steps(gen)
+        extra = {"style": edit["style"]} if edit and edit.get("style") is not None else {}
         try:
-            settings = gen.settings(steps=steps, guidance=req.guidance, sampler=req.sampler)
+            settings = gen.settings(steps=steps, guidance=req.guidance, sampler=req.sampler, **extra)
         except (UserInputError, ValueError) as e:
             msg = str(e)
-            param = next((p for p in ("sampler", "steps", "guidance") if p in msg.lower()), None)
+            param = next((p for p in ("sampler", "steps", "guidance", "style") if p in msg.lower()), None)
             raise UserError(msg, param=param, code="invalid_settings") from None
         try:  # the one seed rule (blinkgen.seeds): seed, seed+1, ...; past 2^63 - 1 is refused
             seeds = seed_run(req.seed if req.seed is not None else random_seed(), req.n)
@@ -127,7 +136,19 @@ class Service:
         return Job(id=self.store.new_id(), model=name, prompt=req.prompt, seeds=seeds, settings=settings,
                    response_format=req.response_format, owner=owner, size=sizes[0],
                    linked=linked or req.response_format == "url",
-                   deadline=time.monotonic() + self.config.timeout_s)
+                   deadline=time.monotonic() + self.config.timeout_s,
+                   **{k: v for k, v in (edit or {}).items() if k != "style"})
+
+    def caption(self, image) -> str:
+        """The image's best caption among the evaluator's (eval/caption.py): the prompt of a
+        variation sent without one. The evaluator is loaded on first use."""
+        from ..eval.caption import caption
+        from ..eval.contrastive import load_evaluator
+
+        with self._caption_lock:
+            if self._evaluator is None:
+                self._evaluator = load_evaluator()
+        return caption(image, top_k=1, evaluator=self._evaluator)[0][0]
 
     def expire_if_late(self, job: Job) -> None:
         if job.alive and time.monotonic() > job.deadline:
@@ -229,7 +250,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
         with svc.store.lock:
             out = snapshot(job, str(request.base_url), pos, with_images=fmt is None)
             if fmt:  # e.g. SSE always links (small events) whatever the job's response_format
-                out["data"] = [image_datum(r, fmt, str(request.base_url), job.prompt)
+                out["data"] = [image_datum(r, fmt, str(request.base_url), job.prompt, job.revised_prompt)
                                for r in job.results if r is not None]
             out["preview"] = job.preview
             return out
@@ -276,7 +297,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
             err = job.error or {"message": f"job {job.state}", "type": "server_error", "param": None, "code": job.state}
             return JSONResponse({"error": err}, status_code=JOB_ERROR_STATUS.get(err.get("code"), 500))
         base = str(request.base_url)
-        return {"created": job.created, "data": [image_datum(r, job.response_format, base, job.prompt)
+        return {"created": job.created, "data": [image_datum(r, job.response_format, base, job.prompt, job.revised_prompt)
                                                  for r in job.results],
                 "output_format": "png", "background": "opaque", "size": job.size}
 
@@ -349,6 +370,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    app.add_middleware(BodyLimit, max_bytes=svc.config.max_body_bytes)
+    add_edit_routes(app, svc, auth, wait_and_answer, job_json, ERRORS)
+    app.add_middleware(BodyLimit, max_bytes=svc.config.max_body_bytes, paths=upload_limits(svc.config))
     app.add_middleware(RequestMetrics, metrics=svc.metrics)  # outermost: counts 413s too
     return app

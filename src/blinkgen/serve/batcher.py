@@ -48,6 +48,25 @@ def _error(message: str, type: str, code: str) -> dict:
     return {"message": message, "type": type, "param": None, "code": code}
 
 
+def edit_parameters(job: Job) -> dict:
+    """What an edited image's PNG records beside the usual parameters."""
+    if job.init_image is None:
+        return {}
+    kind = "inpaint" if job.mask is not None else ("variation" if job.revised_prompt else "img2img")
+    return {"edit": kind, **({"strength": job.strength} if job.strength is not None else {})}
+
+
+def warmup_request(gen) -> Request:
+    """A request the model can take: a prompt, and for a model that needs an image (an upscaler)
+    a white one of its input size."""
+    if "init_image" not in getattr(gen, "requires", ()):
+        return Request("warm-up", 0)
+    from PIL import Image
+
+    side = getattr(gen, "input_size", gen.image_size)
+    return Request("warm-up", 0, init_image=Image.new("RGB", (side, side), "white"))
+
+
 def preview_data_url(t) -> str:
     """(3,h,w) float tensor in [0,1] -> small PNG data URL."""
     from PIL import Image
@@ -145,7 +164,7 @@ class Batcher:
             if self._warmup:
                 for name, gen in self.generators.items():
                     t = time.perf_counter()
-                    gen.sample([Request("warm-up", 0)], gen.settings())
+                    gen.sample([warmup_request(gen)], gen.settings())
                     log.info("warmed up %s in %.2f s", name, time.perf_counter() - t)
         except Exception as e:  # a model that cannot sample must not report ready
             log.exception("warm-up failed")
@@ -247,16 +266,17 @@ class Batcher:
                     raise _Abort()
                 for j in jobs:
                     if j.alive:
-                        j.step = step
+                        j.step, j.total = step, total
                         if j in urls:
                             j.preview = urls[j]
                         j.notify()
 
         t0 = time.perf_counter()
         try:
-            images = gen.sample([Request(j.prompt, j.seeds[i]) for j, i in picks], settings,
+            images = gen.sample([Request(j.prompt, j.seeds[i], init_image=j.init_image, mask=j.mask, strength=j.strength)
+                                 for j, i in picks], settings,
                                 callback=callback).images
-            pngs = [png_bytes(im, gen.png_parameters(j.prompt, j.seeds[i], settings))
+            pngs = [png_bytes(im, {**gen.png_parameters(j.prompt, j.seeds[i], settings), **edit_parameters(j)})
                     for im, (j, i) in zip(images, picks)]
         except _Abort:
             self._after(picks, None)
@@ -281,7 +301,7 @@ class Batcher:
     def _after(self, picks, error: dict | None) -> None:
         with self.cond:
             for j in dict.fromkeys(j for j, _ in picks):
-                j.running, j.step, j.preview = 0, 0, None
+                j.running, j.step, j.total, j.preview = 0, 0, 0, None
                 if error is not None:
                     self.store.finish(j, "failed", error)
                 elif j.alive and j.images_done == j.n:

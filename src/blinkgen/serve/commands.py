@@ -44,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=_positive(int), default=None, help="cap on steps below the model's own")
     p.add_argument("--max-prompt-chars", type=_positive(int), default=1000)
     p.add_argument("--max-body-bytes", type=_positive(int), default=64 * 1024)
+    p.add_argument("--max-upload-bytes", type=_positive(int), default=4 * 2**20,
+                   help="largest image (or mask) file for edits and variations")
+    p.add_argument("--max-upload-side", type=_positive(int), default=1024,
+                   help="largest side in pixels of an uploaded image (it is resampled to the model's size)")
     p.add_argument("--url-ttl-s", type=_positive(float), default=3600.0,
                    help="lifetime of response_format=url links and of finished jobs")
     p.add_argument("--keep-jobs", type=_positive(int), default=2000,
@@ -86,6 +90,7 @@ def config_from_args(args):
     return ServeConfig(
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_queue=args.max_queue,
         timeout_s=args.timeout_s, url_ttl_s=args.url_ttl_s, max_body_bytes=args.max_body_bytes,
+        max_upload_bytes=args.max_upload_bytes, max_upload_side=args.max_upload_side,
         keep_jobs=args.keep_jobs, keep_images=args.keep_images, keep_mb=args.keep_mb,
         shutdown_grace_s=args.shutdown_grace_s, api_keys=load_api_keys(args.api_key_file),
         limits=Limits(max_prompt_chars=args.max_prompt_chars, max_steps=args.max_steps),

@@ -69,6 +69,14 @@ class Job:
     owner: str | None = None  # owner_id() of the creating API key; None when the server has no keys
     linked: bool = True  # its images get url links (kept in the ImageStore); False for b64_json answers
     size: str | None = None  # "WxH" of its images
+    # editing (POST /v1/images/edits and /variations): the decoded upload, its mask (an "L" image,
+    # 255 = repaint), the strength; dropped when the job finishes. revised_prompt: the prompt a
+    # variation used (the image's best caption), shown as OpenAI's `revised_prompt`.
+    init_image: Any = None
+    mask: Any = None
+    strength: float | None = None
+    revised_prompt: str | None = None
+    total: int = 0  # steps of the batch now running, as its callback reports them (0: settings.steps)
 
     def __post_init__(self):
         self.results = [None] * len(self.seeds)
@@ -145,6 +153,7 @@ class JobStore:
             job.state, job.error, job.running = state, error, 0
             job.finished_at = time.monotonic()
             job.preview = None
+            job.init_image = job.mask = None  # an upload is held only while its job can use it
             if self.jobs.get(job.id) is job:
                 self._finished[job.id] = job
                 self._finished_images += job.images_done
@@ -231,9 +240,9 @@ class ImageStore:
                 break
 
 
-def image_datum(r: ImageResult, fmt: str, base_url: str, prompt: str) -> dict:
+def image_datum(r: ImageResult, fmt: str, base_url: str, prompt: str, revised_prompt: str | None = None) -> dict:
     """One entry of an OpenAI `data` list, plus the seed (an extra field clients may ignore)."""
-    d: dict[str, Any] = {"seed": r.seed, "revised_prompt": None}
+    d: dict[str, Any] = {"seed": r.seed, "revised_prompt": revised_prompt}
     if fmt == "b64_json":
         d["b64_json"] = base64.b64encode(r.png).decode("ascii")
     elif r.token is None:  # pragma: no cover - a job that links always has tokens (make_job)
@@ -260,19 +269,23 @@ def snapshot(job: Job, base_url: str, queue_position: int | None, with_images: b
     """The job as the API shows it (call under the store lock)."""
     s = job.settings
     done = job.images_done
-    frac = (done + (job.running * job.step / max(s.steps, 1) if job.state == "running" else 0)) / job.n
+    steps = job.total or s.steps  # an edit's batch runs fewer (or, mixed with others, more) steps
+    frac = (done + (job.running * job.step / max(steps, 1) if job.state == "running" else 0)) / job.n
     out = {
         "id": job.id, "object": "image.job", "state": job.state, "created": job.created,
         "model": job.model, "prompt": job.prompt,
         "settings": {"steps": s.steps, "guidance": s.guidance, "sampler": s.sampler},
         "queue_position": queue_position if job.state == "queued" else None,
-        "progress": {"step": job.step, "steps": s.steps, "images_done": done, "images_total": job.n,
+        "progress": {"step": job.step, "steps": steps, "images_done": done, "images_total": job.n,
                      "fraction": round(1.0 if job.state == "done" else min(frac, 1.0), 4)},
         "error": job.error, "batch_sizes": list(job.batch_sizes),
     }
     if with_images:
         fmt = job.response_format
-        out["data"] = [image_datum(r, fmt, base_url, job.prompt) for r in job.results if r is not None]
+        out["data"] = [image_datum(r, fmt, base_url, job.prompt, job.revised_prompt)
+                       for r in job.results if r is not None]
+    if job.revised_prompt is not None:
+        out["revised_prompt"] = job.revised_prompt
     return out
 
 

@@ -57,19 +57,21 @@ def error_body(message: str, type: str, code: str | None = None, param: str | No
 class BodyLimit:
     """Reject request bodies over `max_bytes` with 413 before anything parses them."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, paths: dict[str, int] | None = None):
+        """max_bytes: the cap; paths: exact request paths with their own cap (the uploads)."""
+        self.app, self.max_bytes, self.paths = app, max_bytes, dict(paths or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        cap = self.paths.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         try:
-            too_big = declared is not None and int(declared) > self.max_bytes
+            too_big = declared is not None and int(declared) > cap
         except ValueError:
             return await self._reject(send, 400, "invalid Content-Length header", "invalid_request_error", "bad_header")
         if too_big:
-            return await self._reject(send, 413, f"request body over {self.max_bytes} bytes",
+            return await self._reject(send, 413, f"request body over {cap} bytes",
                                       "invalid_request_error", "body_too_large")
         # Read the whole (bounded) body here, then replay it: chunked bodies are capped too.
         body, more = b"", True
@@ -79,8 +81,8 @@ class BodyLimit:
                 return
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
-            if len(body) > self.max_bytes:
-                return await self._reject(send, 413, f"request body over {self.max_bytes} bytes",
+            if len(body) > cap:
+                return await self._reject(send, 413, f"request body over {cap} bytes",
                                           "invalid_request_error", "body_too_large")
         replayed = False
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -101,6 +101,30 @@ class ImageRequest(BaseModel):
     frame_count: json_int(0, 1000) | None = Field(None, description="Refused: GIF output is not served.")
     frame_duration_ms: json_int(0, 10**9) | None = Field(None, description="Refused: GIF output is not served.")
     svg: dict | None = Field(None, description="Refused: SVG output is not served.")
+
+
+class EditRequest(ImageRequest):
+    """The text fields of `POST /v1/images/edits` (multipart/form-data, as OpenAI's client sends
+    them; the files are `image` -- or one `image[]` -- and an optional `mask`). As ImageRequest,
+    plus `strength`; `style` here is blinkgen's style phrase (style transfer: "twemoji" asks for
+    "<prompt> in twemoji style"), not OpenAI's legacy vivid/natural hint, which is ignored."""
+
+    NOT_OPENAI: ClassVar[tuple[str, ...]] = ("style",)
+
+    strength: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description="How far from the image the result may go, (0, 1]; default 0.6, with a mask 1.")
+    style: str | None = Field(None, max_length=64, description="The model's style phrase (style transfer); "
+                                                               "'vivid'/'natural' are ignored.")
+    input_fidelity: Literal["high", "low"] | None = Field(None, description="Accepted and ignored: use strength.")
+
+
+class VariationRequest(EditRequest):
+    """The text fields of `POST /v1/images/variations`: OpenAI sends no prompt; blinkgen then
+    steers the variation towards the image's best caption (the evaluator's captioner), or towards
+    `prompt` when given."""
+
+    prompt: str | None = Field(None, min_length=1, max_length=100_000,
+                               description="Optional: what the variation should keep saying (default: the image's caption).")
 
 
 class ImageDatum(BaseModel):
@@ -201,7 +225,8 @@ OPENAI_REFUSED: dict[str, tuple[object, str]] = {
 
 def check_openai_fields(req: ImageRequest) -> None:
     """400 (naming the accepted values) for an OpenAI field value that cannot be honoured."""
-    for name, (accepted, why) in OPENAI_CHOICES.items():
+    choices = {k: v for k, v in OPENAI_CHOICES.items() if k not in getattr(req, "NOT_OPENAI", ())}
+    for name, (accepted, why) in choices.items():
         v = getattr(req, name)
         if v is not None and v not in accepted:
             raise UserError(f"{name} {v!r} is not supported: {why}; accepted: {', '.join(accepted)}",
@@ -217,6 +242,8 @@ def validate_limits(req: ImageRequest, limits: Limits) -> None:
     """Server policy checks that the schema cannot express because they are configurable, and
     the OpenAI fields that cannot be honoured (`check_openai_fields`)."""
     check_openai_fields(req)
+    if req.prompt is None:  # a variation without a prompt: the server captions the image
+        return _check_numbers(req, limits)
     if not req.prompt.strip():
         raise UserError("prompt must not be blank", param="prompt", code="invalid_prompt")
     if len(req.prompt) > limits.max_prompt_chars:
@@ -224,6 +251,10 @@ def validate_limits(req: ImageRequest, limits: Limits) -> None:
                         param="prompt", code="prompt_too_long")
     if "\x00" in req.prompt:
         raise UserError("prompt must not contain NUL characters", param="prompt", code="invalid_prompt")
+    _check_numbers(req, limits)
+
+
+def _check_numbers(req: ImageRequest, limits: Limits) -> None:
     if req.n > limits.max_n:
         raise UserError(f"n must be between 1 and {limits.max_n}", param="n", code="invalid_n")
     if limits.max_steps is not None and req.steps is not None and req.steps > limits.max_steps:

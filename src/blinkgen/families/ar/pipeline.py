@@ -12,6 +12,7 @@ has one sampler, "maskgit": `steps` parallel passes fill all image slots (sampli
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from ...checks import as_float, as_int
 from ...errors import UserInputError
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
+from ...sampling.edit import composite, default_strength, edit_pixels, token_mask
 from ...sampling.ar import DecodeSettings, decode, decode_no_cache, decode_one_token, draw_uniforms
 from ...sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
 from ...sampling.speculative import speculative_decode_batch
@@ -89,8 +91,9 @@ class ARPipeline(Pipeline):
         self.config, self.name = config, name
         self.image_size = int(model.cfg.tokenizer.image_size)
         self.masked = model.cfg.objective == "masked"
-        if self.masked:  # steps = parallel passes, at most one per image slot
+        if self.masked:  # steps = parallel passes, at most one per image slot; edits re-mask slots
             self.samplers, self.max_steps = MASKED_SAMPLERS, model.cfg.n_tokens
+            self.supports = frozenset({"init_image", "mask", "strength"})
         d = {**default_settings(model.cfg), **config.get("defaults", {})}
         self.defaults = ARSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]))
         dec = {**DEFAULT_DECODE, **config.get("decode", {})}
@@ -171,9 +174,69 @@ class ARPipeline(Pipeline):
         t0 = time.perf_counter()
         text = self.encode_prompts([r.prompt for r in requests])
         t1 = time.perf_counter()
-        toks, calls, stats = self.decode_tokens(text, [r.seed for r in requests], settings, callback)
+        if any(r.edits for r in requests):
+            toks, calls, init, repaint = self.edit_tokens(text, requests, settings, callback)
+            stats = {}
+        else:
+            toks, calls, stats = self.decode_tokens(text, [r.seed for r in requests], settings, callback)
         t2 = time.perf_counter()
-        px = self.model.tokens_to_images(toks)  # (B, 3, H, W) uint8
+        px = self.model.tokens_to_images(toks).cpu().clone()  # (B, 3, H, W) uint8 (clone: a normal tensor)
+        masked = [i for i, r in enumerate(requests) if r.mask is not None]
+        if masked:  # pixels the mask keeps are the input's, exactly
+            m = torch.tensor(masked)
+            px[m] = composite(px[m], init[m], repaint[m])
         t3 = time.perf_counter()
         images = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in px]
         return SampleResult(images, {"text": t1 - t0, "sample": t2 - t1, "decode": t3 - t2}, calls, stats)
+
+    @torch.inference_mode()
+    def edit_tokens(self, text: TextBatch, requests: list[Request], settings: ARSettings,
+                    callback=None) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
+        """The masked mode's editing (after MaskGIT's inpainting): the init image is tokenised,
+        a `strength` fraction of its editable tokens (all of them, or those a mask touches) is
+        masked again -- which ones, by the request's seed -- and the passes refill them, the others
+        kept. Passes: ceil(steps * M / N) for M re-masked of N slots (at least 1, at most M). A
+        request without an init image is text-to-image (all slots masked, `steps` passes), the
+        same tokens as `decode_tokens` gives it. Rows are decoded in groups of equal (M, passes).
+        -> (tokens (B, N) long, network calls per image, init (B, 3, S, S) uint8, repaint mask
+        (B, 1, S, S) float)."""
+        m, S, N = self.model, self.image_size, self.model.cfg.n_tokens
+        white, ones = torch.full((3, S, S), 255, dtype=torch.uint8), torch.ones(1, S, S)
+        pairs = [edit_pixels(r.init_image, r.mask, S) if r.edits else (white, None) for r in requests]
+        init = torch.stack([p for p, _ in pairs])  # (B, 3, S, S) uint8 (white without an init image)
+        repaint = torch.stack([ones if m is None else m for _, m in pairs])  # (B, 1, S, S), 1 = repaint
+        toks0 = m.tokenizer.encode_uint8(init.to(self.device)).cpu()  # (B, N)
+        editable = token_mask(repaint, S // m.cfg.tokenizer.grid)  # (B, N) bool
+        plans = []
+        for r, e in zip(requests, editable):
+            st = default_strength(r.strength, r.mask is not None) if r.edits else 1.0
+            n_edit = int(e.sum())
+            M = min(n_edit, max(1, round(st * n_edit))) if n_edit else 0
+            plans.append((M, min(M, max(1, math.ceil(settings.steps * M / N))) if M else 0))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, plan in enumerate(plans):
+            groups.setdefault(plan, []).append(i)
+        s = replace(self.decode_settings, guidance=settings.guidance)
+        ct = self.choice_temperature if settings.choice_temperature is None else settings.choice_temperature
+        toks, calls = toks0.clone(), [0] * len(requests)
+        total, done = sum(M * len(rows) for (M, _), rows in groups.items()) or 1, 0
+        for (M, K), rows in sorted(groups.items(), reverse=True):
+            if M == 0:  # nothing under the mask: the input comes back
+                continue
+            gens = [torch.Generator().manual_seed(requests[i].seed) for i in rows]
+            u = draw_maskgit_uniforms(gens, K, N)  # (b, K, 2, N): what text-to-image draws first
+            pick = torch.stack([torch.rand(N, generator=g) for g in gens])  # (b, N): which to re-mask
+            pick = torch.where(editable[rows], pick, torch.full_like(pick, 2.0))
+            masked = pick.argsort(dim=1).argsort(dim=1) < M  # (b, N): the M lowest editable draws
+            idx = torch.tensor(rows)
+            pre, pre_mask = m.conditioning(text.index(idx), s.cfg)
+            cb = None if callback is None else (
+                lambda d, _t, off=done, b=len(rows): callback(min(off + d * b, total), total, None))
+            toks[idx] = maskgit_decode(m, pre, pre_mask, u, s, ct, net=fused_view(m.llama), callback=cb,
+                                       tokens=toks0[idx].to(self.device), masked=masked.to(self.device)).cpu()
+            done += M * len(rows)
+            for i in rows:
+                calls[i] = K
+        if callback is not None and done < total:
+            callback(total, total, None)
+        return toks, calls, init, repaint

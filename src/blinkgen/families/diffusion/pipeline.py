@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ...models.autoencoder import AutoencoderKL, to_uint8
+from ...models.autoencoder import AutoencoderKL, to_pixels, to_uint8
 from ...models.dit import DiT
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
+from ...sampling.edit import (composite, cut_schedule, default_strength, edit_pixels, inpaint_wrap, latent_mask,
+                              start_point)
 from ...sampling.flow import SAMPLERS, flow_schedule
 from ...sampling.guidance import cfg_wrap
 from ...errors import UserInputError
@@ -34,11 +36,25 @@ class DiffusionSettings(Settings):
     guidance_interval: tuple[float, float] | None = None
 
 
+@dataclass
+class EditInputs:
+    """A batch's editing inputs at image_size. init: (B, 3, S, S) uint8 (white for rows without an
+    init image); repaint: (B, 1, S, S) float pixel repaint mask (1 = repaint; all ones without a
+    mask); z: (B, C, s, s) the init images' scaled latents; latent_repaint: (B, 1, s, s);
+    masked: the rows that have a mask."""
+
+    init: torch.Tensor
+    repaint: torch.Tensor
+    z: torch.Tensor
+    latent_repaint: torch.Tensor
+    masked: list[int]
+
+
 class DiffusionPipeline(Pipeline):
     family = "diffusion"
     samplers = tuple(SAMPLERS)
     settings_type = DiffusionSettings
-    supports = frozenset({"style"})
+    supports = frozenset({"style", "init_image", "mask", "strength"})
 
     # prompt encodings kept: each is 32 x 384 fp32 states (~49 KB), so 512 cap the memo at ~25 MB
     MEMO_MAX = 512
@@ -131,28 +147,75 @@ class DiffusionPipeline(Pipeline):
 
     @torch.inference_mode()
     def _sample(self, requests: list[Request], settings: DiffusionSettings, callback=None) -> SampleResult:
+        """Text-to-image, img2img (SDEdit) and inpainting in one call (sampling/edit.py): a
+        request with an init_image starts at t = its strength on the path from the image's
+        latents to its seed's noise and solves over the cut schedule; with a mask, the known
+        region is held on the input's path every step and the final image is composited in
+        pixel space (pixels the mask keeps are the input's, exactly). Requests are solved in
+        groups of equal starting time; each row stays a function of its own request."""
         t0 = time.perf_counter()
         cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests])
         t1 = time.perf_counter()
-        calls = [0]
-
-        def net(*args):
-            calls[0] += 1
-            return self.net(*args)
-
-        model_fn = cfg_wrap(net, cond, uncond, settings.guidance, settings.guidance_interval)
-        ts = flow_schedule(settings.steps, self.shift)
-        cb = None
-        if callback is not None:
-            def cb(i, n, x, x0):
-                callback(i + 1, n, self._preview(x0))
-        z = SAMPLERS[settings.sampler](model_fn, self.initial_noise([r.seed for r in requests]), ts, cb)
+        B = len(requests)
+        noise = self.initial_noise([r.seed for r in requests])  # (B, C, S, S)
+        ed = self._edit_inputs(requests) if any(r.edits for r in requests) else None
         t2 = time.perf_counter()
-        px = to_uint8(self.ae.decode(z)).cpu()  # (B, 3, H, W)
+        ts_full = flow_schedule(settings.steps, self.shift)
+        groups: dict[float, list[int]] = {}
+        for i, r in enumerate(requests):
+            t_start = default_strength(r.strength, r.mask is not None) if r.edits else 1.0
+            groups.setdefault(t_start, []).append(i)
+        cuts = {t: cut_schedule(ts_full, t) for t in groups}
+        total, done = sum(len(c) - 1 for c in cuts.values()), 0
+        z = torch.empty_like(noise)
+        calls = [0] * B
+        preview = torch.zeros(B, 3, *noise.shape[2:]) if callback is not None else None
+        for t_start in sorted(groups, reverse=True):
+            rows = groups[t_start]
+            idx = torch.tensor(rows, device=self.device)
+            count = [0]
+
+            def net(*args):
+                count[0] += 1
+                return self.net(*args)
+
+            model_fn = cfg_wrap(net, cond.index(idx), uncond.index(idx), settings.guidance, settings.guidance_interval)
+            x = noise[idx]
+            if ed is not None:
+                x = start_point(ed.z[idx], x, t_start)
+                if any(requests[i].mask is not None for i in rows):
+                    model_fn = inpaint_wrap(model_fn, ed.z[idx], ed.latent_repaint[idx])
+            cb = None
+            if callback is not None:
+                def cb(i, n, x, x0, rows=rows, offset=done):
+                    preview[rows] = self._preview(x0)
+                    callback(offset + i + 1, total, preview)
+            z[idx] = SAMPLERS[settings.sampler](model_fn, x, cuts[t_start], cb)
+            done += len(cuts[t_start]) - 1
+            for i in rows:
+                calls[i] = count[0]
         t3 = time.perf_counter()
+        px = to_uint8(self.ae.decode(z)).cpu()  # (B, 3, H, W)
+        if ed is not None and ed.masked:
+            m = torch.tensor(ed.masked)
+            px[m] = composite(px[m], ed.init[m], ed.repaint[m])
+        t4 = time.perf_counter()
         images = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in px]
-        return SampleResult(images, {"text": t1 - t0, "sample": t2 - t1, "decode": t3 - t2},
-                            [calls[0]] * len(requests))
+        timings = {"text": t1 - t0, "sample": t3 - t2, "decode": t4 - t3}
+        if ed is not None:
+            timings["encode"] = t2 - t1
+        return SampleResult(images, timings, calls)
+
+    def _edit_inputs(self, requests: list[Request]) -> "EditInputs":
+        """The requests' init images and masks at image_size, and the images' latents."""
+        S, f = self.image_size, self.ae.cfg.downsample
+        white, ones = torch.full((3, S, S), 255, dtype=torch.uint8), torch.ones(1, S, S)
+        pairs = [edit_pixels(r.init_image, r.mask, S) if r.edits else (white, None) for r in requests]
+        init = torch.stack([p for p, _ in pairs])  # (B, 3, S, S) uint8 (white without an init image)
+        repaint = torch.stack([ones if m is None else m for _, m in pairs])  # (B, 1, S, S), 1 = repaint
+        z = self.ae.encode(to_pixels(init.to(self.device))).float()  # (B, C, S/f, S/f) scaled latents
+        return EditInputs(init, repaint, z, latent_mask(repaint, f).to(self.device),
+                          [i for i, r in enumerate(requests) if r.mask is not None])
 
     def _preview(self, x0_latent: torch.Tensor) -> torch.Tensor:
         """A cheap preview: the first three latent channels of the current data prediction,

@@ -84,9 +84,10 @@ async function submit(ev) {
   }
   $("generate").disabled = true;
   try {
-    const job = await api("/v1/jobs", {
-      method: "POST", body: bodyJSON(body, seed), headers: { "Content-Type": "application/json" },
-    });
+    const job = editImage ? await api("/v1/jobs/edits", { method: "POST", body: await editForm(body, seed) })
+      : await api("/v1/jobs", {
+        method: "POST", body: bodyJSON(body, seed), headers: { "Content-Type": "application/json" },
+      });
     const card = addCard(job);
     follow(job.id, card);
   } catch (e) {
@@ -167,6 +168,103 @@ async function follow(id, card) {
     try { render(card, await api(`/v1/jobs/${id}`)); } catch (e2) { card.querySelector(".progress-text").textContent = e.message; }
   }
 }
+
+// ---- images in: drop / paste / choose an image, paint a mask, send an edit job ----------------
+// The picture is cropped to its centred square (the server takes square images) and kept at its
+// own resolution up to EDIT_MAX_SIDE. The mask canvas is painted opaque where the user wants a
+// repaint; it is sent in OpenAI's convention: transparent = repaint, opaque = keep.
+const EDIT_MAX_SIDE = 512;
+let editImage = null;  // the square canvas sent as `image`, or null: plain text-to-image
+let painted = false;
+
+function loadEditImage(file) {
+  if (!file || !file.type.startsWith("image/")) { $("formerror").textContent = "that is not an image"; return; }
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => {
+    const side = Math.min(img.naturalWidth, img.naturalHeight);
+    const out = Math.min(side, EDIT_MAX_SIDE);
+    for (const c of [$("imgcanvas"), $("maskcanvas")]) { c.width = out; c.height = out; }
+    const ctx = $("imgcanvas").getContext("2d");
+    ctx.imageSmoothingEnabled = out !== side;
+    ctx.drawImage(img, (img.naturalWidth - side) / 2, (img.naturalHeight - side) / 2, side, side, 0, 0, out, out);
+    URL.revokeObjectURL(url);
+    editImage = $("imgcanvas");
+    clearMask();
+    $("editor").hidden = false;
+    $("drop").hidden = true;
+    $("generate").textContent = "Edit";
+  };
+  img.onerror = () => { $("formerror").textContent = "the browser cannot read that image"; URL.revokeObjectURL(url); };
+  img.src = url;
+}
+
+function clearMask() {
+  const c = $("maskcanvas");
+  c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  painted = false;
+  $("masknote").textContent = "no mask: the whole image is redrawn (img2img); paint to repaint only part";
+}
+
+function removeImage() {
+  editImage = null;
+  $("editor").hidden = true;
+  $("drop").hidden = false;
+  $("file").value = "";
+  $("generate").textContent = "Generate";
+}
+
+function paintAt(ev) {
+  const c = $("maskcanvas");
+  const r = c.getBoundingClientRect();
+  const x = (ev.clientX - r.left) * c.width / r.width, y = (ev.clientY - r.top) * c.height / r.height;
+  const rad = Number($("brush").value) * c.width / 256;
+  const ctx = c.getContext("2d");
+  ctx.fillStyle = "rgb(230, 40, 80)";
+  ctx.beginPath(); ctx.arc(x, y, rad, 0, 2 * Math.PI); ctx.fill();
+  painted = true;
+  $("masknote").textContent = "painted areas are repainted; the rest comes back unchanged";
+}
+
+function canvasBlob(canvas) { return new Promise((ok) => canvas.toBlob(ok, "image/png")); }
+
+async function editForm(body, seed) {
+  const f = new FormData();
+  for (const [k, v] of Object.entries(body)) if (v !== undefined && v !== "") f.append(k, String(v));
+  if (seed !== "") f.append("seed", seed);
+  const strength = $("strength").value.trim();
+  if (strength !== "") f.append("strength", strength);
+  f.append("image", await canvasBlob(editImage), "image.png");
+  if (painted) {  // OpenAI's mask: opaque everywhere, transparent where painted
+    const paint = $("maskcanvas");
+    const m = document.createElement("canvas");
+    m.width = paint.width; m.height = paint.height;
+    const ctx = m.getContext("2d");
+    ctx.fillStyle = "#000"; ctx.fillRect(0, 0, m.width, m.height);
+    ctx.globalCompositeOperation = "destination-out";
+    ctx.drawImage(paint, 0, 0);
+    f.append("mask", await canvasBlob(m), "mask.png");
+  }
+  return f;
+}
+
+$("file").addEventListener("change", () => loadEditImage($("file").files[0]));
+$("drop").addEventListener("dragover", (e) => { e.preventDefault(); $("drop").classList.add("over"); });
+$("drop").addEventListener("dragleave", () => $("drop").classList.remove("over"));
+$("drop").addEventListener("drop", (e) => {
+  e.preventDefault(); $("drop").classList.remove("over");
+  loadEditImage(e.dataTransfer.files[0]);
+});
+document.addEventListener("paste", (e) => {
+  const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
+  if (item) { e.preventDefault(); loadEditImage(item.getAsFile()); }
+});
+$("maskcanvas").addEventListener("pointerdown", (e) => {
+  $("maskcanvas").setPointerCapture(e.pointerId); paintAt(e);
+});
+$("maskcanvas").addEventListener("pointermove", (e) => { if (e.buttons & 1) paintAt(e); });
+$("clearmask").addEventListener("click", clearMask);
+$("removeimage").addEventListener("click", removeImage);
 
 $("form").addEventListener("submit", submit);
 $("model").addEventListener("change", applyModel);

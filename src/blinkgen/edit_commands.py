@@ -1,0 +1,143 @@
+"""`blinkgen edit | vary | upscale`: images in, through the one image reader (data/image_io.py).
+Each handler parses, builds Requests, calls the library and writes PNGs that record how they were
+made (the `parameters` chunk), never replacing a file silently (outputs.py).
+
+    blinkgen edit photo.png "a red heart" [--mask m.png] [--strength 0.6] [-n 4]
+    blinkgen vary photo.png [-n 4] [--strength 0.6] [--prompt "..."]   # prompt: the best caption
+    blinkgen upscale small.png [-o big.png]                              # 64 -> 128 px
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserInputError
+
+UPSCALER = "upscaler"  # the embedded upscaler's name (weights/upscaler)
+
+
+def _settings(pipe, args):
+    extra = {"style": args.style} if getattr(args, "style", None) is not None else {}
+    return pipe.settings(args.steps, args.guidance, args.sampler, **extra)
+
+
+def _paths(args, params: dict, seeds: list[int], kind: str) -> list[Path]:
+    from .outputs import image_name
+
+    if args.output and args.outdir:
+        raise UserInputError("use either -o/--output or --outdir, not both")
+    if args.output:
+        p = Path(args.output)
+        return [p] if len(seeds) == 1 else [p.with_name(f"{p.stem}-{s}{p.suffix or '.png'}") for s in seeds]
+    outdir = Path(args.outdir or ".")
+    return [outdir / image_name(params, s, kind) for s in seeds]
+
+
+def _write(images, paths, params_for, overwrite: bool) -> None:
+    from .pngmeta import save_png
+
+    for im, path, params in zip(images, paths, params_for):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_png(im, path, params, overwrite)
+        print(path)
+
+
+def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> None:
+    """Shared by edit and vary: read the image (and mask), n requests seed, seed+1, ..."""
+    from .api import load
+    from .data.image_io import read_image, read_mask
+    from .outputs import check_new
+    from .pipeline import Request
+    from .seeds import seed_run
+
+    image = read_image(args.image)
+    mask = read_mask(args.mask) if getattr(args, "mask", None) else None
+    pipe = load(args.model, device=args.device, dtype=args.dtype)
+    settings = _settings(pipe, args)
+    seeds = seed_run(args.seed, args.n)
+    params = {**pipe.png_parameters(prompt, args.seed, settings), "edit": kind, "init_image": Path(args.image).name,
+              **({"mask": Path(args.mask).name} if mask is not None else {}),
+              **({"strength": args.strength} if args.strength is not None else {}), **(extra_params or {})}
+    paths = _paths(args, params, seeds, kind)
+    check_new(paths, args.overwrite)
+    reqs = [Request(prompt, s, init_image=image, mask=mask, strength=args.strength) for s in seeds]
+    images = pipe.sample(reqs, settings).images
+    _write(images, paths, [{**params, "seed": s} for s in seeds], args.overwrite)
+
+
+def cmd_edit(args) -> None:
+    if not args.prompt.strip():
+        raise UserInputError("the prompt is empty")
+    run_edit(args, args.prompt, "inpaint" if args.mask else "img2img")
+
+
+def cmd_vary(args) -> None:
+    """A variation: img2img towards the image's own best caption (the evaluator's captioner),
+    unless --prompt gives one."""
+    prompt = args.prompt
+    extra = {}
+    if prompt is None:
+        from .data.image_io import read_image
+        from .eval.caption import caption
+
+        prompt, score = caption(read_image(args.image), top_k=1)[0]
+        extra = {"caption_score": round(score, 4)}
+        print(f"prompt (best caption, cosine {score:.3f}): {prompt}")
+    run_edit(args, prompt, "variation", extra)
+
+
+def cmd_upscale(args) -> None:
+    from .api import load
+    from .data.image_io import read_image
+    from .outputs import check_new
+    from .pipeline import Request
+
+    pipe = load(args.model, device=args.device)
+    if "init_image" not in pipe.requires:
+        raise UserInputError(f"{args.model} is a {pipe.family} model, not an upscaler")
+    image = read_image(args.image)
+    params = {**pipe.png_parameters("upscale", 0, pipe.settings()), "init_image": Path(args.image).name}
+    path = Path(args.output) if args.output else Path(args.outdir or ".") / f"{Path(args.image).stem}-x2.png"
+    check_new([path], args.overwrite)
+    res = pipe.sample([Request("upscale", 0, init_image=image)], pipe.settings())
+    _write(res.images, [path], [params], args.overwrite)
+
+
+def _common(p, model_default: str = "default", sampling: bool = True) -> None:
+    if sampling:
+        from .families import sampler_help
+
+        p.add_argument("-n", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--strength", type=float, default=None,
+                       help="(0, 1]: how far from the image the result may go; default 0.6, with a mask 1")
+        p.add_argument("--steps", type=int, default=None, help="the full schedule's steps (a strength s runs about s x steps)")
+        p.add_argument("--guidance", type=float, default=None)
+        p.add_argument("--sampler", default=None, help=sampler_help())
+        p.add_argument("--style", default=None, help="diffusion: style phrase (\"in <style> style\"): style transfer")
+        p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (network precision)")
+    p.add_argument("--model", default=model_default, help="embedded model name or model folder")
+    p.add_argument("-o", "--output", default=None, help="output PNG path")
+    p.add_argument("--outdir", default=None, help="write the PNGs into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (else refused)")
+    p.add_argument("--device", default="cpu")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("edit", help="edit an image with a prompt: img2img, or inpainting with --mask")
+    p.add_argument("image", help="the image to edit (PNG, JPEG, WebP, ...; square)")
+    p.add_argument("prompt")
+    p.add_argument("--mask", default=None, help="what to repaint: transparent pixels (OpenAI's convention), "
+                   "or, in a mask without transparency, white pixels; the rest comes back unchanged")
+    _common(p)
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("vary", help="variations of an image (img2img towards its own best caption)")
+    p.add_argument("image")
+    p.add_argument("--prompt", default=None, help="steer the variation (default: the image's best caption)")
+    _common(p)
+    p.set_defaults(func=cmd_vary)
+
+    p = sub.add_parser("upscale", help="x2 super-resolution (64 -> 128 px) with an upscaler model")
+    p.add_argument("image")
+    _common(p, model_default=UPSCALER, sampling=False)
+    p.set_defaults(func=cmd_upscale)
