@@ -27,6 +27,10 @@ def cmd_generate(args) -> None:
         raise UserInputError("the prompt is empty")
     gen = load(args.model, device=args.device, dtype=args.dtype)
     extra = {k: v for k, v in (("style", args.style), ("guidance_interval", args.guidance_interval)) if v is not None}
+    if args.lora is not None:
+        extra.update(lora=args.lora, lora_scale=args.lora_scale)
+    elif args.lora_scale is not None:
+        raise UserInputError("--lora-scale needs --lora")
     settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
     seeds = seed_run(args.seed, args.n)
     params = gen.png_parameters(args.prompt, args.seed, settings)
@@ -70,6 +74,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="diffusion: guide only for noise levels t in [LO, HI] (default: the model's)")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
+    p.add_argument("--lora", default=None, metavar="DIR", help="a LoRA adapter fine-tuned from --model "
+                   "(`blinkgen finetune`; its folder or the run folder)")
+    p.add_argument("--lora-scale", type=float, default=None, help="adapter strength (default 1)")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder, named "
                    "PROMPT-SEED-TAG.png (TAG: a hash of the prompt and settings)")
@@ -99,10 +106,10 @@ def cmd_train(args) -> None:
 
 
 def _add_train(sub) -> None:
-    from .families import all_families
+    from .families import trainable
     from .train.config import TrainConfig
 
-    fams = all_families()
+    fams = trainable()
     p = sub.add_parser("train", help=f"train a model ({' | '.join(n for f in fams for n in (f.name, *f.aliases))}) "
                        "on a dataset")
     p.add_argument("--config", default=None, help="JSON file of training options (flags override it)")
@@ -142,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import commands as data_commands
     from .eval import commands as eval_commands
     from .serve import commands as serve_commands
+    from .train import commands as train_commands
 
-    for module in (data_commands, serve_commands, eval_commands):  # each package adds its own subcommands
+    for module in (train_commands, data_commands, serve_commands, eval_commands):  # each package adds its own subcommands
         module.register(sub)
     return parser
 
