@@ -118,7 +118,7 @@ def _add_train(sub) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "sample_prompts":
             continue
-        typ = {"int": int, "int | None": int, "float": float}.get(str(f.type), str)
+        typ = {"int": int, "int | None": int, "float": float, "bool": _yes_no}.get(str(f.type), str)
         help_ = {"ae_steps": "(default: 2 x --steps, within [10, 2000])",
                  "ae_preset": "(default: tiny for --preset tiny, else S)"}.get(f.name, f"(default: {f.default})")
         if f.name == "family":
@@ -129,6 +129,12 @@ def _add_train(sub) -> None:
             help_ = "the family's training task (default: the family's own)"
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None, help=help_)
     p.set_defaults(func=cmd_train)
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() not in ("yes", "no", "true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    return text.lower() in ("yes", "true", "1")
 
 
 def cmd_models(args) -> None:

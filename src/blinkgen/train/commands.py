@@ -12,10 +12,11 @@ from pathlib import Path
 # "LoRA fine-tuning"): rank 8 on the attention + MLP projections, AdamW at 1e-3 (adapters start at
 # zero, so a higher rate than full training is safe), batch 8, a fifth of the folder held out for
 # validation (2 of 10), an evaluation every 50 steps with early stopping after 4 without
-# improvement, a sample grid every 100 steps and a short EMA.
+# improvement and the best evaluation's weights exported, a sample grid every 100 steps and a
+# short EMA.
 FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=1e-3, warmup=20, min_lr_ratio=0.1, val_fraction=0.2,
                          val_max=32, eval_every=50, sample_every=100, ckpt_every=100, keep_checkpoints=1,
-                         patience=4, ema_decay=0.99, log_every=10, lora_rank=8)
+                         patience=4, restore_best=True, ema_decay=0.99, log_every=10, lora_rank=8)
 
 
 def finetune_config(base: str, data: str, out: str, **overrides):

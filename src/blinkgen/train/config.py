@@ -47,6 +47,7 @@ class TrainConfig:
     ckpt_every: int = 250
     keep_checkpoints: int = 2
     patience: int = 0                # early stopping: evals without val improvement (0 = off)
+    restore_best: bool = False       # export the EMA weights of the best validation, not the last
     val_fraction: float = 0.02
     val_max: int = 256
     autoencoder: str | None = None   # diffusion/ar: a trained autoencoder/tokenizer folder

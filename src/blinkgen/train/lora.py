@@ -257,3 +257,10 @@ def adapter_norms(peft_model) -> dict[str, float]:
         if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
             out[name] = float((m.lora_B["default"].weight @ m.lora_A["default"].weight).norm())
     return out
+
+
+def folded(peft_model) -> nn.Module:
+    """A plain copy of a peft model's network with its adapters merged in (scale 1): what sample
+    grids run where a speed device would read the base weights past peft's layers (the AR
+    family's fused decode view copies nn.Linear weights)."""
+    return copy.deepcopy(peft_model).merge_and_unload().eval().requires_grad_(False)
