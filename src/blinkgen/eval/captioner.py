@@ -27,7 +27,7 @@ from ..text.vocab import WordVocab
 from .contrastive import Evaluator, as_uint8_batch, load_evaluator
 
 CAPTIONER_DIR = Path(__file__).resolve().parent.parent / "weights" / "captioner"
-FEATURES = ("embedding", "stage-1", "stage-2")  # the evaluator's embedding, its 4x4 and 8x8 maps
+FEATURES = ("embedding", "stage-1")  # the evaluator's embedding and its 4x4 map (models/captioner.py)
 DEFAULT_BEAMS = 3
 TIED_HEAD = "llama.lm_head.weight"
 
@@ -78,14 +78,15 @@ class CaptionWriter:
         x = as_uint8_batch(images)
         if x.shape[-1] != self.evaluator.image_size or x.shape[-2] != self.evaluator.image_size:
             x = _resize(x, self.evaluator.image_size)
-        return self.write_features(image_features(self.evaluator, x, self.features), beams, max_len)
+        return self.write_features(image_features(self.evaluator, x, self.features), x, beams, max_len)
 
     @torch.inference_mode()
-    def write_features(self, feats: list[torch.Tensor], beams: int = 1, max_len: int | None = None) -> list[str]:
-        """Prefix feature groups (`image_features`) -> captions of at most max_len words (default
-        and most: the model's max_text)."""
+    def write_features(self, feats: list[torch.Tensor], images: torch.Tensor, beams: int = 1,
+                       max_len: int | None = None) -> list[str]:
+        """Frozen feature groups (`image_features`) and the uint8 images (N, 3, S, S) -> captions of
+        at most max_len words (default and most: the model's max_text)."""
         max_len = min(int(max_len or self.model.cfg.max_text), self.model.cfg.max_text) + 1  # words + <eos>
-        prefix = self.model.prefix(feats)  # (N, P, D)
+        prefix = self.model.prefix(feats, images)  # (N, P, D)
         v = self.vocab
         ids = greedy_decode(self.model.llama, prefix, v.bos, v.eos, max_len) if beams == 1 else \
             beam_decode(self.model.llama, prefix, v.bos, v.eos, max_len, beams)

@@ -42,13 +42,13 @@ class CaptionerTask(Task):
         words = min(MAX_WORDS, max(len(split_words(t)) for t in targets))
         dims, tokens = feature_shapes(self.ev)
         self.model = Captioner(captioner_config(cfg.preset, len(self.vocab), feature_dims=dims,
-                                                feature_tokens=tokens, max_text=words))
+                                                feature_tokens=tokens, image_size=cfg.size, max_text=words))
         self.feats = self._features(train.images)  # per group (N, T_g, C_g) fp16 on the device
+        self.images, self.val_images = train.images.to(device), val.images.to(device)  # for the pixel stem
         self.tokens = self.vocab.batch(targets, words).to(device)  # (N, words + 2)
         self.val_feats = self._features(val.images)
         self.val_targets = [c[0] for c in val.captions]
         self.val_tokens = self.vocab.batch(self.val_targets, words).to(device)
-        self.val_images = val.images[:8]
         self.n_train = len(train)
 
     def _features(self, images) -> list[torch.Tensor]:
@@ -58,7 +58,7 @@ class CaptionerTask(Task):
         return {}  # one target per image, features fixed: nothing random
 
     def loss(self, model, idx, rnd):
-        return model([f[idx].float() for f in self.feats], self.tokens[idx], self.vocab.pad)
+        return model([f[idx].float() for f in self.feats], self.images[idx], self.tokens[idx], self.vocab.pad)
 
     @torch.no_grad()
     def validate(self, ema) -> dict:
@@ -66,11 +66,11 @@ class CaptionerTask(Task):
         for i in range(0, len(self.val_tokens), 256):
             f = [x[i:i + 256].float() for x in self.val_feats]
             t = self.val_tokens[i:i + 256]
-            loss, _ = ema(f, t, self.vocab.pad)
+            loss, _ = ema(f, self.val_images[i:i + 256], t, self.vocab.pad)
             k = int((t[:, 1:] != self.vocab.pad).sum())
             total, n = total + float(loss) * k, n + k
         m = min(VAL_DECODE, len(self.val_targets))
-        got = self.writer(ema).write_features([x[:m].float() for x in self.val_feats], beams=1)
+        got = self.writer(ema).write_features([x[:m].float() for x in self.val_feats], self.val_images[:m], beams=1)
         exact = sum(g == t for g, t in zip(got, self.val_targets[:m])) / max(m, 1)
         return {"val_loss": total / max(n, 1), "val_exact": exact}
 
@@ -80,9 +80,9 @@ class CaptionerTask(Task):
     @torch.no_grad()
     def samples(self, ema, step):
         """Eight held-out images, each above its generated caption (greedy)."""
-        caps = self.writer(ema).write_features([x[:8].float() for x in self.val_feats], beams=1)
+        caps = self.writer(ema).write_features([x[:8].float() for x in self.val_feats], self.val_images[:8], beams=1)
         ema.train(False)
-        return caption_sheet(self.val_images, caps)
+        return caption_sheet(self.val_images[:8], caps)
 
     def export(self, ema, folder: Path, extra: dict) -> Path:
         return save_captioner(folder, ema, self.vocab, self.ev, extra, dtype_of(self.cfg.save_dtype))
