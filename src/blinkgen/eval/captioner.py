@@ -3,10 +3,12 @@ caption (models/captioner.py, decoded greedily or by beam search with a KV cache
 sampling/text_decode.py). `blinkgen caption IMAGE --generate` uses the shipped one; retrieval
 over candidate captions stays in eval/caption.py.
 
-The image encoder is the contrastive evaluator's image tower (eval/contrastive.py), frozen and
-shared: the captioner folder holds only the decoder, its projections and its word vocabulary, and
-records the sha256 of the evaluator weights it was trained on (a captioner is refused with any
-other evaluator: its features would mean something else).
+The image features are the contrastive evaluator's (eval/contrastive.py): its image tower, frozen
+and shared, gives the text-aligned embedding and the 4x4 map; the captioner adds its own small
+convolutional stem on the pixels (models/captioner.py says why). The captioner folder holds the
+decoder, the stem, the projections and the word vocabulary, and records the sha256 of the
+evaluator weights it was trained on (a captioner is refused with any other evaluator: its
+features would mean something else).
 
 Folder: config.json ({"family": "captioner", "captioner": CaptionerConfig, "features",
 "image_encoder": {"sha256"}, "decode": {"beams", "max_len"}, "training"}) + model.safetensors

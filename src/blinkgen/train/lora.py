@@ -242,6 +242,17 @@ class AdapterCache:
         return net
 
 
+def resolve_base(name_or_path) -> Path:
+    """The model folder a fine-tuning run adapts: an embedded model name or a folder (UserInputError
+    / ModelLoadError, one line, if neither). The registry's resolver, imported on use (the one
+    upward import of this module, like train/config.py's)."""
+    from ..api import resolve
+
+    if not name_or_path:
+        raise UserInputError("fine-tuning needs a base model (--from MODEL: 'default' or a model folder)")
+    return resolve(str(name_or_path))
+
+
 def base_record(folder, family: str, name: str | None = None) -> dict:
     """What an adapter's config.json says about its base model."""
     folder = Path(folder).resolve()

@@ -14,7 +14,6 @@ from pathlib import Path
 from ...errors import UserInputError
 from ...train import lora
 from ...train.task import adamw
-from ..diffusion.lora_task import resolve_base
 from .folder import load_ar_model
 from .pipeline import ARPipeline
 from .tasks import ARTask
@@ -25,7 +24,7 @@ class ARLoRATask(ARTask):
 
     def __init__(self, cfg, train, val, device):
         self.cfg, self.device = cfg, device
-        self.base = resolve_base(cfg.base)
+        self.base = lora.resolve_base(cfg.base)
         model, config = load_ar_model(self.base)
         if model.cfg.objective != "causal":
             raise UserInputError(f"{self.base} is a masked-mode AR model; LoRA fine-tuning takes causal ones only")

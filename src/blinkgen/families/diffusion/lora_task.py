@@ -27,21 +27,12 @@ SAMPLE_IMAGES = 8  # images in each sample grid: the concept's captions, cycled,
 VAL_DRAWS = 64  # (noise, t) draws over the held-out pictures per validation: a steadier number
 
 
-def resolve_base(path) -> Path:
-    """The base model folder a config names: an embedded model name or a folder."""
-    from ...api import resolve
-
-    if not path:
-        raise UserInputError("fine-tuning needs a base model (--from MODEL: 'default' or a model folder)")
-    return resolve(str(path))
-
-
 class DiffusionLoRATask(DiffusionTask):
     """cfg.base: the model folder to adapt; cfg.lora_rank: the adapters' rank (alpha = rank)."""
 
     def __init__(self, cfg, train: ImageCaptionSet, val: ImageCaptionSet, device):
         self.cfg, self.device = cfg, device
-        self.base = resolve_base(cfg.base)
+        self.base = lora.resolve_base(cfg.base)
         dit, ae, config = load_diffusion_folder(self.base)
         if config.get("family") != "diffusion":
             raise UserInputError(f"{self.base} is a {config.get('family')} model, not a diffusion one")
