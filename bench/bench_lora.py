@@ -85,6 +85,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cpu-limit", type=float, default=600.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scales", default="1.0,0.8", help="adapter scales to score")
+    ap.add_argument("--prior-weight", type=float, default=None, help="finetune's --prior-weight (default: its default)")
     ap.add_argument("--reuse", action="store_true", help="score an existing run folder instead of training")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -95,7 +96,8 @@ def main(argv=None) -> None:
         from blinkgen.train.commands import finetune_config
         from blinkgen.train.loop import train
 
-        cfg = finetune_config(a.model, str(data), str(run / "ft"), cpu_limit=a.cpu_limit, threads=a.threads)
+        cfg = finetune_config(a.model, str(data), str(run / "ft"), cpu_limit=a.cpu_limit, threads=a.threads,
+                              prior_weight=a.prior_weight)
         t0 = time.perf_counter()
         train(cfg)
         print(f"fine-tuned in {time.perf_counter() - t0:.0f}s wall", flush=True)

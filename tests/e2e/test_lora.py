@@ -121,6 +121,8 @@ def test_an_adapter_of_another_base_is_refused(run, tmp_path):
     assert not (tmp_path / "x.png").exists()
     with pytest.raises(UserInputError, match="not among the served models"):
         load_generators([str(other)], loras=[str(run["out"])])
+    with pytest.raises(UserInputError, match="--lora-scale needs --lora"):
+        load_generators([str(other)], lora_scale=0.5)
     ar = make_tiny("ar", tmp_path / "ar")
     with pytest.raises(UserInputError, match="is for a diffusion model"):
         blinkgen.load(str(ar)).settings(lora=str(run["out"]))

@@ -108,6 +108,8 @@ def load_generators(names: list[str], device: str = "cpu", dtype: str = "fp32", 
     from ..errors import UserInputError
     from ..train.lora import read_adapter
 
+    if lora_scale is not None and not loras:
+        raise UserInputError("--lora-scale needs --lora")
     gens: dict = {}
     for m in names:
         gen = blinkgen.load(m, device=device, dtype=dtype)

@@ -12,11 +12,12 @@ from pathlib import Path
 # "LoRA fine-tuning"): rank 8 on the attention + MLP projections, AdamW at 1e-3 (adapters start at
 # zero, so a higher rate than full training is safe), batch 8, a fifth of the folder held out for
 # validation (2 of 10), an evaluation every 50 steps with early stopping after 4 without
-# improvement and the best evaluation's weights exported, a sample grid every 100 steps and a
-# short EMA.
+# improvement and the best evaluation's weights exported, a sample grid every 100 steps, a
+# short EMA, and prior preservation at weight 1 (diffusion: the concept must not leak into other
+# prompts; families/diffusion/lora_task.py).
 FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=1e-3, warmup=20, min_lr_ratio=0.1, val_fraction=0.2,
                          val_max=32, eval_every=50, sample_every=100, ckpt_every=100, keep_checkpoints=1,
-                         patience=4, restore_best=True, ema_decay=0.99, log_every=10, lora_rank=8)
+                         patience=4, restore_best=True, ema_decay=0.99, log_every=10, lora_rank=8, prior_weight=1.0)
 
 
 def finetune_config(base: str, data: str, out: str, **overrides):
@@ -39,7 +40,8 @@ def cmd_finetune(args) -> None:
     from .loop import train
 
     over = {k: getattr(args, k) for k in ("steps", "lr", "batch_size", "cpu_limit", "threads", "time_limit",
-                                          "seed", "eval_every", "sample_every", "patience", "mixed_precision")}
+                                          "seed", "eval_every", "sample_every", "patience", "mixed_precision",
+                                          "prior_weight")}
     over["lora_rank"] = args.rank
     if args.prompts_file:
         over["sample_prompts"] = [line.strip() for line in Path(args.prompts_file).read_text().splitlines()
@@ -70,6 +72,8 @@ def register(sub) -> None:
     p.add_argument("--sample-every", type=int, default=None, help=f"(default {d['sample_every']})")
     p.add_argument("--patience", type=int, default=None,
                    help=f"stop after this many evaluations without improvement, 0 = never (default {d['patience']})")
+    p.add_argument("--prior-weight", type=float, default=None, help="diffusion: weight of the prior-preservation "
+                   f"term that keeps other prompts drawn as the base model draws them, 0 = off (default {d['prior_weight']})")
     p.add_argument("--cpu-limit", type=float, default=None, help="stop after this many CPU-seconds of training")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

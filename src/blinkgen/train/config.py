@@ -59,6 +59,7 @@ class TrainConfig:
     save_dtype: str = "fp32"         # dtype of the final model's weights ("fp16" halves the size)
     base: str | None = None          # task "lora": the model (embedded name or folder) to fine-tune
     lora_rank: int = 8               # task "lora": rank of the adapters (alpha = rank)
+    prior_weight: float = 0.0        # task "lora" (diffusion): weight of the prior-preservation term
 
     def validate(self) -> "TrainConfig":
         def need(cond, msg):
@@ -104,6 +105,7 @@ class TrainConfig:
         need(self.augment in ("none", "mirror"), f"augment must be none or mirror, got {self.augment!r}")
         need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")
         need(1 <= self.lora_rank <= 256, f"lora_rank must be between 1 and 256, got {self.lora_rank}")
+        need(0 <= self.prior_weight <= 100, f"prior_weight must be in [0, 100], got {self.prior_weight}")
         for k in ("log_every", "eval_every", "sample_every", "ckpt_every", "warmup"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         return self
