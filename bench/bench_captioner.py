@@ -27,6 +27,7 @@ from blinkgen.eval.caption_metrics import scene_agreement, summarise
 from blinkgen.eval.captioner import load_captioner
 from blinkgen.eval.contrastive import held_out_split
 from blinkgen.eval.evaluate import versions
+from blinkgen.outputs import check_new, write_text
 
 SHAPES_SEED = 424242  # no training run uses it: these scenes are new
 
@@ -72,7 +73,9 @@ def main(argv=None) -> None:
                     "(default: the captioner's training data)")
     ap.add_argument("--beams", type=int, default=None, help="beam width (default: the captioner's)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     a = ap.parse_args(argv)
+    check_new([a.out], a.overwrite)  # refused before any work (blinkgen.outputs)
     torch.set_num_threads(1)
     writer = load_captioner(a.captioner)
     tr = writer.config.get("training", {})
@@ -86,7 +89,7 @@ def main(argv=None) -> None:
     out["command"] = "python bench/bench_captioner.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out["versions"] = versions()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    write_text(Path(a.out), json.dumps(out, indent=2), a.overwrite)
     s = out["shapes"]
     print(json.dumps({"shapes_same": s["same"], "shapes_parses": s["parses"],
                       **{k: s[k] for k in ("colour", "shape", "count", "size", "relation", "background")},

@@ -37,6 +37,7 @@ from blinkgen.eval import metrics as M  # noqa: E402
 from blinkgen.eval.contrastive import load_evaluator  # noqa: E402
 from blinkgen.eval.evaluate import versions  # noqa: E402
 from blinkgen.eval.recognise import nearest_neighbour_hits  # noqa: E402
+from blinkgen.outputs import check_new, write_text  # noqa: E402
 from blinkgen.pngmeta import grid  # noqa: E402
 
 SEEDS = 16  # images of the concept prompt per setting
@@ -81,6 +82,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--run", required=True, help="run folder (data/ and the fine-tuning run)")
     ap.add_argument("--out", required=True, help="JSON results")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     ap.add_argument("--figures", default="bench/results/lora", help="folder for the grids and the plot")
     ap.add_argument("--cpu-limit", type=float, default=600.0)
     ap.add_argument("--threads", type=int, default=1)
@@ -88,6 +90,7 @@ def main(argv=None) -> None:
     ap.add_argument("--prior-weight", type=float, default=None, help="finetune's --prior-weight (default: its default)")
     ap.add_argument("--reuse", action="store_true", help="score an existing run folder instead of training")
     a = ap.parse_args(argv)
+    check_new([a.out], a.overwrite)  # refused before any work (blinkgen.outputs)
     torch.set_num_threads(a.threads)
     run, figs = Path(a.run).expanduser(), Path(a.figures)
     figs.mkdir(parents=True, exist_ok=True)
@@ -146,7 +149,7 @@ def main(argv=None) -> None:
     out["command"] = "python bench/bench_lora.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out["versions"] = versions()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    write_text(Path(a.out), json.dumps(out, indent=2), a.overwrite)
 
 
 def concept_images(ds: ImageCaptionSet):

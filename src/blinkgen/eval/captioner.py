@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..errors import ModelLoadError, UserInputError
+from ..checks import as_int
+from ..data.image_io import read_image, to_rgb_square
+from ..errors import ModelLoadError
 from ..modelio import load_into, read_config, read_tensors, state_dict_for_save, write_folder_atomic
 from ..models.captioner import Captioner, CaptionerConfig, flatten_features
 from ..sampling.text_decode import beam_decode, greedy_decode
@@ -71,15 +73,18 @@ class CaptionWriter:
         self.features = tuple(config.get("features", FEATURES))
 
     def write(self, images, beams: int | None = None, max_len: int | None = None) -> list[str]:
-        """PIL images / HWC arrays / a uint8 (N, 3, H, W) tensor -> captions. beams: beam width
+        """Pictures -> one caption each. images: a uint8 (N, 3, H, W) tensor, or a list of anything
+        the one image reader takes (paths, bytes, PIL images, arrays: data/image_io.py, which
+        refuses unreadable files in one line), squared as training squares them. beams: beam width
         (1 = greedy; default the folder's), max_len: most words."""
         dec = self.config.get("decode", {})
-        beams = int(beams or dec.get("beams", DEFAULT_BEAMS))
-        if not 1 <= beams <= 16:
-            raise UserInputError(f"beams must be between 1 and 16, got {beams}")
+        beams = as_int(dec.get("beams", DEFAULT_BEAMS) if beams is None else beams, "beams", 1, 16)
+        S = self.evaluator.image_size
+        if not torch.is_tensor(images):
+            images = [to_rgb_square(read_image(im), S) for im in images]
         x = as_uint8_batch(images)
-        if x.shape[-1] != self.evaluator.image_size or x.shape[-2] != self.evaluator.image_size:
-            x = _resize(x, self.evaluator.image_size)
+        if x.shape[-1] != S or x.shape[-2] != S:
+            x = _resize(x, S)
         return self.write_features(image_features(self.evaluator, x, self.features), x, beams, max_len)
 
     @torch.inference_mode()

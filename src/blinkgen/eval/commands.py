@@ -45,18 +45,12 @@ def cmd_caption(args) -> None:
 
         if args.candidates is not None:
             raise UserInputError("--generate writes a caption; --candidates ranks given ones: choose one")
-        print(load_captioner(args.captioner, args.evaluator).write([_read_image(args.image)], beams=args.beams)[0])
+        print(load_captioner(args.captioner, args.evaluator).write([args.image], beams=args.beams)[0])
         return
     from .caption import caption
 
     for text, score in caption(args.image, candidates=args.candidates, top_k=args.top_k, evaluator=args.evaluator):
         print(f"{score:.3f}  {text}")
-
-
-def _read_image(path):
-    from .caption import _open_image
-
-    return _open_image(path)
 
 
 def _model_family(argv: list[str]) -> str | None:

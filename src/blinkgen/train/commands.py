@@ -6,6 +6,7 @@ Thin: parse, build a TrainConfig (task "lora" of the base model's family), train
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 # Defaults for "ten pictures, minutes on a laptop" (measured: bench/bench_lora.py, bench/RESULTS.md
@@ -37,6 +38,7 @@ def finetune_config(base: str, data: str, out: str, **overrides):
 
 def cmd_finetune(args) -> None:
     from .. import load
+    from ..textio import read_lines
     from .loop import train
 
     over = {k: getattr(args, k) for k in ("steps", "lr", "batch_size", "cpu_limit", "threads", "time_limit",
@@ -44,9 +46,12 @@ def cmd_finetune(args) -> None:
                                           "prior_weight")}
     over["lora_rank"] = args.rank
     if args.prompts_file:
-        over["sample_prompts"] = [line.strip() for line in Path(args.prompts_file).read_text().splitlines()
-                                  if line.strip()]
+        over["sample_prompts"] = read_lines(args.prompts_file, "prompts file")
     cfg = finetune_config(args.base, args.data, args.out, **over)
+    print(f"fine-tuning plan: LoRA rank {cfg.lora_rank} on {cfg.base}'s {cfg.family} network, data {cfg.data}; at most "
+          f"{cfg.steps} steps of {cfg.batch_size}, validation every {cfg.eval_every} (early stop after "
+          f"{cfg.patience} without improvement), prior weight {cfg.prior_weight:g}"
+          + (f", CPU limit {cfg.cpu_limit:g}s" if cfg.cpu_limit else "") + f" -> {cfg.out}", file=sys.stderr, flush=True)
     adapter = train(cfg, resume=args.resume)
     print(adapter)
     if args.merge:
