@@ -72,6 +72,9 @@ def load(name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32"
     folder = resolve(name_or_path)
     cfg = read_config(folder)
     family = cfg.get("family")
+    if family == "lora":  # an adapter folder (train/lora.py) is not a model on its own
+        raise ModelLoadError(f"{folder} is a LoRA adapter of {cfg.get('base', {}).get('name')!r}, not a model: "
+                             f"load that model and pass lora={str(folder)!r} (CLI: --lora {folder})")
     if family not in families.names():
         raise ModelLoadError(f"{folder}/config.json names family {family!r}; known: {sorted(families.names())}")
     pipe = families.get(family).load(folder, device=device, dtype=dtype)

@@ -27,6 +27,10 @@ def cmd_generate(args) -> None:
         raise UserInputError("the prompt is empty")
     gen = load(args.model, device=args.device, dtype=args.dtype)
     extra = {k: v for k, v in (("style", args.style), ("guidance_interval", args.guidance_interval)) if v is not None}
+    if args.lora is not None:
+        extra.update(lora=args.lora, lora_scale=args.lora_scale)
+    elif args.lora_scale is not None:
+        raise UserInputError("--lora-scale needs --lora")
     settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
     seeds = seed_run(args.seed, args.n)
     params = gen.png_parameters(args.prompt, args.seed, settings)
@@ -83,6 +87,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--size", type=int, default=None, help="output side in pixels; above the model's "
                    "(128 for a 64-px model) the images go through --upscaler")
     p.add_argument("--upscaler", default="upscaler", help="upscaler model (embedded name or folder) for --size")
+    p.add_argument("--lora", default=None, metavar="DIR", help="a LoRA adapter fine-tuned from --model "
+                   "(`blinkgen finetune`; its folder or the run folder)")
+    p.add_argument("--lora-scale", type=float, default=None, help="adapter strength (default 1)")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder, named "
                    "PROMPT-SEED-TAG.png (TAG: a hash of the prompt and settings)")
@@ -112,10 +119,10 @@ def cmd_train(args) -> None:
 
 
 def _add_train(sub) -> None:
-    from .families import all_families
+    from .families import trainable
     from .train.config import TrainConfig
 
-    fams = all_families()
+    fams = trainable()
     p = sub.add_parser("train", help=f"train a model ({' | '.join(n for f in fams for n in (f.name, *f.aliases))}) "
                        "on a dataset")
     p.add_argument("--config", default=None, help="JSON file of training options (flags override it)")
@@ -124,7 +131,7 @@ def _add_train(sub) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "sample_prompts":
             continue
-        typ = {"int": int, "int | None": int, "float": float}.get(str(f.type), str)
+        typ = {"int": int, "int | None": int, "float": float, "bool": _yes_no}.get(str(f.type), str)
         help_ = {"ae_steps": "(default: 2 x --steps, within [10, 2000])",
                  "ae_preset": "(default: tiny for --preset tiny, else S)"}.get(f.name, f"(default: {f.default})")
         if f.name == "family":
@@ -135,6 +142,12 @@ def _add_train(sub) -> None:
             help_ = "the family's training task (default: the family's own)"
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None, help=help_)
     p.set_defaults(func=cmd_train)
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() not in ("yes", "no", "true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    return text.lower() in ("yes", "true", "1")
 
 
 def cmd_models(args) -> None:
@@ -155,10 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import commands as data_commands
     from .eval import commands as eval_commands
     from .serve import commands as serve_commands
+    from .train import commands as train_commands
 
     from . import edit_commands
 
-    for module in (data_commands, serve_commands, eval_commands, edit_commands):  # each adds its own subcommands
+    for module in (train_commands, data_commands, serve_commands, eval_commands, edit_commands):  # each adds its own subcommands
         module.register(sub)
     return parser
 

@@ -31,13 +31,20 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def state_dict_for_save(module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The module's state dict on the CPU, contiguous, floating tensors cast to dtype if given.
+    A tensor shared by two names (tied embeddings) is copied for the second, since safetensors
+    stores no shared memory."""
     sd = unwrap(module).state_dict()
-    out = {}
+    out, seen = {}, set()
     for k, v in sd.items():
         v = v.detach().cpu()
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
-        out[k] = v.contiguous()
+        v = v.contiguous()
+        if v.numel() and v.data_ptr() in seen:
+            v = v.clone()
+        seen.add(v.data_ptr())
+        out[k] = v
     return out
 
 

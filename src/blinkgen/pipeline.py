@@ -17,10 +17,18 @@ declares in `Pipeline.supports`) an init image, a mask and a strength. Settings 
 shares: a dataclass per family (`DiffusionSettings`, `ARSettings`, ...) on the common base
 `Settings`, whose optional fields (`negative_prompt`, `style`, `cache`, `lora`) are refused with a
 one-line `UserInputError` by a pipeline that does not list them in `supports`.
+
+LoRA adapters (train/lora.py, `blinkgen finetune`): a pipeline that supports "lora" names the
+attribute holding its generator network in `lora_network`; `settings(lora=DIR, lora_scale=0.8)`
+checks that the adapter was trained on this very model (by the hash of its weights) and `sample`
+runs a merged copy of the network (cached per adapter and scale). `pipe.with_lora(DIR)` is the same
+pipeline with the adapter as its default (how the server serves "default+mascot").
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
 from PIL import Image
@@ -101,7 +109,8 @@ class Settings:
     """What a batch shares. steps: solver steps / decode passes (a family may ignore it, and says
     so); guidance: classifier-free guidance scale, >= 0 (1 = off); sampler: one of the pipeline's
     `samplers`. Optional, None = off: negative_prompt (replaces the null prompt of guidance),
-    style (a named style phrase), cache (a step-caching speed device), lora (an adapter folder).
+    style (a named style phrase), cache (a step-caching speed device), lora (a LoRA adapter
+    folder, stored resolved) and lora_scale (its strength, default 1 when lora is set; in [-4, 4]).
     Equal settings may share a network call (the server batches on them)."""
 
     steps: int
@@ -111,8 +120,9 @@ class Settings:
     style: str | None = None
     cache: str | None = None
     lora: str | None = None
+    lora_scale: float | None = None
 
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "style", "cache", "lora")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "style", "cache", "lora", "lora_scale")
 
     def to_dict(self) -> dict:
         """steps, guidance, sampler, and every other field that is set (not None): what a PNG's
@@ -164,6 +174,8 @@ class Pipeline:
     settings_type: type[Settings] = Settings
     supports: frozenset[str] = frozenset()
     requires: frozenset[str] = frozenset()
+    folder: Path | None = None  # the model folder it was loaded from (None: built in memory)
+    lora_network: str | None = None  # attribute holding the network LoRA adapters attach to
 
     @property
     def sizes(self) -> list[str]:
@@ -182,18 +194,93 @@ class Pipeline:
         if not isinstance(sampler, str) or sampler not in self.samplers:
             raise UserInputError(f"unknown sampler {sampler!r}; choose one of {', '.join(self.samplers)}")
         known = {f.name for f in fields(self.settings_type)} - {"steps", "guidance", "sampler"}
+        for k in ("lora", "lora_scale"):  # a with_lora() pipeline's adapter is its default
+            if extra.get(k) is None and getattr(d, k, None) is not None:
+                extra[k] = getattr(d, k)
         for k, v in extra.items():
             if k not in known:
                 raise UserInputError(f"unknown setting {k!r} for the {self.family} family; "
                                      f"it has {', '.join(sorted(known)) or 'none'}")
-            if v is not None and k in Settings.OPTIONAL and k not in self.supports:
+            need = "lora" if k == "lora_scale" else k  # the scale comes with adapters
+            if v is not None and k in Settings.OPTIONAL and need not in self.supports:
                 raise UserInputError(f"the {self.family} family does not support the {k!r} setting yet")
         s = self.settings_type(steps=steps, guidance=guidance, sampler=sampler, **extra)
+        s = self._check_lora(s)
         return self._check_settings(s) or s
 
     def _check_settings(self, settings: Settings) -> Settings | None:
         """Hook: validate the family's own settings fields (raise UserInputError); may return a
         normalised copy (numpy numbers as Python ones), else None."""
+
+    # --- LoRA adapters (train/lora.py) ----------------------------------------------------------
+    def _check_lora(self, s: Settings) -> Settings:
+        """lora -> the adapter's resolved folder, checked against this model's weights; lora_scale
+        -> a float (1.0 when lora is set alone). UserInputError / ModelLoadError, one line."""
+        if s.lora is None:
+            if s.lora_scale is not None:
+                raise UserInputError("lora_scale needs a lora adapter")
+            return s
+        from .train import lora
+
+        if not isinstance(s.lora, (str, Path)):
+            raise UserInputError(f"lora must be an adapter folder, got {s.lora!r}")
+        adapter = lora.read_adapter(s.lora)
+        lora.check_base(adapter, self.family, self.weights_sha256(), self.name)
+        scale = 1.0 if s.lora_scale is None else lora.check_scale(s.lora_scale)
+        return replace(s, lora=str(adapter.folder), lora_scale=scale)
+
+    def weights_sha256(self) -> str | None:
+        """The hash of this model folder's weights (train/lora.py), None for a pipeline built in
+        memory; computed once."""
+        if self.folder is None:
+            return None
+        if getattr(self, "_weights_sha256", None) is None:
+            from .train.lora import weights_sha256
+
+            self._weights_sha256 = weights_sha256(self.folder)
+        return self._weights_sha256
+
+    def network_for(self, settings: Settings):
+        """The generator network to run for these settings: `lora_network`'s module, or its merged
+        copy with settings.lora at settings.lora_scale (cached)."""
+        base = getattr(self, self.lora_network) if self.lora_network else None
+        if settings.lora is None:
+            return base
+        from .train import lora
+
+        if getattr(self, "_adapters", None) is None:
+            self._adapters = lora.AdapterCache()
+        return self._adapters.get(base, lora.read_adapter(settings.lora), settings.lora_scale)
+
+    def save_merged(self, path, adapter, scale: float | None = None) -> Path:
+        """Write this model with a LoRA adapter folded into its network (at `scale`, default 1) as
+        a full model folder at path; its config.json records the adapter under "merged_lora"."""
+        s = self.settings(lora=str(adapter), lora_scale=scale)
+        out = copy.copy(self)
+        setattr(out, self.lora_network, self.network_for(s))
+        from .train.lora import read_adapter
+
+        a = read_adapter(s.lora)
+        out.config = {**self.config, "merged_lora": {"adapter": str(a.folder), "scale": s.lora_scale,
+                                                     "base": a.base, "rank": a.config.get("rank")}}
+        return out.save(path)
+
+    def with_lora(self, adapter, scale: float | None = None, name: str | None = None) -> "Pipeline":
+        """This pipeline (sharing its networks and caches) with a LoRA adapter as the default
+        setting, named `name` (default "<model>+<adapter>"). Refuses an adapter of another base."""
+        if "lora" not in self.supports:
+            raise UserInputError(f"the {self.family} family does not support the 'lora' setting yet")
+        s = self._check_lora(replace(self.defaults, lora=str(adapter), lora_scale=scale))
+        if getattr(self, "_adapters", None) is None:
+            from .train.lora import AdapterCache
+
+            self._adapters = AdapterCache()
+        out = copy.copy(self)
+        out.defaults = s
+        from .train.lora import read_adapter
+
+        out.name = name or f"{self.name}+{read_adapter(s.lora).name}"
+        return out
 
     def sample(self, requests: Sequence[Request], settings: Settings,
                callback: ProgressCallback = None) -> SampleResult:

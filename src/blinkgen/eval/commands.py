@@ -14,23 +14,39 @@ BENCHES = ("diffusion", "families", "ar", "tokenizer")
 
 
 def cmd_eval(args) -> None:
+    from ..api import load
     from .evaluate import evaluate
 
-    r = evaluate(args.model, args.data, samples=args.samples, out_dir=args.out, seed=args.seed,
+    model = args.model
+    if args.lora is not None:
+        model = load(args.model).with_lora(args.lora, args.lora_scale)
+    elif args.lora_scale is not None:
+        raise UserInputError("--lora-scale needs --lora")
+    captioner = None if args.captioner == "none" else args.captioner
+    r = evaluate(model, args.data, samples=args.samples, out_dir=args.out, seed=args.seed,
                  steps=args.steps, guidance=args.guidance, sampler=args.sampler, prompts=args.prompts,
                  evaluator=args.evaluator, nn_reference=args.nn_data, style=args.style,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, captioner=captioner)
     m = r["metrics"]
     summary = {k: m[k] for k in ("fd", "kid", "precision", "recall", "alignment", "retrieval_R@1") if k in m}
     if "shapes" in m:
         summary["shapes_overall"] = m["shapes"]["overall"]
     if "nn" in m:
         summary["nn_hits"] = f"{m['nn']['hits']}/{m['nn']['n']}"
+    if "exact" in m.get("caption", {}):
+        summary["caption_exact"] = m["caption"]["exact"]
     print(json.dumps(summary))
     print(Path(args.out) / "report.md")
 
 
 def cmd_caption(args) -> None:
+    if args.generate:
+        from .captioner import load_captioner
+
+        if args.candidates is not None:
+            raise UserInputError("--generate writes a caption; --candidates ranks given ones: choose one")
+        print(load_captioner(args.captioner, args.evaluator).write([args.image], beams=args.beams)[0])
+        return
     from .caption import caption
 
     for text, score in caption(args.image, candidates=args.candidates, top_k=args.top_k, evaluator=args.evaluator):
@@ -89,6 +105,10 @@ def register(sub) -> None:
     p.add_argument("--style", default=None, help="diffusion: style phrase (default: the model's; 'none' for none)")
     p.add_argument("--nn-data", default=None, help="emoji training folder: add the nearest-neighbour "
                    "recognisability check (own emoji among the 5 nearest of all its images, 32px)")
+    p.add_argument("--lora", default=None, metavar="DIR", help="evaluate with this LoRA adapter of --model")
+    p.add_argument("--lora-scale", type=float, default=None, help="adapter strength (default 1)")
+    p.add_argument("--captioner", default="shipped", help="captioner folder for the caption-vs-prompt check, "
+                   "'shipped' (default) or 'none'")
     p.add_argument("--out", required=True, help="folder for metrics.json, report.md, grid.png, prompts.txt")
     p.add_argument("--overwrite", action="store_true", help="replace those files if --out holds them (else refused)")
     p.set_defaults(func=cmd_eval)
@@ -98,6 +118,10 @@ def register(sub) -> None:
     p.add_argument("--candidates", default=None, help="text file, one caption per line (default: shipped)")
     p.add_argument("--top-k", type=_positive, default=5)
     p.add_argument("--evaluator", default=None)
+    p.add_argument("--generate", action="store_true", help="write a new caption with the generative captioner "
+                   "instead of ranking candidates")
+    p.add_argument("--captioner", default=None, help="captioner folder for --generate (default: shipped)")
+    p.add_argument("--beams", type=_positive, default=None, help="--generate: beam width (1 = greedy; default 3)")
     p.set_defaults(func=cmd_caption)
 
     # every argument goes to bench/bench_<name>.py (its own --help); prefix_chars="+" stops this

@@ -12,6 +12,9 @@ What it measures, and against what:
   pick its own prompt among the distinct prompts), with the real images' own scores as the ceiling.
 - for prompts of the shapes grammar, the compositional accuracy read back from pixels
   (`eval.shapes_check.score`).
+- the closed loop: each image captioned by the generative captioner (eval/captioner.py) and the
+  caption compared with its prompt (eval/caption_metrics.py: exact match, MiniLM similarity, and
+  for shapes prompts the scene read back through the grammar's parser).
 Writes metrics.json, report.md, grid.png and prompts.txt into out_dir.
 """
 from __future__ import annotations
@@ -204,12 +207,14 @@ def versions() -> dict:
 def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int = 0, *, steps=None,
              guidance=None, sampler=None, prompts=None, split_seed: int = 0, batch_size: int = 32,
              evaluator=None, nn_reference=None, style=None, overwrite: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, captioner="shipped") -> dict:
     """Generate `samples` images and score them (see the module doc). model: a Pipeline, or an
     embedded name / model folder. nn_reference: a folder dataset (the emoji training folder): adds
     the nearest-neighbour recognisability check (eval/recognise.py) over the prompts that name one
     of its images, one image per distinct prompt. style: the diffusion `style` setting (None = the
-    model's default; "none" = no style phrase). Returns the dict written to
+    model's default; "none" = no style phrase). captioner: "shipped", a captioner folder, or None
+    (no caption check); the shipped one is skipped, and the skip recorded, where none is shipped.
+    Returns the dict written to
     out_dir/metrics.json; everything but `timing` is a deterministic function of the inputs.
     Integer arguments take anything integral (checks.as_int); seeds follow blinkgen.seeds. Files
     already in out_dir (OUTPUT_FILES) are replaced only with overwrite=True -- checked before any work."""
@@ -238,6 +243,8 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
     quality = score_images(images, plist, ref)
     if nn_reference is not None:
         quality["nn"] = _nn_check(images, plist, nn_reference, gen.image_size)
+    if captioner is not None:
+        quality["caption"] = _caption_check(images, plist, captioner)
     t3 = time.perf_counter()
     result = {
         "model": getattr(gen, "name", str(model)), "family": gen.family, "settings": settings.to_dict(),
@@ -268,6 +275,18 @@ def _nn_check(images, prompts: list[str], folder, size: int) -> dict:
         raise UserInputError(f"no prompt of this run names an image of {folder}; the check needs emoji-name prompts")
     r = nearest_neighbour_hits([images[i] for i in keep], [prompts[i] for i in keep], ref)
     return {k: r[k] for k in ("hits", "n", "rate", "k", "side")} | {"reference": str(folder)}
+
+
+def _caption_check(images, prompts: list[str], captioner) -> dict:
+    from .caption_metrics import caption_agreement
+    from .captioner import CAPTIONER_DIR, load_captioner
+
+    if captioner == "shipped":
+        if not (CAPTIONER_DIR / "config.json").is_file():
+            return {"skipped": "no shipped captioner"}
+        captioner = None
+    writer = load_captioner(captioner)
+    return {**caption_agreement(writer, images, prompts), "captioner": str(writer.folder)}
 
 
 def write_outputs(out: Path, result: dict, images, prompts: list[str], overwrite: bool = False) -> None:
@@ -311,6 +330,13 @@ def report_markdown(r: dict) -> str:
         nn = m["nn"]
         lines.append(f"| nearest-neighbour check: own emoji among the {nn['k']} nearest ({nn['side']}px) | "
                      f"{nn['hits']} of {nn['n']} | |")
+    cap = m.get("caption") or {}
+    if "exact" in cap:
+        lines.append(f"| captioned image = prompt (exact; captioner) | {_fmt(cap['exact'])} | |")
+        lines.append(f"| caption-prompt similarity (MiniLM cosine) | {_fmt(cap['similarity'])} | |")
+        if "shapes" in cap:
+            lines.append(f"| caption reads back the prompt's scene (shapes, n={cap['shapes']['n']}) | "
+                         f"{_fmt(cap['shapes']['same'])} | |")
     if "shapes" in m:
         sh = m["shapes"]
         lines.append(f"| shapes overall (n={sh['n_overall']}) | {_fmt(sh['overall'])} | |")

@@ -86,6 +86,22 @@ class Family:
         return "; ".join(f"{mode}: {' | '.join(names)}" for mode, names in self.samplers.items())
 
 
+# Training-only entries: tasks the one loop runs that make no images, so no pipeline, samplers or
+# tiny model (`blinkgen train --family captioner`). They are not generator families: `names()`,
+# `blinkgen.load`, the server and the contract tests never see them; `training_target` does.
+TRAINERS: dict[str, Family] = {
+    "captioner": Family(name="captioner", summary="image -> caption: a small Llama over the evaluator's image "
+                        "features (eval/captioner.py)", pipeline="", samplers={},
+                        tasks={"captioner": "blinkgen.eval.captioner_task:CaptionerTask"},
+                        default_task="captioner", tiny=""),
+}
+
+
+def trainable() -> list[Family]:
+    """Every family `blinkgen train --family` takes: the generator families, then TRAINERS."""
+    return [*all_families(), *TRAINERS.values()]
+
+
 def _attr(ref: str):
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -139,7 +155,7 @@ def sampler_help() -> str:
 def training_target(family: str, task: str | None = None) -> tuple[Family, str]:
     """(Family, task name) for `blinkgen train --family F [--task T]`: F is a family name or one
     of a family's aliases (an older spelling that also names the task). UserInputError if unknown."""
-    for fam in all_families():
+    for fam in trainable():
         if family == fam.name:
             t = task or fam.default_task
         elif family in fam.aliases:
@@ -157,6 +173,6 @@ def training_target(family: str, task: str | None = None) -> tuple[Family, str]:
 def training_names() -> list[str]:
     """What `train --family` accepts: family names and their aliases."""
     out = []
-    for fam in all_families():
+    for fam in trainable():
         out += [fam.name, *fam.aliases]
     return out

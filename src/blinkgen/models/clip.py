@@ -92,9 +92,23 @@ class ImageEncoder(nn.Module):
             x = F.interpolate(x, size=(self.cfg.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
         return (x - PIXEL_MEAN) / PIXEL_STD
 
+    def stage_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The feature map after each resolution stage: [(B, widths[i], H / 2^(i+1), W / 2^(i+1))],
+        e.g. for 64 px: 32x32, 16x16, 8x8, 4x4 (the last is what `forward` pools and projects)."""
+        x, out = self.preprocess(images), []
+        per_stage = 1 + self.cfg.blocks  # a strided conv, then the residual blocks
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if (i + 1) % per_stage == 0:
+                out.append(x)
+        return out
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         assert images.dim() == 4 and images.shape[1] == 3, f"images must be (B, 3, H, W), got {tuple(images.shape)}"
-        x = self.body(self.preprocess(images))  # (B, C, s, s)
+        return self.head(self.body(self.preprocess(images)))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's map (B, C, s, s) -> unit embeddings (B, embed_dim)."""
         pooled = x.mean(dim=(2, 3))  # (B, C): what is in the image
         where = self.reduce(x).flatten(1)  # (B, m * s * s): where it is
         z = self.proj(self.norm(torch.cat([pooled, where], dim=1)))  # (B, D)

@@ -28,6 +28,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", default=None, metavar="M",
                    help="embedded model name or model folder; repeat to serve several (default: default)")
+    p.add_argument("--lora", action="append", default=None, metavar="DIR",
+                   help="a LoRA adapter (blinkgen finetune) of one of the served models; served as the model "
+                        "'<model>+<adapter folder name>' beside it; repeat for several")
+    p.add_argument("--lora-scale", type=float, default=None, help="strength of the --lora adapters (default 1)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
@@ -97,10 +101,20 @@ def config_from_args(args):
         warmup=not args.no_warmup)
 
 
-def load_generators(names: list[str], device: str = "cpu", dtype: str = "fp32") -> dict:
-    """Load each model once; the served name is the model's own name, made unique if repeated."""
+def load_generators(names: list[str], device: str = "cpu", dtype: str = "fp32", loras=(),
+                    lora_scale: float | None = None) -> dict:
+    """Load each model once; the served name is the model's own name, made unique if repeated.
+    Each LoRA adapter in `loras` is served as "<model>+<adapter>" on the served model it was
+    trained from (same weights hash), sharing that model's networks; UserInputError (one line) if
+    no served model is its base. Requests reach adapters only by these names: nothing in a request
+    can point at a file."""
     import blinkgen
 
+    from ..errors import UserInputError
+    from ..train.lora import read_adapter
+
+    if lora_scale is not None and not loras:
+        raise UserInputError("--lora-scale needs --lora")
     gens: dict = {}
     for m in names:
         gen = blinkgen.load(m, device=device, dtype=dtype)
@@ -108,6 +122,17 @@ def load_generators(names: list[str], device: str = "cpu", dtype: str = "fp32") 
         while name in gens:
             name, k = f"{gen.name}-{k}", k + 1
         gens[name] = gen
+    for path in loras or ():
+        adapter = read_adapter(path)
+        want = adapter.base.get("weights_sha256")
+        base = next((n for n, g in gens.items() if "+" not in n and "lora" in g.supports
+                     and g.family == adapter.base.get("family") and g.weights_sha256() == want), None)
+        if base is None:
+            raise UserInputError(f"LoRA adapter {adapter.folder} was trained on {adapter.base.get('name')!r} "
+                                 f"(weights sha256 {str(want)[:12]}), which is not among the served models "
+                                 f"({', '.join(gens)}); add it with --model")
+        gen = gens[base].with_lora(adapter.folder, lora_scale)
+        gens[gen.name] = gen
     return gens
 
 
@@ -150,7 +175,7 @@ def run(args) -> int:
         config = config_from_args(args)
     except OSError as e:
         raise BlinkgenError(f"cannot read --api-key-file: {e}") from None
-    gens = load_generators(args.model or ["default"], args.device, args.dtype)
+    gens = load_generators(args.model or ["default"], args.device, args.dtype, args.lora, args.lora_scale)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         log.warning("listening on %s without API keys: anyone who can reach it can use it", args.host)
     app = create_app(gens, config)

@@ -47,6 +47,7 @@ class TrainConfig:
     ckpt_every: int = 250
     keep_checkpoints: int = 2
     patience: int = 0                # early stopping: evals without val improvement (0 = off)
+    restore_best: bool = False       # export the EMA weights of the best validation, not the last
     val_fraction: float = 0.02
     val_max: int = 256
     autoencoder: str | None = None   # diffusion/ar: a trained autoencoder/tokenizer folder
@@ -56,6 +57,9 @@ class TrainConfig:
     sample_prompts: list[str] = field(default_factory=list)
     time_limit: float = 0.0           # seconds; stop, save and export when reached (0 = off)
     save_dtype: str = "fp32"         # dtype of the final model's weights ("fp16" halves the size)
+    base: str | None = None          # task "lora": the model (embedded name or folder) to fine-tune
+    lora_rank: int = 8               # task "lora": rank of the adapters (alpha = rank)
+    prior_weight: float = 0.0        # task "lora" (diffusion): weight of the prior-preservation term
 
     def validate(self) -> "TrainConfig":
         def need(cond, msg):
@@ -100,6 +104,8 @@ class TrainConfig:
         need(0 <= self.style_prob <= 1, f"style_prob must be in [0, 1], got {self.style_prob}")
         need(self.augment in ("none", "mirror"), f"augment must be none or mirror, got {self.augment!r}")
         need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")
+        need(1 <= self.lora_rank <= 256, f"lora_rank must be between 1 and 256, got {self.lora_rank}")
+        need(0 <= self.prior_weight <= 100, f"prior_weight must be in [0, 100], got {self.prior_weight}")
         for k in ("log_every", "eval_every", "sample_every", "ckpt_every", "warmup"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         return self

@@ -24,7 +24,7 @@ import torch
 from ..data.augment import augment
 from ..data.types import ImageCaptionSet
 from ..errors import UserInputError
-from ..modelio import unwrap, write_json_atomic
+from ..modelio import read_tensors, state_dict_for_save, unwrap, write_folder_atomic, write_json_atomic
 from ..seeds import torch_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_mixed_precision
@@ -34,6 +34,7 @@ from .order import BatchOrder, make_order  # noqa: F401  (BatchOrder: re-exporte
 from .schedule import lr_at
 
 log = logging.getLogger(__name__)
+BEST = "best"  # run/best/: the EMA weights of the best validation so far (cfg.restore_best)
 
 
 def split(data: ImageCaptionSet, cfg: TrainConfig) -> tuple[ImageCaptionSet, ImageCaptionSet]:
@@ -204,6 +205,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                         writer.add_scalar(f"val/{k}", v, step)
                     if metrics["val_loss"] < best - 1e-6:
                         best, bad_evals = metrics["val_loss"], 0
+                        if cfg.restore_best:  # the weights early stopping will hand back
+                            write_folder_atomic(run / BEST, {"ema.safetensors": state_dict_for_save(ema.model),
+                                                             "state.json": {"step": step, **metrics}})
                     else:
                         bad_evals += 1
                     bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -243,6 +247,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         write_json_atomic(run / "train_stats.json", stats)
         extra["training"]["seconds"] = round(stats["seconds"], 1)
         extra["training"]["device"] = stats["device"]
+        if cfg.restore_best and (run / BEST / "ema.safetensors").is_file():
+            ema.model.load_state_dict(read_tensors(run / BEST / "ema.safetensors"))
+            extra["training"]["exported"] = json.loads((run / BEST / "state.json").read_text())
         task.export(ema.model, out, extra)
         for k, e in extra_emas.items():  # the same run's other EMA lengths, for choosing after training
             task.export(e.model, run / f"model-ema{k}", {**extra, "ema_decay": float(k)})

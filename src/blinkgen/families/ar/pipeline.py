@@ -69,7 +69,9 @@ class ARSettings(Settings):
     """steps: ignored by the causal samplers (recorded only), the number of parallel passes for
     "maskgit" (1 to n_tokens); guidance: CFG scale, run as one batch of [cond; null] rows.
     window: the SJD draft length (None = the model's `decode.window`); choice_temperature: the
-    masked mode's Gumbel noise on which slots to keep (None = the model's)."""
+    masked mode's Gumbel noise on which slots to keep (None = the model's). lora / lora_scale: a
+    LoRA adapter fine-tuned from this model on its Llama (`blinkgen finetune`), merged into a copy
+    at that scale (pipeline.py)."""
 
     window: int | None = None
     choice_temperature: float | None = None
@@ -79,6 +81,8 @@ class ARPipeline(Pipeline):
     family = "ar"
     samplers = SAMPLERS
     settings_type = ARSettings
+    supports = frozenset({"lora"})
+    lora_network = "model"
 
     def __init__(self, model: ARTextToImage, config: dict, name: str = "ar", device="cpu",
                  dtype: str = "fp32", compile_step: bool = False):
@@ -107,7 +111,9 @@ class ARPipeline(Pipeline):
     @classmethod
     def from_folder(cls, folder, device="cpu", dtype="fp32") -> "ARPipeline":
         model, config = load_ar_model(folder)
-        return cls(model, config, name=Path(folder).name, device=device, dtype=dtype)
+        pipe = cls(model, config, name=Path(folder).name, device=device, dtype=dtype)
+        pipe.folder = Path(folder)
+        return pipe
 
     def save(self, path) -> Path:
         return save_ar_folder(path, self.model, {k: v for k, v in self.config.items()
@@ -145,7 +151,7 @@ class ARPipeline(Pipeline):
                       callback=None) -> tuple[torch.Tensor, list[int], dict]:
         """Encoded prompts (B rows) -> (tokens (B, N) long, network calls per image, stats).
         One CPU generator per seed, so an image depends on its seed alone."""
-        m = self.model
+        m = self.network_for(settings)  # self.model, or its LoRA-merged copy
         s = replace(self.decode_settings, guidance=settings.guidance)
         gens = [torch.Generator().manual_seed(int(sd)) for sd in seeds]
         B, N = len(seeds), m.cfg.n_tokens

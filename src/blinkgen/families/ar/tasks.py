@@ -82,15 +82,24 @@ class ARTask(Task):
             raise UserInputError(f"the tokenizer was trained on {tok.cfg.image_size}px images, not {cfg.size}px")
         arcfg = ar_config(cfg.preset, tok.cfg, cond_drop=cfg.caption_dropout, objective=self.objective)
         self.model = model_class(arcfg)(arcfg, tok)
+        self._prepare(tok, train, val)
+
+    def _prepare(self, tok, train, val) -> None:
+        """Both sets as token grids (the frozen tokenizer tok), the caption table and its encodings."""
+        cfg, device = self.cfg, self.device
         self.tokens = self._tokenize(tok, train.images)  # (N, n_tokens)
         self.val_tokens = self._tokenize(tok, val.images)
         self.n_train = len(train)
         # plain captions only (no style phrases): every caption of train and val, encoded once
         self.captions = CaptionTable(train.captions, None, [c for caps in val.captions for c in caps]).to(device)
-        states, mask = fit_text(encode_captions(self.captions.strings, device), self.model.cfg.text_len)
+        states, mask = fit_text(encode_captions(self.captions.strings, device), self.text_len)
         self.states, self.mask = states.to(device, torch.float16), mask.to(device)  # (U, T, 384), (U, T)
         self.val_cap = torch.tensor([self.captions.pos[c[0]] for c in val.captions], device=device)
         self.val_prompts = [c[0] for c in val.captions]
+
+    @property
+    def text_len(self) -> int:
+        return self.model.cfg.text_len
 
     @torch.no_grad()
     def _tokenize(self, tok, images):

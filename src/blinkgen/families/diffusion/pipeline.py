@@ -31,7 +31,9 @@ class DiffusionSettings(Settings):
     phrase appended to every prompt as "<prompt> in <style> style" (text/style.py) -- the model
     folder's `defaults.style` when not given, "none" for none; a model that lists `styles` in its
     config accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
-    lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always."""
+    lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always.
+    lora / lora_scale: a LoRA adapter fine-tuned from this model (`blinkgen finetune`), merged
+    into a copy of the denoiser at that scale (pipeline.py)."""
 
     guidance_interval: tuple[float, float] | None = None
 
@@ -54,7 +56,8 @@ class DiffusionPipeline(Pipeline):
     family = "diffusion"
     samplers = tuple(SAMPLERS)
     settings_type = DiffusionSettings
-    supports = frozenset({"style", "init_image", "mask", "strength"})
+    supports = frozenset({"style", "init_image", "mask", "strength", "lora"})
+    lora_network = "dit"
 
     # prompt encodings kept: each is 32 x 384 fp32 states (~49 KB), so 512 cap the memo at ~25 MB
     MEMO_MAX = 512
@@ -101,17 +104,20 @@ class DiffusionPipeline(Pipeline):
     @classmethod
     def from_folder(cls, folder, device="cpu", dtype="fp32") -> "DiffusionPipeline":
         dit, ae, config = load_diffusion_folder(folder)
-        return cls(dit, ae, config, name=Path(folder).name, device=device, dtype=dtype)
+        pipe = cls(dit, ae, config, name=Path(folder).name, device=device, dtype=dtype)
+        pipe.folder = Path(folder)
+        return pipe
 
     def save(self, path) -> Path:
         return save_diffusion_folder(path, self.dit, self.ae, {k: v for k, v in self.config.items()
                                                                if k not in ("dit", "family")})
 
-    def net(self, x, t, states, mask, pooled):
+    def net(self, x, t, states, mask, pooled, dit=None):
         """The network call with the precision policy: DiT in self.dtype, output in fp32.
-        x (B, C, S, S), t (B,), states (B, L, 384), mask (B, L) bool, pooled (B, 384) -> v (B, C, S, S)."""
+        x (B, C, S, S), t (B,), states (B, L, 384), mask (B, L) bool, pooled (B, 384) -> v (B, C, S, S).
+        dit: the denoiser to run (default self.dit; a LoRA-merged copy: `network_for`)."""
         dt = self.dtype
-        v = self.dit(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device), pooled.to(self.device, dt))
+        v = (dit or self.dit)(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device), pooled.to(self.device, dt))
         return v.float()
 
     def encode_prompts(self, prompts: list[str]) -> tuple[TextBatch, TextBatch]:
@@ -159,6 +165,7 @@ class DiffusionPipeline(Pipeline):
         B = len(requests)
         noise = self.initial_noise([r.seed for r in requests])  # (B, C, S, S)
         ed = self._edit_inputs(requests) if any(r.edits for r in requests) else None
+        dit = self.network_for(settings)  # self.dit, or its LoRA-merged copy
         t2 = time.perf_counter()
         ts_full = flow_schedule(settings.steps, self.shift)
         groups: dict[float, list[int]] = {}
@@ -177,7 +184,7 @@ class DiffusionPipeline(Pipeline):
 
             def net(*args):
                 count[0] += 1
-                return self.net(*args)
+                return self.net(*args, dit=dit)
 
             model_fn = cfg_wrap(net, cond.index(idx), uncond.index(idx), settings.guidance, settings.guidance_interval)
             x = noise[idx]

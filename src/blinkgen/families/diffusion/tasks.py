@@ -79,6 +79,11 @@ class DiffusionTask(Task):
         self.ae = load_autoencoder(find_autoencoder(cfg.autoencoder), device)
         f = self.ae.cfg.downsample
         self.model = denoiser_from_preset(cfg.preset, self.ae.cfg.latent_channels, cfg.size // f)
+        self._prepare(train, val)
+
+    def _prepare(self, train: ImageCaptionSet, val: ImageCaptionSet) -> None:
+        """Latents of both sets (self.ae), the caption table and its encodings."""
+        cfg, device = self.cfg, self.device
         self.latents = self._encode(train.images)  # (N, C, S, S) unit-std latents
         self.val_latents = self._encode(val.images)
         self.n_train = len(train)
@@ -120,15 +125,18 @@ class DiffusionTask(Task):
         loss = F.mse_loss(v.float(), velocity_target(x0, noise))
         return loss, {}
 
+    val_repeats = 1  # noise/t draws per held-out image (a few-image fine-tune needs more than one)
+
     @torch.no_grad()
     def validate(self, ema) -> dict:
         g = torch.Generator().manual_seed(1234)  # fixed noise and t grid: a deterministic number
-        n = len(self.val_latents)
+        x0 = self.val_latents.repeat(self.val_repeats, 1, 1, 1)  # (n, C, S, S)
+        cap = self.val_cap.repeat(self.val_repeats)
+        n = len(x0)
         t = torch.linspace(0.05, 0.95, 8).repeat(n // 8 + 1)[:n].to(self.device)
-        noise = torch.randn(self.val_latents.shape, generator=g).to(self.device)
-        x0 = self.val_latents
+        noise = torch.randn(x0.shape, generator=g).to(self.device)
         xt = interpolate(x0, noise, t)
-        v = torch.cat([ema(xt[i:i + 256], t[i:i + 256], *self.text(self.val_cap[i:i + 256])) for i in range(0, n, 256)])
+        v = torch.cat([ema(xt[i:i + 256], t[i:i + 256], *self.text(cap[i:i + 256])) for i in range(0, n, 256)])
         return {"val_loss": F.mse_loss(v.float(), velocity_target(x0, noise)).item()}
 
     def pipeline(self, ema) -> DiffusionPipeline:

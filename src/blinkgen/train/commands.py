@@ -1,0 +1,93 @@
+"""`blinkgen finetune`: LoRA adapters on a few of your pictures, through the one training loop.
+Thin: parse, build a TrainConfig (task "lora" of the base model's family), train, optionally merge.
+
+    blinkgen finetune --from default --data my_mascot/ --out runs/mascot
+    blinkgen generate "blinky the robot mascot" --lora runs/mascot
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Defaults for "ten pictures, minutes on a laptop" (measured: bench/bench_lora.py, bench/RESULTS.md
+# "LoRA fine-tuning"): rank 8 on the attention + MLP projections, AdamW at 1e-3 (adapters start at
+# zero, so a higher rate than full training is safe), batch 8, a fifth of the folder held out for
+# validation (2 of 10), an evaluation every 50 steps with early stopping after 4 without
+# improvement and the best evaluation's weights exported, a sample grid every 100 steps, a
+# short EMA, and prior preservation at weight 1 (diffusion: the concept must not leak into other
+# prompts; families/diffusion/lora_task.py).
+FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=1e-3, warmup=20, min_lr_ratio=0.1, val_fraction=0.2,
+                         val_max=32, eval_every=50, sample_every=100, ckpt_every=100, keep_checkpoints=1,
+                         patience=4, restore_best=True, ema_decay=0.99, log_every=10, lora_rank=8, prior_weight=1.0)
+
+
+def finetune_config(base: str, data: str, out: str, **overrides):
+    """The TrainConfig of a fine-tuning run: FINETUNE_DEFAULTS, the base model's family and image
+    size, then `overrides` (None values ignored)."""
+    from ..api import resolve
+    from ..modelio import read_config
+    from .config import TrainConfig
+
+    folder = resolve(base)
+    family = read_config(folder).get("family")
+    size = int(read_config(folder).get("image_size", 64))
+    d = {**FINETUNE_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_dict({"family": family, "task": "lora", "base": str(folder), "data": data,
+                                  "out": out, "size": size, **d})
+
+
+def cmd_finetune(args) -> None:
+    from .. import load
+    from ..textio import read_lines
+    from .loop import train
+
+    over = {k: getattr(args, k) for k in ("steps", "lr", "batch_size", "cpu_limit", "threads", "time_limit",
+                                          "seed", "eval_every", "sample_every", "patience", "mixed_precision",
+                                          "prior_weight")}
+    over["lora_rank"] = args.rank
+    if args.prompts_file:
+        over["sample_prompts"] = read_lines(args.prompts_file, "prompts file")
+    cfg = finetune_config(args.base, args.data, args.out, **over)
+    print(f"fine-tuning plan: LoRA rank {cfg.lora_rank} on {cfg.base}'s {cfg.family} network, data {cfg.data}; at most "
+          f"{cfg.steps} steps of {cfg.batch_size}, validation every {cfg.eval_every} (early stop after "
+          f"{cfg.patience} without improvement), prior weight {cfg.prior_weight:g}"
+          + (f", CPU limit {cfg.cpu_limit:g}s" if cfg.cpu_limit else "") + f" -> {cfg.out}", file=sys.stderr, flush=True)
+    adapter = train(cfg, resume=args.resume)
+    print(adapter)
+    if args.merge:
+        pipe = load(cfg.base)
+        print(pipe.save_merged(Path(args.out) / "merged", adapter, args.merge_scale))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("finetune", help="LoRA fine-tuning of a model on a folder of captioned pictures",
+                       description="Train LoRA adapters (peft) on the generator's attention and MLP projections "
+                                   "with the one training loop: held-out validation, early stopping, resume, a "
+                                   "sample grid every --sample-every steps. Writes the adapter to OUT/model "
+                                   "(use it with `blinkgen generate --lora OUT`).")
+    p.add_argument("--from", dest="base", required=True, metavar="MODEL", help="embedded model name or model folder")
+    p.add_argument("--data", required=True, help="folder of images with captions (metadata.jsonl or .txt sidecars)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints/, samples/, tb/, model/ (the adapter)")
+    d = FINETUNE_DEFAULTS
+    p.add_argument("--rank", type=int, default=None, help=f"adapter rank (default {d['lora_rank']})")
+    p.add_argument("--steps", type=int, default=None, help=f"at most this many steps (default {d['steps']})")
+    p.add_argument("--lr", type=float, default=None, help=f"(default {d['lr']})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"(default {d['batch_size']})")
+    p.add_argument("--eval-every", type=int, default=None, help=f"(default {d['eval_every']})")
+    p.add_argument("--sample-every", type=int, default=None, help=f"(default {d['sample_every']})")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"stop after this many evaluations without improvement, 0 = never (default {d['patience']})")
+    p.add_argument("--prior-weight", type=float, default=None, help="diffusion: weight of the prior-preservation "
+                   f"term that keeps other prompts drawn as the base model draws them, 0 = off (default {d['prior_weight']})")
+    p.add_argument("--cpu-limit", type=float, default=None, help="stop after this many CPU-seconds of training")
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--mixed-precision", default=None, help="auto | no | bf16 | fp16 (default auto)")
+    p.add_argument("--prompts-file", default=None, help="prompts for the sample grids (default: the folder's captions)")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint")
+    p.add_argument("--merge", action="store_true", help="also write OUT/merged, a full model folder with the "
+                   "adapter folded in")
+    p.add_argument("--merge-scale", type=float, default=1.0, help="adapter scale for --merge (default 1)")
+    p.set_defaults(func=cmd_finetune)
+

@@ -1,0 +1,277 @@
+"""LoRA adapters through the `peft` library: wrap a generator's network for fine-tuning, save
+the adapter in peft's format, and apply a saved one (at a scale) for generation or merging.
+
+Why peft: it is the ecosystem's format and code for low-rank adapters (Hu et al. 2021, "LoRA:
+Low-Rank Adaptation of Large Language Models"): W' = W + (alpha / r) * scale * B @ A, with A
+(r, in) and B (out, r), B zero at the start so training starts from the base model exactly.
+
+An adapter folder:
+    adapter_model.safetensors   peft's weights (keys "base_model.model.<module>.lora_A.weight", ...)
+    adapter_config.json         peft's LoraConfig (rank, alpha, target modules)
+    config.json                 blinkgen's: {"family": "lora", "base": {"family", "name", "path",
+                                "weights_sha256"}, "network": "denoiser" | "ar", "rank", "alpha",
+                                "training": {...}}
+`weights_sha256` is the hash of every weights file of the base model folder (`weights_sha256`
+below): an adapter is applied only to the model it was trained on, and refused with one line
+naming both hashes otherwise. A fine-tuning run folder holds its adapter in model/; every function
+here that takes an adapter path accepts the run folder too.
+
+Where adapters attach: the attention and MLP projections of the generator network (nn.Linear
+only) -- a denoiser's self- and cross-attention q/kv/out and MLP (DiT, U-ViT, the U-Net's
+attention blocks), the AR family's Llama q/k/v/o and gate/up/down projections. The rest (embeddings,
+adaLN modulation, the autoencoder or tokenizer, the text encoder) stays the base model's.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .. import __version__
+from ..errors import ModelLoadError, UserInputError
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's names
+ADAPTER_CONFIG = "adapter_config.json"
+CONFIG = "config.json"  # blinkgen's: names the base model
+FAMILY = "lora"
+DEFAULT_RANK = 8  # see bench/RESULTS.md "LoRA": rank 8 learns a 10-picture concept in minutes
+MAX_RANK = 256
+MAX_SCALE = 4.0  # |scale| above ~2 only amplifies artefacts; 4 leaves room to explore
+
+# Which nn.Linear modules get an adapter, by network kind: a regex fully matching module names.
+TARGETS: dict[str, str] = {
+    # denoisers (models/denoisers.py): self/cross-attention projections and the MLP, in DiT and
+    # U-ViT blocks ("attn.q", "cross.kv", "mlp.0") and the U-Net's attention blocks ("qkv", "self_out")
+    "denoiser": r"(.*\.)?(attn|cross)\.(q|kv|out)|(.*\.)?(qkv|self_out|q|kv|cross_out)|(.*\.)?mlp\.(0|2)",
+    # the AR family's ARTextToImage: its Llama's attention and SwiGLU projections
+    "ar": r"llama\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
+}
+
+
+def weights_sha256(folder) -> str:
+    """sha256 over every *.safetensors file of a model folder (relative path and content, in path
+    order): the identity of a base model's weights, whatever it is called or where it lives."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*.safetensors") if p.is_file())
+    if not files:
+        raise ModelLoadError(f"{folder} holds no weights (*.safetensors)")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def target_modules(network: nn.Module, kind: str) -> list[str]:
+    """Names of the nn.Linear modules of `network` that get adapters (TARGETS[kind]), in module
+    order. ValueError if there are none (an architecture this table does not know)."""
+    pattern = re.compile(TARGETS[kind])
+    names = [n for n, m in network.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
+    if not names:
+        raise ValueError(f"no {kind} projection matches {TARGETS[kind]!r} in {type(network).__name__}")
+    return names
+
+
+def wrap(network: nn.Module, kind: str, rank: int = DEFAULT_RANK, alpha: float | None = None):
+    """A peft LoRA model around `network` (modified in place: peft swaps its target Linears):
+    only the adapters' A and B matrices require gradients. alpha None = rank (scale 1).
+    The A matrices are drawn from torch's global generator (seed it first for a repeatable run)."""
+    from peft import LoraConfig, get_peft_model
+
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_RANK:
+        raise UserInputError(f"rank must be an integer between 1 and {MAX_RANK}, got {rank!r}")
+    cfg = LoraConfig(r=rank, lora_alpha=float(alpha or rank), lora_dropout=0.0, bias="none",
+                     target_modules=target_modules(network, kind))
+    return get_peft_model(network, cfg)
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def save_adapter(peft_model, folder, base: dict, kind: str, extra: dict | None = None) -> Path:
+    """Write peft's two files and blinkgen's config.json into `folder`, atomically (a temp folder
+    renamed into place). base: {"family", "name", "path", "weights_sha256"} of the base model."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        peft_model.save_pretrained(str(tmp), safe_serialization=True)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub; config.json says it all
+        lcfg = peft_model.peft_config["default"]
+        config = {"family": FAMILY, "blinkgen_version": __version__, "base": base, "network": kind,
+                  "rank": int(lcfg.r), "alpha": float(lcfg.lora_alpha), **(extra or {})}
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A saved adapter, read and checked: folder (the adapter folder itself), config (blinkgen's
+    config.json), kind ("denoiser" | "ar")."""
+
+    folder: Path
+    config: dict
+
+    @property
+    def base(self) -> dict:
+        return self.config["base"]
+
+    @property
+    def kind(self) -> str:
+        return self.config["network"]
+
+    @property
+    def name(self) -> str:
+        """The folder's name, or the run's for a run folder's model/."""
+        f = self.folder
+        return f.parent.name if f.name == "model" else f.name
+
+
+def find_adapter(path) -> Path:
+    """An adapter folder, or a fine-tuning run folder (its model/)."""
+    p = Path(path).expanduser()
+    if not (p / ADAPTER_CONFIG).is_file() and (p / "model" / ADAPTER_CONFIG).is_file():
+        return p / "model"
+    return p
+
+
+def read_adapter(path) -> Adapter:
+    """Read an adapter folder (or run folder); ModelLoadError, one line, if it is not a complete
+    blinkgen LoRA adapter. Only safetensors are ever read: a folder with peft's pickle file and no
+    safetensors is refused."""
+    folder = find_adapter(path)
+    if not folder.is_dir():
+        raise ModelLoadError(f"LoRA adapter not found: {path}")
+    for f in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, CONFIG):
+        if not (folder / f).is_file():
+            raise ModelLoadError(f"{folder} is not a blinkgen LoRA adapter: {f} is missing")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{folder}/{CONFIG} is corrupt: {e}") from None
+    base = config.get("base") if isinstance(config, dict) else None
+    if config.get("family") != FAMILY or not isinstance(base, dict) or "weights_sha256" not in base \
+            or config.get("network") not in TARGETS:
+        raise ModelLoadError(f"{folder}/{CONFIG} is not a blinkgen LoRA adapter config "
+                             "(family 'lora', base.weights_sha256, network)")
+    return Adapter(folder.resolve(), config)
+
+
+def check_base(adapter: Adapter, family: str, sha256: str | None, model_name: str) -> None:
+    """Refuse (UserInputError, one line) an adapter trained on another base model than this one."""
+    b = adapter.base
+    if b.get("family") != family:
+        raise UserInputError(f"LoRA adapter {adapter.folder} is for a {b.get('family')} model, "
+                             f"not the {family} model {model_name!r}")
+    if sha256 is None:
+        raise UserInputError(f"model {model_name!r} was not loaded from a folder, so LoRA adapters cannot be "
+                             "checked against it; load it with blinkgen.load(folder)")
+    if b["weights_sha256"] != sha256:
+        raise UserInputError(
+            f"LoRA adapter {adapter.folder} was trained on base model {b.get('name')!r} "
+            f"(weights sha256 {b['weights_sha256'][:12]}), not on {model_name!r} (weights sha256 "
+            f"{sha256[:12]}); fine-tune it again from this model")
+
+
+def merged(network: nn.Module, adapter: Adapter, scale: float = 1.0) -> nn.Module:
+    """A copy of `network` with the adapter folded into its weights at `scale` (peft's
+    merge_and_unload): W + scale * (alpha / r) * B @ A. The base network is left untouched.
+    ModelLoadError if the adapter's modules are not in this network."""
+    from peft import PeftModel
+
+    base = copy.deepcopy(network).float()
+    try:
+        pm = PeftModel.from_pretrained(base, str(adapter.folder), is_trainable=False)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise ModelLoadError(f"LoRA adapter {adapter.folder} does not fit this network: {e}") from None
+    for m in pm.modules():
+        if hasattr(m, "set_scale") and hasattr(m, "lora_A"):
+            m.set_scale("default", float(scale))
+    out = pm.merge_and_unload()
+    dt = next(network.parameters()).dtype
+    return out.to(dt).eval().requires_grad_(False)
+
+
+def check_scale(scale) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != scale or abs(scale) > MAX_SCALE:
+        raise UserInputError(f"lora_scale must be a number in [-{MAX_SCALE:g}, {MAX_SCALE:g}], got {scale!r}")
+    return float(scale)
+
+
+class AdapterCache:
+    """Merged copies of one pipeline's network, keyed by (adapter folder, scale), the few most
+    recently used kept (a server switching between two adapters merges each once)."""
+
+    KEEP = 4
+
+    def __init__(self):
+        self._nets: OrderedDict[tuple[str, float], nn.Module] = OrderedDict()
+
+    def get(self, network: nn.Module, adapter: Adapter, scale: float) -> nn.Module:
+        key = (str(adapter.folder), float(scale))
+        if key in self._nets:
+            self._nets.move_to_end(key)
+            return self._nets[key]
+        net = merged(network, adapter, scale)
+        self._nets[key] = net
+        while len(self._nets) > self.KEEP:
+            self._nets.popitem(last=False)
+        return net
+
+
+def resolve_base(name_or_path) -> Path:
+    """The model folder a fine-tuning run adapts: an embedded model name or a folder (UserInputError
+    / ModelLoadError, one line, if neither). The registry's resolver, imported on use (the one
+    upward import of this module, like train/config.py's)."""
+    from ..api import resolve
+
+    if not name_or_path:
+        raise UserInputError("fine-tuning needs a base model (--from MODEL: 'default' or a model folder)")
+    return resolve(str(name_or_path))
+
+
+def base_record(folder, family: str, name: str | None = None) -> dict:
+    """What an adapter's config.json says about its base model."""
+    folder = Path(folder).resolve()
+    return {"family": family, "name": name or folder.name, "path": str(folder),
+            "weights_sha256": weights_sha256(folder)}
+
+
+@torch.no_grad()
+def adapter_norms(peft_model) -> dict[str, float]:
+    """Frobenius norm of every module's low-rank update (B @ A), for logs and tests."""
+    out = {}
+    for name, m in peft_model.named_modules():
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+            out[name] = float((m.lora_B["default"].weight @ m.lora_A["default"].weight).norm())
+    return out
+
+
+def folded(peft_model) -> nn.Module:
+    """A plain copy of a peft model's network with its adapters merged in (scale 1): what sample
+    grids run where a speed device would read the base weights past peft's layers (the AR
+    family's fused decode view copies nn.Linear weights)."""
+    return copy.deepcopy(peft_model).merge_and_unload().eval().requires_grad_(False)
