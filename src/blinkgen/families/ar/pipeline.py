@@ -97,7 +97,7 @@ class ARPipeline(Pipeline):
         self.masked = model.cfg.objective == "masked"
         if self.masked:  # steps = parallel passes, at most one per image slot; edits re-mask slots
             self.samplers, self.max_steps = MASKED_SAMPLERS, model.cfg.n_tokens
-            self.supports = frozenset({"init_image", "mask", "strength"})
+            self.supports = self.supports | {"init_image", "mask", "strength"}
         d = {**default_settings(model.cfg), **config.get("defaults", {})}
         self.defaults = ARSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]))
         dec = {**DEFAULT_DECODE, **config.get("decode", {})}
