@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dit import DiTBlock, DiTConfig, sincos_2d, timestep_embedding
+from .dit import DiTBlock, DiTConfig, StepSizeEmbedder, sincos_2d, step_size_term, timestep_embedding
 
 
 @dataclass
@@ -51,6 +51,7 @@ class UViT(nn.Module):
         self.final = nn.Linear(D, p * p * C)
         self.head = nn.Conv2d(C, C, 3, padding=1)  # residual 3x3 after unpatchify
         self._init()
+        self.d_embed = StepSizeEmbedder(D) if cfg.step_size_cond else None  # as in DiT: last, own init
 
     def _init(self):
         for m in self.modules():
@@ -71,13 +72,15 @@ class UViT(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
-                pooled: torch.Tensor) -> torch.Tensor:
+                pooled: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, S, S) noisy latents; t: (B,) in [0, 1]; ctx: (B, L, 384); mask: (B, L) bool;
-        pooled: (B, 384). Returns the velocity, (B, C, S, S)."""
+        pooled: (B, 384); d: (B,) shortcut step size (only with cfg.step_size_cond; see DiT).
+        Returns the velocity, (B, C, S, S)."""
         B, C, S, _ = x.shape
         p = self.cfg.patch
         h = self.patchify(self.stem(x)).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
         c = self.t_mlp(timestep_embedding(t, 256).to(h.dtype)) + self.pooled_mlp(pooled)  # (B, D)
+        c = c + step_size_term(self.d_embed, d, h.dtype)
         mod = self.mod(c).view(B, 6, -1)  # (B, 6, D)
         kv = self.ctx_proj(ctx)  # (B, L, D)
         skips = []

@@ -56,6 +56,13 @@ class TrainConfig:
     sample_prompts: list[str] = field(default_factory=list)
     time_limit: float = 0.0           # seconds; stop, save and export when reached (0 = off)
     save_dtype: str = "fp32"         # dtype of the final model's weights ("fp16" halves the size)
+    # --- task "distill" (families/diffusion/distill.py; `blinkgen distill` sets these) ---
+    teacher: str | None = None       # the trained diffusion model folder to distill
+    distill_objective: str = "shortcut"  # "shortcut" (Frans et al. 2024) | "consistency" (Song et al. 2023)
+    distill_steps: int = 2           # the distilled model's default sampling steps (a power of 2)
+    distill_base_steps: int = 32     # finest grid: shortcut jumps of 1/base (bootstrapped from d = 0); CD's N
+    distill_guidance: float = 0.0    # guidance folded into the targets; 0 = the teacher's default
+    self_consistency_fraction: float = 0.25  # shortcut: share of each batch with self-consistency targets
 
     def validate(self) -> "TrainConfig":
         def need(cond, msg):
@@ -100,6 +107,17 @@ class TrainConfig:
         need(0 <= self.style_prob <= 1, f"style_prob must be in [0, 1], got {self.style_prob}")
         need(self.augment in ("none", "mirror"), f"augment must be none or mirror, got {self.augment!r}")
         need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")
+        pow2 = lambda n: n >= 1 and n & (n - 1) == 0  # noqa: E731
+        need(self.distill_objective in ("shortcut", "consistency"),
+             f"distill_objective must be shortcut or consistency, got {self.distill_objective!r}")
+        need(pow2(self.distill_base_steps) and self.distill_base_steps <= 1024,
+             f"distill_base_steps must be a power of 2 up to 1024, got {self.distill_base_steps}")
+        need(pow2(self.distill_steps) and self.distill_steps <= self.distill_base_steps,
+             f"distill steps must be a power of 2 (1, 2, 4, ...) up to distill_base_steps "
+             f"({self.distill_base_steps}), got {self.distill_steps}")
+        need(0 <= self.distill_guidance <= 30, f"distill_guidance must be in [0, 30], got {self.distill_guidance}")
+        need(0 <= self.self_consistency_fraction <= 1,
+             f"self_consistency_fraction must be in [0, 1], got {self.self_consistency_fraction}")
         for k in ("log_every", "eval_every", "sample_every", "ckpt_every", "warmup"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         return self

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from ...models.autoencoder import AutoencoderKL, to_uint8
+from ...models.denoisers import has_step_size_input
 from ...models.dit import DiT
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
-from ...sampling.flow import SAMPLERS, flow_schedule
+from ...sampling.flow import SAMPLERS, flow_schedule, step_size_lookup
 from ...sampling.guidance import cfg_wrap
 from ...errors import UserInputError
 from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
@@ -91,12 +92,27 @@ class DiffusionPipeline(Pipeline):
         return save_diffusion_folder(path, self.dit, self.ae, {k: v for k, v in self.config.items()
                                                                if k not in ("dit", "family")})
 
-    def net(self, x, t, states, mask, pooled):
+    def net(self, x, t, states, mask, pooled, d=None):
         """The network call with the precision policy: DiT in self.dtype, output in fp32.
-        x (B, C, S, S), t (B,), states (B, L, 384), mask (B, L) bool, pooled (B, 384) -> v (B, C, S, S)."""
+        x (B, C, S, S), t (B,), states (B, L, 384), mask (B, L) bool, pooled (B, 384), d (B,) the
+        shortcut step size (step-size-conditioned models only; None = a plain call)
+        -> v (B, C, S, S)."""
         dt = self.dtype
-        v = self.dit(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device), pooled.to(self.device, dt))
+        extra = {} if d is None else {"d": d.to(dt)}
+        v = self.dit(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device),
+                     pooled.to(self.device, dt), **extra)
         return v.float()
+
+    def step_sizes(self, settings: "DiffusionSettings", ts: torch.Tensor):
+        """t (B,) -> d (B,) for a step-size-conditioned (shortcut) model, None for a plain one.
+        Euler takes jumps of the schedule's step size (d = ts[i] - ts[i+1]; 1/K on K uniform
+        steps, as the shortcut model was distilled for); the other solvers assume an
+        instantaneous velocity, so they get d = 0 (the distilled flow field, guidance folded in)."""
+        if not has_step_size_input(self.dit):
+            return None
+        if settings.sampler == "euler":
+            return step_size_lookup(ts)
+        return torch.zeros_like
 
     def encode_prompts(self, prompts: list[str]) -> tuple[TextBatch, TextBatch]:
         """-> (cond, uncond), each B rows of (L, 384) states. Prompts are encoded padded to the
@@ -135,13 +151,14 @@ class DiffusionPipeline(Pipeline):
         cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests])
         t1 = time.perf_counter()
         calls = [0]
+        ts = flow_schedule(settings.steps, self.shift)
+        d_of = self.step_sizes(settings, ts)
 
-        def net(*args):
+        def net(x, t, *text):
             calls[0] += 1
-            return self.net(*args)
+            return self.net(x, t, *text, d=None if d_of is None else d_of(t))
 
         model_fn = cfg_wrap(net, cond, uncond, settings.guidance, settings.guidance_interval)
-        ts = flow_schedule(settings.steps, self.shift)
         cb = None
         if callback is not None:
             def cb(i, n, x, x0):
