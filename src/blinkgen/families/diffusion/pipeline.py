@@ -19,6 +19,7 @@ from ...sampling.flow import SAMPLERS, flow_schedule, step_size_lookup
 from ...sampling.guidance import cfg_wrap
 from ...errors import UserInputError
 from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
+from ...speed.step_cache import step_cache
 from ...text.style import MAX_STYLE_CHARS, NO_STYLE, styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
@@ -30,7 +31,9 @@ class DiffusionSettings(Settings):
     phrase appended to every prompt as "<prompt> in <style> style" (text/style.py) -- the model
     folder's `defaults.style` when not given, "none" for none; a model that lists `styles` in its
     config accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
-    lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always."""
+    lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always.
+    cache: step caching of the DiT's deep blocks, "deep:N" = a full pass every N network calls
+    (speed/step_cache.py); None = every pass full."""
 
     guidance_interval: tuple[float, float] | None = None
 
@@ -39,7 +42,7 @@ class DiffusionPipeline(Pipeline):
     family = "diffusion"
     samplers = tuple(SAMPLERS)
     settings_type = DiffusionSettings
-    supports = frozenset({"style"})
+    supports = frozenset({"style", "cache"})
 
     # prompt encodings kept: each is 32 x 384 fp32 states (~49 KB), so 512 cap the memo at ~25 MB
     MEMO_MAX = 512
@@ -74,6 +77,8 @@ class DiffusionPipeline(Pipeline):
         return super().settings(steps, guidance, sampler, **extra)
 
     def _check_settings(self, settings: DiffusionSettings) -> None:
+        if settings.cache is not None:
+            step_cache(self.dit, settings.cache)  # UserInputError for a bad spec or a network without blocks
         st = settings.style
         if st is None:
             return
@@ -92,14 +97,15 @@ class DiffusionPipeline(Pipeline):
         return save_diffusion_folder(path, self.dit, self.ae, {k: v for k, v in self.config.items()
                                                                if k not in ("dit", "family")})
 
-    def net(self, x, t, states, mask, pooled, d=None):
+    def net(self, x, t, states, mask, pooled, d=None, module=None):
         """The network call with the precision policy: DiT in self.dtype, output in fp32.
         x (B, C, S, S), t (B,), states (B, L, 384), mask (B, L) bool, pooled (B, 384), d (B,) the
-        shortcut step size (step-size-conditioned models only; None = a plain call)
+        shortcut step size (step-size-conditioned models only; None = a plain call); module: a
+        speed device with the denoiser's interface to call instead of self.dit (a StepCache)
         -> v (B, C, S, S)."""
         dt = self.dtype
         extra = {} if d is None else {"d": d.to(dt)}
-        v = self.dit(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device),
+        v = (module or self.dit)(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device),
                      pooled.to(self.device, dt), **extra)
         return v.float()
 
@@ -153,10 +159,11 @@ class DiffusionPipeline(Pipeline):
         calls = [0]
         ts = flow_schedule(settings.steps, self.shift)
         d_of = self.step_sizes(settings, ts)
+        cache = step_cache(self.dit, settings.cache) if settings.cache else None
 
         def net(x, t, *text):
             calls[0] += 1
-            return self.net(x, t, *text, d=None if d_of is None else d_of(t))
+            return self.net(x, t, *text, d=None if d_of is None else d_of(t), module=cache)
 
         model_fn = cfg_wrap(net, cond, uncond, settings.guidance, settings.guidance_interval)
         cb = None
@@ -168,8 +175,9 @@ class DiffusionPipeline(Pipeline):
         px = to_uint8(self.ae.decode(z)).cpu()  # (B, 3, H, W)
         t3 = time.perf_counter()
         images = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in px]
+        stats = {} if cache is None else {"full_passes": cache.full_calls, "cached_passes": cache.calls - cache.full_calls}
         return SampleResult(images, {"text": t1 - t0, "sample": t2 - t1, "decode": t3 - t2},
-                            [calls[0]] * len(requests))
+                            [calls[0]] * len(requests), stats)
 
     def _preview(self, x0_latent: torch.Tensor) -> torch.Tensor:
         """A cheap preview: the first three latent channels of the current data prediction,
