@@ -26,7 +26,8 @@ def cmd_generate(args) -> None:
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
     gen = load(args.model, device=args.device, dtype=args.dtype)
-    extra = {k: v for k, v in (("style", args.style), ("guidance_interval", args.guidance_interval)) if v is not None}
+    extra = {k: v for k, v in (("style", args.style), ("guidance_interval", args.guidance_interval),
+                               ("cache", args.cache)) if v is not None}
     settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
     seeds = seed_run(args.seed, args.n)
     params = gen.png_parameters(args.prompt, args.seed, settings)
@@ -69,6 +70,8 @@ def _add_generate(sub) -> None:
                    "(\"in <style> style\"); default: the model's; 'none' for none")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="diffusion: guide only for noise levels t in [LO, HI] (default: the model's)")
+    p.add_argument("--cache", default=None, metavar="deep:N", help="diffusion: step caching, a full network "
+                   "pass every N steps and the deep blocks reused in between (faster multi-step sampling)")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder, named "
