@@ -83,39 +83,35 @@ class TextEncoder:
         return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
     @torch.inference_mode()
-    def encode_fixed(self, texts: list[str], length: int, batch_size: int = 64) -> TextBatch:
+    def encode_fixed(self, texts: list[str], length: int) -> TextBatch:
         """Encode prompts for generation -> TextBatch of B rows, each padded to exactly `length`
         tokens (pad states zero, mask False), so shapes downstream stay static.
 
-        Each prompt is run at its OWN token count n (prompts of equal n share a batched pass),
-        then zero-padded: a typical prompt has 5-12 tokens, and running it at its own length
-        instead of padded to 32 costs the encoder 3-5x fewer FLOPs -- the text stage is a third
-        of an image's latency at 1-2 denoiser passes (bench/RESULTS.md, issue 14). A prompt's
-        encoding is a function of the prompt alone, never of the other prompts in a server batch:
-        every row of a group is computed by the same kernels on the same shapes, so it is
-        bit-identical for any batch size and position (tests/e2e/test_generate.py checks it)."""
+        Each prompt runs alone at its OWN token count n, then is zero-padded. Why: a typical
+        prompt has 5-12 tokens, and running it at its own length instead of padded to 32 costs
+        the encoder 3-5x fewer FLOPs -- the text stage is a large share of an image's latency at
+        1-2 denoiser passes (bench/RESULTS.md, issue 14). Why alone: a prompt's encoding must be
+        a function of the prompt only, never of the other prompts in a server batch, and with two
+        threads a batched pass of short rows is NOT bit-identical to the same row alone (the
+        matmul kernel changes with the row count; padded to 32 it happened not to). One call per
+        new prompt costs little: prompts are memoised, and a server batch rarely brings many new
+        ones at once. tests/e2e/test_generate.py checks bit-identity for every batch and order."""
         if isinstance(texts, str):
             texts = [texts]
-        for t in texts:
-            n = self.count_tokens(t)
-            if n > length:
-                log.warning("prompt has %d tokens; the encoder takes %d, so it was truncated: %r", n, length, t[:80])
-        tok = self.tokenizer(list(texts), truncation=True, max_length=length)  # no padding: one id list each
         B = len(texts)
         states = torch.zeros(B, length, TEXT_DIM)
         mask = torch.zeros(B, length, dtype=torch.bool)
         pooled = torch.zeros(B, TEXT_DIM)
-        groups: dict[int, list[int]] = {}
-        for i, ids in enumerate(tok["input_ids"]):
-            groups.setdefault(len(ids), []).append(i)
-        for n, rows in sorted(groups.items()):
-            for j in range(0, len(rows), batch_size):
-                idx = rows[j : j + batch_size]
-                inputs = {k: torch.tensor([tok[k][i] for i in idx], device=self.device) for k in tok.keys()}
-                h = self.model(**inputs).last_hidden_state.float().cpu()  # (b, n, 384), every token real
-                states[idx, :n] = h
-                mask[idx, :n] = True
-                pooled[idx] = torch.nn.functional.normalize(h.sum(1) / n, dim=-1)  # mean over the tokens
+        for i, t in enumerate(texts):
+            tok = self.tokenizer([t], truncation=True, max_length=length, return_tensors="pt").to(self.device)
+            n = tok["input_ids"].shape[1]
+            if n == length and self.count_tokens(t) > length:
+                log.warning("prompt has %d tokens; the encoder takes %d, so it was truncated: %r",
+                            self.count_tokens(t), length, t[:80])
+            h = self.model(**tok).last_hidden_state.float().cpu()[0]  # (n, 384), every token real
+            states[i, :n] = h
+            mask[i, :n] = True
+            pooled[i] = torch.nn.functional.normalize(h.sum(0) / n, dim=-1)  # mean over the tokens
         return TextBatch(states, mask, pooled)
 
     @torch.inference_mode()
