@@ -30,7 +30,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,18 +50,16 @@ from blinkgen.speed.engine import apply_engine  # noqa: E402
 PEER_STEPS = 28  # FlowMatchEulerDiscreteScheduler pipelines' usual step count (SD3, Flux)
 
 
-@dataclass
 class Rung:
-    name: str
-    pipe: object
-    settings: object = None  # a pipeline Settings; None for the diffusers peer
-    peer: str | None = None
-    steps: int = 0
-    guidance: float = 1.0
-    engine: str = "fp32"
-    passes: int = 0  # network passes per image (a CFG pass over 2 rows counts as 2)
-    plain: object = None  # the same model without an engine (FLOP counting); default: pipe
-    latency: list = field(default_factory=list)  # per call: {"total", "text", "net", "decode", "png"} seconds
+    """One rung: a pipeline with its settings (or the diffusers peer loop on it) and an engine.
+    passes: network passes per image (a CFG pass over 2 rows counts as 2); plain: the same model
+    without an engine, for FLOP counting (default: pipe); latency: per call, seconds per stage."""
+
+    def __init__(self, name, pipe, settings=None, peer=None, steps=0, guidance=1.0, engine="fp32", passes=0,
+                 plain=None):
+        self.name, self.pipe, self.settings, self.peer = name, pipe, settings, peer
+        self.steps, self.guidance, self.engine, self.passes, self.plain = steps, guidance, engine, passes, plain
+        self.latency: list[dict] = []
 
     def images(self, prompts, seeds, peers):
         if self.peer:

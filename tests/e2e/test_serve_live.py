@@ -35,7 +35,7 @@ def test_a_newer_request_with_the_same_key_cancels_the_older_one():
         a = srv.wait_job(first["id"], states=("cancelled",))  # was running: stopped at its next step
         assert a["error"]["code"] == "superseded" and a["progress"]["images_done"] < LONG["n"]
         assert srv.wait_job(newer["id"])["state"] == "done" and srv.wait_job(newest["id"])["state"] == "done"
-        assert srv.client.get(f"/v1/jobs/{other['id']}").json()["state"] in ("queued", "running")  # untouched
+        assert srv.client.get(f"/v1/jobs/{other['id']}").json()["state"] != "cancelled"  # another key: untouched
         assert superseded(srv) == {"running": 1, "queued": 1}
         srv.client.delete(f"/v1/jobs/{other['id']}")
 
@@ -69,7 +69,7 @@ def test_keys_are_per_caller(tmp_path):
         a = srv.client.post("/v1/jobs", json={"prompt": "alice", "supersede": "same", **LONG}, headers=A).json()
         b = srv.client.post("/v1/jobs", json={"prompt": "bob", "supersede": "same", "steps": STEPS}, headers=B).json()
         assert srv.wait_job(b["id"], headers=B)["state"] == "done"
-        assert srv.client.get(f"/v1/jobs/{a['id']}", headers=A).json()["state"] in ("queued", "running")
+        assert srv.client.get(f"/v1/jobs/{a['id']}", headers=A).json()["state"] != "cancelled"  # another caller's
         srv.client.delete(f"/v1/jobs/{a['id']}", headers=A)
 
 
