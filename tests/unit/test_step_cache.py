@@ -16,7 +16,11 @@ from blinkgen.speed.step_cache import StepCache, parse_cache
 
 def _net(preset="tiny"):
     torch.manual_seed(0)
-    net = from_preset(preset, 4, 16)
+    if preset == "uvit-4":  # U-ViT with two in and two out blocks: one shallow pair, one deep
+        from blinkgen.models.uvit import UViT, UViTConfig
+        net = UViT(UViTConfig(hidden=64, depth=4, heads=2, stem_channels=16))
+    else:
+        net = from_preset(preset, 4, 16)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -29,9 +33,10 @@ def _inputs(B=2, seed=0):
             torch.ones(B, 5, dtype=torch.bool), torch.randn(B, 384, generator=g))
 
 
+@pytest.mark.parametrize("preset", ["tiny", "uvit-4"])
 @torch.no_grad()
-def test_full_passes_are_the_plain_network_and_cached_ones_reuse_the_deep_residual():
-    net = _net()
+def test_full_passes_are_the_plain_network_and_cached_ones_reuse_the_deep_part(preset):
+    net = _net(preset)
     cache = StepCache(net, interval=3, shallow=1)
     a, b = _inputs(seed=0), _inputs(seed=1)
     assert torch.equal(cache(*a), net(*a))  # call 0: full
@@ -51,6 +56,10 @@ def test_cache_settings_are_parsed_and_refused_in_one_line():
         assert "\n" not in str(e.value)
     with pytest.raises(UserInputError, match="split forward"):
         StepCache(_net("unet-tiny"), 2)
+    with pytest.raises(UserInputError, match="shallow"):
+        StepCache(_net("uvit-tiny"), 2)  # one in block: nothing deep to reuse
+    with pytest.raises(UserInputError, match="shallow"):
+        StepCache(_net("tiny"), 2, shallow=2)  # the tiny DiT has two blocks
 
 
 def test_pipeline_cache_setting(tiny_model_dir):
