@@ -85,6 +85,59 @@ def _release_freed_heap() -> None:
         pass
 
 
+def teacher_guidance(cfg: TrainConfig, teacher_config: dict) -> tuple[float, tuple[float, float] | None]:
+    """(w, guidance interval) folded into the targets: cfg.distill_guidance, else the teacher's
+    default guidance; the teacher's default guidance interval (None = always)."""
+    d = {**DEFAULT_SETTINGS, **teacher_config.get("defaults", {})}
+    gi = d.get("guidance_interval")
+    interval = None if gi is None or tuple(gi) == (0.0, 1.0) else (float(gi[0]), float(gi[1]))
+    return float(cfg.distill_guidance or d["guidance"]), interval
+
+
+def distilled_config(cfg: TrainConfig, teacher_config: dict, teacher_folder, w: float, interval) -> dict:
+    """The distilled folder's config keys: the teacher's text settings and styles, the distilled
+    defaults (Euler, K steps, guidance 1, the teacher's style) and provenance under "distilled"."""
+    tc, c = teacher_config, cfg
+    style = (tc.get("defaults") or {}).get("style")
+    out = {"image_size": c.size, "schedule_shift": 1.0,  # the uniform grid the jumps were learnt on
+           "defaults": {"steps": c.distill_steps, "guidance": 1.0, "sampler": "euler", **({"style": style} if style else {})},
+           "distilled": {"objective": c.distill_objective, "teacher": str(teacher_folder),
+                         "teacher_defaults": tc.get("defaults"), "guidance": w,
+                         "guidance_interval": list(interval) if interval else None,
+                         "steps": c.distill_steps, "base_steps": c.distill_base_steps,
+                         "self_consistency_fraction": c.self_consistency_fraction if c.distill_objective == "shortcut" else None}}
+    for k in ("text_max_tokens", "null_prompt", "styles"):
+        if k in tc:
+            out[k] = tc[k]
+    return out
+
+
+def export_checkpoint(run, out, ema: str | None = None) -> Path:
+    """A distill run's latest checkpoint (its EMA weights; `ema`: an extra EMA length) as a model
+    folder, while the run goes on (scripts/export_checkpoint.py calls this for distill runs)."""
+    import json
+
+    from ...modelio import read_tensors
+    from ...train.checkpoint import latest_checkpoint
+
+    run = Path(run).expanduser()
+    cfg = TrainConfig.from_dict(json.loads((run / "train_config.json").read_text()))
+    ck = latest_checkpoint(run)
+    if ck is None:
+        raise UserInputError(f"{run} has no checkpoint yet")
+    state = json.loads((ck / "state.json").read_text())
+    folder = resolve(cfg.teacher)
+    teacher, ae, tc = load_diffusion_folder(folder)
+    net = with_step_size_input(teacher) if cfg.distill_objective == "shortcut" else teacher
+    net.load_state_dict(read_tensors(ck / (f"ema.{ema}.safetensors" if ema else "ema.safetensors")))
+    w, interval = teacher_guidance(cfg, tc)
+    extra = {**distilled_config(cfg, tc, folder, w, interval),
+             "training": {"data": cfg.data, "steps": state["step"], "batch_size": cfg.batch_size, "seed": cfg.seed,
+                          "cpu_seconds": round(state.get("cpu_seconds", 0.0), 1), "checkpoint": ck.name,
+                          "finished": state["step"] >= cfg.steps}}
+    return save_diffusion_folder(out, net.eval(), ae, extra, dtype=dtype_of(cfg.save_dtype))
+
+
 class DistillTask(DiffusionTask):
     """The `distill` task (module doc). cfg.teacher: the model folder or embedded name to
     distill; its autoencoder, prompts, null prompt and style phrases are kept."""
@@ -100,10 +153,7 @@ class DistillTask(DiffusionTask):
             raise UserInputError(f"the teacher makes {self.teacher_config['image_size']}px images; set size to match (got {cfg.size})")
         self.teacher_folder = folder
         super().__init__(replace(cfg, autoencoder=str(folder)), train, val, device)
-        d = {**DEFAULT_SETTINGS, **self.teacher_config.get("defaults", {})}
-        self.w = float(cfg.distill_guidance or d["guidance"])
-        gi = d.get("guidance_interval")
-        self.interval = None if gi is None or tuple(gi) == (0.0, 1.0) else (float(gi[0]), float(gi[1]))
+        self.w, self.interval = teacher_guidance(cfg, self.teacher_config)
         self.levels = int(math.log2(cfg.distill_base_steps))  # jumps 2^0 .. 2^-levels
         self.ema = None
         self._val = None
@@ -234,21 +284,7 @@ class DistillTask(DiffusionTask):
         return out
 
     def folder_config(self) -> dict:
-        """The distilled folder's config keys: the teacher's text settings and styles, the
-        distilled defaults (Euler, K steps, guidance 1, the teacher's style) and provenance."""
-        tc, c = self.teacher_config, self.cfg
-        style = (tc.get("defaults") or {}).get("style")
-        out = {"image_size": c.size, "schedule_shift": 1.0,  # the uniform grid the jumps were learnt on
-               "defaults": {"steps": c.distill_steps, "guidance": 1.0, "sampler": "euler", **({"style": style} if style else {})},
-               "distilled": {"objective": c.distill_objective, "teacher": str(self.teacher_folder),
-                             "teacher_defaults": tc.get("defaults"), "guidance": self.w,
-                             "guidance_interval": list(self.interval) if self.interval else None,
-                             "steps": c.distill_steps, "base_steps": c.distill_base_steps,
-                             "self_consistency_fraction": c.self_consistency_fraction if c.distill_objective == "shortcut" else None}}
-        for k in ("text_max_tokens", "null_prompt", "styles"):
-            if k in tc:
-                out[k] = tc[k]
-        return out
+        return distilled_config(self.cfg, self.teacher_config, self.teacher_folder, self.w, self.interval)
 
     def pipeline(self, ema) -> DiffusionPipeline:
         return DiffusionPipeline(ema, self.ae, self.folder_config(), device=self.device)
