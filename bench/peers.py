@@ -88,6 +88,18 @@ def cfg_batched(net, cond, uncond, guidance: float):
     return model_fn
 
 
+def cfg_two_passes(net, cond, uncond, guidance: float):
+    """CFG as two separate network passes per step (the conditional, then the unconditional),
+    as a first diffusers loop written from the docs does it."""
+
+    def model_fn(x, t):
+        v_c = net(x, t, cond.states, cond.mask, cond.pooled)
+        v_u = net(x, t, uncond.states, uncond.mask, uncond.pooled)
+        return v_u + guidance * (v_c - v_u)
+
+    return model_fn
+
+
 def sample_naive(net, cond, uncond, guidance: float, x: torch.Tensor, shift: float = 1.0,
                  steps: int = NAIVE_STEPS) -> torch.Tensor:
     """Euler, `steps` steps, CFG as two separate network passes per step (2 x steps calls)."""
@@ -101,7 +113,8 @@ def sample_naive(net, cond, uncond, guidance: float, x: torch.Tensor, shift: flo
     return x
 
 
-PEERS = ("naive", "diffusers_euler", "diffusers_dpmpp2m")
+PEERS = ("naive", "diffusers_euler", "diffusers_dpmpp2m", "diffusers_euler_2pass")
+DIFFUSERS_PIPELINE_STEPS = 28  # FlowMatchEulerDiscreteScheduler's pipelines (SD3, Flux) default to 28 steps
 
 
 @torch.inference_mode()
@@ -111,6 +124,9 @@ def peer_latents(gen, peer: str, prompts: list[str], seeds: list[int], steps: in
     x = gen.initial_noise(seeds)
     if peer == "naive":
         return sample_naive(gen.net, cond, uncond, guidance, x, gen.shift, steps)
+    if peer == "diffusers_euler_2pass":  # the issue-14 peer: FlowMatchEuler, CFG as two passes
+        sched = flow_match_euler_scheduler(flow_schedule(steps, gen.shift))
+        return sample_with_scheduler(sched, cfg_two_passes(gen.net, cond, uncond, guidance), x)
     sched = make_scheduler(peer, flow_schedule(steps, gen.shift))
     return sample_with_scheduler(sched, cfg_batched(gen.net, cond, uncond, guidance), x)
 

@@ -6,7 +6,8 @@ goes on, so a long run can be evaluated -- and a better model shipped -- before 
 
 Reads run/train_config.json (the preset and autoencoder) and run/checkpoints/latest; writes the
 same folder format as the run's own export (fp16 weights, `arch`, styles and default style).
-The loop's export needs the dataset to build its task; this needs only the checkpoint.
+The loop's export needs the dataset to build its task; this needs only the checkpoint. A
+`blinkgen distill` run is exported by its task's own writer (families/diffusion/distill.py).
 """
 import argparse
 import json
@@ -28,6 +29,10 @@ def main():
     a = ap.parse_args()
     run = Path(a.run).expanduser()
     cfg = json.loads((run / "train_config.json").read_text())
+    if cfg.get("task") == "distill":  # a `blinkgen distill` run: its own folder config (step-size input, defaults)
+        from blinkgen.families.diffusion.distill import export_checkpoint
+        print(export_checkpoint(run, a.out, a.ema))
+        return
     ck = latest_checkpoint(run)
     if ck is None:
         raise SystemExit(f"{run} has no checkpoint yet")

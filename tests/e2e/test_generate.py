@@ -53,7 +53,7 @@ def test_batched_text_encoding_is_bit_identical_to_one_at_a_time(threads):
     try:
         alone = [enc.encode_fixed([p], 32) for p in prompts]
         for order in (prompts, prompts[::-1], prompts[:3] + prompts * 3):
-            batch = enc.encode_fixed(order, 32, batch_size=64)
+            batch = enc.encode_fixed(order, 32)
             for i, p in enumerate(order):
                 a = alone[prompts.index(p)]
                 assert torch.equal(batch.states[i : i + 1], a.states) and torch.equal(batch.pooled[i : i + 1], a.pooled)

@@ -124,3 +124,16 @@ def test_peer_images_decode(setup):
     for peer in peers.PEERS:
         ims = peers.peer_images(gen, peer, PROMPTS[:1], [3], steps=2, guidance=2.0)
         assert len(ims) == 1 and ims[0].size == (gen.image_size, gen.image_size)
+
+
+def test_two_pass_guidance_peer_matches_the_batched_one(setup):
+    """The issue-14 peer (FlowMatchEuler, CFG as two passes per step) computes our Euler images."""
+    gen, x, ours, _ = setup
+    cond, uncond = gen.encode_prompts(PROMPTS)
+    two = peers.cfg_two_passes(gen.net, cond, uncond, 2.0)
+    ts = flow_schedule(6)
+    theirs = peers.sample_with_scheduler(peers.flow_match_euler_scheduler(ts), two, x.clone())
+    assert _diff(sample_euler(ours, x.clone(), ts), theirs) < TOL
+    calls = []
+    peers.cfg_two_passes(lambda *a: calls.append(a[0].shape[0]) or torch.zeros_like(a[0]), cond, uncond, 2.0)(x, torch.ones(2))
+    assert calls == [2, 2]  # two passes of B rows, not one of 2B

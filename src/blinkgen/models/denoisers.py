@@ -57,3 +57,20 @@ def arch_of(model: nn.Module) -> str:
 def config_dict(model: nn.Module) -> dict:
     c = model.cfg
     return {f.name: getattr(c, f.name) for f in fields(c)}
+
+
+def has_step_size_input(model: nn.Module) -> bool:
+    """True when the denoiser takes the shortcut step size d (config step_size_cond)."""
+    return bool(getattr(model.cfg, "step_size_cond", False))
+
+
+def with_step_size_input(model: nn.Module) -> nn.Module:
+    """A new denoiser of the same architecture and weights plus the shortcut step-size input
+    (Frans et al. 2024): the added embedder starts at zero, so the copy's output equals the
+    original's exactly for every d until it is trained. The original is untouched."""
+    cfg = {**config_dict(model), "step_size_cond": True}
+    new = build(arch_of(model), cfg)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("d_embed.") for k in missing):
+        raise RuntimeError(f"step-size copy of {arch_of(model)}: missing {missing}, unexpected {unexpected}")
+    return new.to(next(model.parameters()).device)

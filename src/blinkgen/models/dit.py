@@ -6,6 +6,12 @@ shared modulation MLP plus a small learned per-block offset (adaLN-single) -- it
 parameters of per-block adaLN, which matters for a shipped model capped at 40 MB; the per-token
 MiniLM states enter through cross-attention in every block (masked by the padding mask).
 The network predicts the flow-matching velocity; samplers and guidance live outside it.
+
+Optional step-size input (`step_size_cond`, the shortcut model of Frans et al. 2024, "One Step
+Diffusion via Shortcut Models"): an embedding of the step size d in [0, 1] is added to the
+conditioning vector, so the network can predict the average velocity over a jump of size d. Its
+last layer starts at zero, so a plain model's weights load unchanged and the output is exactly the
+plain model's until distillation trains it (families/diffusion/distill.py).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ class DiTConfig:
     heads: int = 6
     mlp_ratio: float = 4.0
     text_dim: int = TEXT_DIM
+    step_size_cond: bool = False  # True: forward takes the shortcut step size d (see the module doc)
 
     @property
     def tokens(self) -> int:
@@ -63,6 +70,35 @@ def sincos_2d(hidden: int, grid: int) -> torch.Tensor:
     ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
     out = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
     return torch.cat(out, dim=1)
+
+
+class StepSizeEmbedder(nn.Module):
+    """The shortcut step size d (B,) in [0, 1] -> (B, dim), added to the conditioning vector:
+    sinusoidal features (as for t) then a 2-layer MLP whose last layer starts at zero, so a fresh
+    embedder adds exactly 0 for every d and a plain model's behaviour is kept until training moves
+    it. d = 0 asks for the instantaneous velocity (the plain flow model's output)."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.xavier_uniform_(self.mlp[0].weight)
+        nn.init.zeros_(self.mlp[0].bias)
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, d: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.mlp(timestep_embedding(d, self.freq_dim).to(dtype))  # (B, dim)
+
+
+def step_size_term(embedder: "StepSizeEmbedder | None", d: torch.Tensor | None, dtype: torch.dtype):
+    """What a denoiser adds to its conditioning vector for step size d: embedder(d), or 0 when
+    d is None (a plain call). A network without a step-size input refuses a d (ValueError)."""
+    if d is None:
+        return 0
+    if embedder is None:
+        raise ValueError("this denoiser has no step-size input (config step_size_cond is false)")
+    return embedder(d, dtype)
 
 
 class Attention(nn.Module):
@@ -121,6 +157,8 @@ class DiT(nn.Module):
         self.final_mod = nn.Linear(D, 2 * D)
         self.final = nn.Linear(D, p * p * C)
         self._init()
+        # built last and initialised by itself, so a plain model's init (and RNG use) is unchanged
+        self.d_embed = StepSizeEmbedder(D) if cfg.step_size_cond else None
 
     def _init(self):
         for m in self.modules():
@@ -142,13 +180,15 @@ class DiT(nn.Module):
         return self.patchify(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
 
     def condition(self, t: torch.Tensor, ctx: torch.Tensor, pooled: torch.Tensor,
-                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """t (B,) in [0, 1], ctx (B, L, 384) token states, pooled (B, 384) -> c (B, D), the
-        conditioning vector the head reads; mod (B, 6, D), the shared adaLN-single modulation
-        every block offsets; kv (B, L, D), the projected text the blocks cross-attend to.
-        dtype: the dtype of the patch tokens (the timestep embedding is computed in fp32)."""
+                  dtype: torch.dtype, d: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t (B,) in [0, 1], ctx (B, L, 384) token states, pooled (B, 384), d (B,) shortcut step
+        size or None -> c (B, D), the conditioning vector the head reads; mod (B, 6, D), the
+        shared adaLN-single modulation every block offsets; kv (B, L, D), the projected text the
+        blocks cross-attend to. dtype: the dtype of the patch tokens (the timestep embedding is
+        computed in fp32)."""
         B = t.shape[0]
         c = self.t_mlp(timestep_embedding(t, 256).to(dtype)) + self.pooled_mlp(pooled)  # (B, D)
+        c = c + step_size_term(self.d_embed, d, dtype)
         mod = self.mod(c).view(B, 6, -1)  # (B, 6, D)
         kv = self.ctx_proj(ctx)  # (B, L, D)
         return c, mod, kv
@@ -165,11 +205,13 @@ class DiT(nn.Module):
         return h.reshape(B, C, g * p, g * p)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
-                pooled: torch.Tensor) -> torch.Tensor:
+                pooled: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, S, S) noisy latents; t: (B,) in [0, 1]; ctx: (B, L, 384); mask: (B, L) bool;
-        pooled: (B, 384). Returns the velocity, (B, C, S, S)."""
+        pooled: (B, 384); d: (B,) shortcut step size in [0, 1] (only with cfg.step_size_cond;
+        None = a plain call). Returns the velocity (with d: the average velocity over a step of
+        size d), (B, C, S, S)."""
         h = self.embed(x)  # (B, N, D)
-        c, mod, kv = self.condition(t, ctx, pooled, h.dtype)
+        c, mod, kv = self.condition(t, ctx, pooled, h.dtype, d)
         for blk in self.blocks:
             h = blk(h, mod, kv, mask)  # (B, N, D)
         return self.head(h, c)

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..text.encoder import TEXT_DIM
-from .dit import timestep_embedding
+from .dit import StepSizeEmbedder, step_size_term, timestep_embedding
 
 
 @dataclass
@@ -36,6 +36,7 @@ class UNetConfig:
     heads: int = 4
     text_dim: int = TEXT_DIM
     groups: int = 32                # GroupNorm groups
+    step_size_cond: bool = False    # True: forward takes the shortcut step size d (models/dit.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +138,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(c, g), nn.SiLU(), nn.Conv2d(c, C, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        self.d_embed = StepSizeEmbedder(E) if cfg.step_size_cond else None  # last: plain init unchanged
 
     def _run(self, layer, h, e, ctx, mask):
         if isinstance(layer, ResBlock):
@@ -146,11 +148,13 @@ class UNet(nn.Module):
         return layer(h)  # down / up sampling
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
-                pooled: torch.Tensor) -> torch.Tensor:
+                pooled: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, S, S) noisy latents; t: (B,) in [0, 1]; ctx: (B, L, 384); mask: (B, L) bool;
-        pooled: (B, 384). Returns the velocity, (B, C, S, S)."""
+        pooled: (B, 384); d: (B,) shortcut step size (only with cfg.step_size_cond; see DiT).
+        Returns the velocity, (B, C, S, S)."""
         h = self.stem(x)  # (B, c0, S, S)
         e = self.t_mlp(timestep_embedding(t, 256).to(h.dtype)) + self.pooled_mlp(pooled)  # (B, E)
+        e = e + step_size_term(self.d_embed, d, h.dtype)
         kv = self.ctx_proj(ctx)  # (B, L, E)
         skips = [h]
         for layer in self.down:

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dit import DiTBlock, DiTConfig, sincos_2d, timestep_embedding
+from .dit import DiTBlock, DiTConfig, StepSizeEmbedder, sincos_2d, step_size_term, timestep_embedding
 
 
 @dataclass
@@ -51,6 +51,7 @@ class UViT(nn.Module):
         self.final = nn.Linear(D, p * p * C)
         self.head = nn.Conv2d(C, C, 3, padding=1)  # residual 3x3 after unpatchify
         self._init()
+        self.d_embed = StepSizeEmbedder(D) if cfg.step_size_cond else None  # as in DiT: last, own init
 
     def _init(self):
         for m in self.modules():
@@ -70,29 +71,53 @@ class UViT(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
+    # forward = embed -> condition -> in blocks (each leaves a skip) -> mid -> out blocks (each
+    # merges the newest skip) -> output, each its own method, so step caching (speed/step_cache.py,
+    # DeepCache-style: reuse what reaches the last out block from below) can run the outer blocks
+    # alone. Bit-identical to the former single forward.
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, S, S) -> patch tokens with positions, h (B, N, D)."""
+        return self.patchify(self.stem(x)).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+
+    def condition(self, t: torch.Tensor, ctx: torch.Tensor, pooled: torch.Tensor, dtype: torch.dtype,
+                  d: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> c (B, D) conditioning vector, mod (B, 6, D) shared modulation, kv (B, L, D) text (as DiT)."""
+        B = t.shape[0]
+        c = self.t_mlp(timestep_embedding(t, 256).to(dtype)) + self.pooled_mlp(pooled)  # (B, D)
+        c = c + step_size_term(self.d_embed, d, dtype)
+        return c, self.mod(c).view(B, 6, -1), self.ctx_proj(ctx)  # (B, D), (B, 6, D), (B, L, D)
+
+    def out_block(self, i: int, h: torch.Tensor, skip: torch.Tensor, mod, kv, mask) -> torch.Tensor:
+        """Out block i: merge its skip (the matching in block's output) into h, then the block."""
+        return self.out_blocks[i](self.skips[i](torch.cat([h, skip], dim=-1)), mod, kv, mask)  # (B, N, D)
+
+    def output(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Final modulated norm, linear, un-patchify and the residual 3x3 conv: h (B, N, D) ->
+        velocity (B, C, S, S)."""
+        B, N, _ = h.shape
+        p, C = self.cfg.patch, self.cfg.latent_channels
+        g = self.cfg.latent_size // p
+        shift, scale = self.final_mod(F.silu(c)).chunk(2, dim=-1)  # (B, D) each
+        h = self.final(self.final_norm(h) * (1 + scale[:, None]) + shift[:, None])  # (B, N, p*p*C)
+        v = h.view(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, g * p, g * p)  # (B, C, S, S)
+        return v + self.head(v)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
-                pooled: torch.Tensor) -> torch.Tensor:
+                pooled: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, S, S) noisy latents; t: (B,) in [0, 1]; ctx: (B, L, 384); mask: (B, L) bool;
-        pooled: (B, 384). Returns the velocity, (B, C, S, S)."""
-        B, C, S, _ = x.shape
-        p = self.cfg.patch
-        h = self.patchify(self.stem(x)).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
-        c = self.t_mlp(timestep_embedding(t, 256).to(h.dtype)) + self.pooled_mlp(pooled)  # (B, D)
-        mod = self.mod(c).view(B, 6, -1)  # (B, 6, D)
-        kv = self.ctx_proj(ctx)  # (B, L, D)
+        pooled: (B, 384); d: (B,) shortcut step size (only with cfg.step_size_cond; see DiT).
+        Returns the velocity, (B, C, S, S)."""
+        h = self.embed(x)  # (B, N, D)
+        c, mod, kv = self.condition(t, ctx, pooled, h.dtype, d)
         skips = []
         for blk in self.in_blocks:
             h = blk(h, mod, kv, mask)
             skips.append(h)  # (B, N, D)
         if self.mid_block is not None:
             h = self.mid_block(h, mod, kv, mask)
-        for blk, lin in zip(self.out_blocks, self.skips):
-            h = blk(lin(torch.cat([h, skips.pop()], dim=-1)), mod, kv, mask)  # (B, N, D)
-        shift, scale = self.final_mod(F.silu(c)).chunk(2, dim=-1)  # (B, D) each
-        h = self.final(self.final_norm(h) * (1 + scale[:, None]) + shift[:, None])  # (B, N, p*p*C)
-        g = S // p
-        v = h.view(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, S, S)  # (B, C, S, S)
-        return v + self.head(v)
+        for i in range(len(self.out_blocks)):
+            h = self.out_block(i, h, skips.pop(), mod, kv, mask)
+        return self.output(h, c)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -48,6 +48,21 @@ def flow_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
     return t.float()
 
 
+def step_size_lookup(ts: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """For a step-size-conditioned (shortcut) model sampled by Euler on the schedule ts: a
+    function t (B,) -> d (B,), the size ts[i] - ts[i + 1] of the step that starts at t = ts[i]
+    (after: Frans et al. 2024, who sample with d = 1/K on K uniform steps). The solver calls the
+    model with every row at the same time, so row 0 decides (one host read per step). KeyError
+    for a time that is not a step start of ts."""
+    ts = ts.float()
+    sizes = {float(ts[i]): float(ts[i] - ts[i + 1]) for i in range(len(ts) - 1)}
+
+    def d_of(t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(t, sizes[float(t[0])])
+
+    return d_of
+
+
 def _tvec(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.to(x.device, torch.float32).expand(x.shape[0])
 

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,8 @@ STATIC = Path(__file__).parent / "static"
 SSE_REFRESH_S = 1.0  # queue positions change without the job changing: re-check this often
 SSE_KEEPALIVE_S = 15.0  # a comment line so proxies do not close an idle stream
 JOB_ERROR_STATUS = {"timeout": 504, "shutting_down": 503, "model_unavailable": 503,
-                    "invalid_settings": 400, "generation_failed": 500}
+                    "invalid_settings": 400, "generation_failed": 500, "superseded": 409}
+LIVE_KEYS = 4096  # supersede keys remembered (oldest forgotten first): bounded like every other store
 
 
 @dataclass
@@ -84,6 +86,24 @@ class Service:
         self.metrics.kept = self.store.stats
         self._evaluator, self._caption_lock = None, threading.Lock()
         self.started = int(time.time())
+        self.live: OrderedDict[tuple, Job] = OrderedDict()  # (owner, supersede key) -> its newest job
+
+    def supersede(self, job: Job, key: str | None, owner: str | None) -> None:
+        """Live generation: `job` replaces the caller's previous job with the same supersede key,
+        which is cancelled if it has not finished (queued: dropped now; running: stopped at its
+        next step), so a user typing never waits behind, or pays CPU for, a prompt they changed."""
+        if not key:
+            return
+        with self.batcher.cond:
+            old = self.live.pop((owner, key), None)
+            self.live[(owner, key)] = job
+            while len(self.live) > LIVE_KEYS:
+                self.live.popitem(last=False)
+            state = old.state if old is not None else None
+        if old is not None and old.alive and self.batcher.cancel(old, {
+                "message": "superseded by a newer request with the same supersede key",
+                "type": "invalid_request_error", "param": "supersede", "code": "superseded"}):
+            self.metrics.observe_superseded(state)
 
     def max_steps(self, gen) -> int:
         cap = self.config.limits.max_steps
@@ -306,6 +326,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     async def generations(req: ImageRequest, request: Request, owner: str | None = Depends(auth)):
         job = svc.make_job(req, owner)
         svc.batcher.submit(job)
+        svc.supersede(job, req.supersede, owner)
         try:
             return await wait_and_answer(job, request)
         finally:
@@ -326,6 +347,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     async def create_job(req: ImageRequest, request: Request, owner: str | None = Depends(auth)):
         job = svc.make_job(req, owner, linked=True)  # its event stream shows url links
         svc.batcher.submit(job)
+        svc.supersede(job, req.supersede, owner)
         return JSONResponse(job_json(job, request), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 

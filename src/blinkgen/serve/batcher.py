@@ -130,9 +130,12 @@ class Batcher:
             self.pending.append(job)
             self.cond.notify_all()
 
-    def cancel(self, job: Job) -> bool:
+    def cancel(self, job: Job, error: dict | None = None) -> bool:
+        """Cancel a job (error: what its waiters are told, e.g. that it was superseded). A queued
+        job leaves the queue now; a running batch stops at its next step once none of its jobs
+        is alive. False if the job had already finished."""
         with self.cond:
-            ok = self.store.finish(job, "cancelled")
+            ok = self.store.finish(job, "cancelled", error)
             self._drop_dead()
             self.cond.notify_all()
             return ok

@@ -60,6 +60,7 @@ class Metrics:
         self.batch_sizes = _Histogram(BATCH_BUCKETS)
         self.images_total = 0
         self.jobs_total: dict[tuple, int] = {}  # (("state", s),) -> finished jobs by final state
+        self.superseded: dict[tuple, int] = {}  # (("state", s),) -> live jobs cancelled by a newer one, by state then
         self._recent: deque[tuple[float, int]] = deque()  # (time, images) for images/s
         self.queue_depth = lambda: 0  # set by the app: images waiting, read at scrape time
         self.running = lambda: 0
@@ -88,6 +89,11 @@ class Metrics:
         with self._lock:
             key = (("state", state),)
             self.jobs_total[key] = self.jobs_total.get(key, 0) + 1
+
+    def observe_superseded(self, state: str) -> None:
+        with self._lock:
+            key = (("state", state),)
+            self.superseded[key] = self.superseded.get(key, 0) + 1
 
     def images_per_second(self) -> float:
         with self._lock:
@@ -121,6 +127,10 @@ class Metrics:
                     "# HELP blinkgen_jobs_finished_total Jobs by final state.",
                     "# TYPE blinkgen_jobs_finished_total counter"]
             out += [f"blinkgen_jobs_finished_total{_fmt_labels(k)} {v}" for k, v in sorted(self.jobs_total.items())]
+            out += ["# HELP blinkgen_jobs_superseded_total Live jobs cancelled by a newer request with their "
+                    "supersede key, by their state then (queued: never ran; running: stopped at the next step).",
+                    "# TYPE blinkgen_jobs_superseded_total counter"]
+            out += [f"blinkgen_jobs_superseded_total{_fmt_labels(k)} {v}" for k, v in sorted(self.superseded.items())]
             if kept:  # bounded by --keep-jobs/--keep-images/--keep-mb and --url-ttl-s; watch them in soaks
                 out += ["# HELP blinkgen_jobs_kept Jobs held (live, and finished ones kept for polling).",
                         "# TYPE blinkgen_jobs_kept gauge", f"blinkgen_jobs_kept {kept['jobs']}",

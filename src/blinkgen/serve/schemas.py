@@ -86,6 +86,9 @@ class ImageRequest(BaseModel):
     steps: json_int(1, 10_000) | None = Field(None, description="Sampling steps; model default if absent.")
     guidance: Annotated[float, Field(ge=0.0, le=MAX_GUIDANCE)] | None = Field(None, description="Classifier-free guidance scale.")
     sampler: str | None = Field(None, max_length=64, description="One of the model's samplers.")
+    supersede: str | None = Field(None, min_length=1, max_length=64, description=(
+        "Live generation: a newer request with the same key (from the same API key) cancels this one "
+        "if it is still queued or running (the page sends one per keystroke)."))
     # The rest of OpenAI's fields: honoured, documented no-ops, or a clear 400 (module doc).
     output_format: str | None = Field(None, max_length=32, description='"png" (the only format served).')
     background: str | None = Field(None, max_length=32, description='"auto" or "opaque" (images are opaque).')

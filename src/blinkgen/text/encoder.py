@@ -83,31 +83,36 @@ class TextEncoder:
         return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
     @torch.inference_mode()
-    def encode_fixed(self, texts: list[str], length: int, batch_size: int = 64) -> TextBatch:
-        """Encode with every prompt padded to exactly `length` tokens, pad states zeroed.
+    def encode_fixed(self, texts: list[str], length: int) -> TextBatch:
+        """Encode prompts for generation -> TextBatch of B rows, each padded to exactly `length`
+        tokens (pad states zero, mask False), so shapes downstream stay static.
 
-        Why: generation needs a prompt's encoding to be a function of the prompt alone, never of
-        the other prompts in a server batch. Padding to a batch-dependent length changes the
-        float rounding of the real tokens (~1e-6), but with the length fixed every row is computed
-        by the same kernels on the same shapes, and the result is bit-identical for any batch
-        size (tests/test_generate.py checks it), so a batch of prompts costs one forward pass
-        instead of one per prompt."""
+        Each prompt runs alone at its OWN token count n, then is zero-padded. Why: a typical
+        prompt has 5-12 tokens, and running it at its own length instead of padded to 32 costs
+        the encoder 3-5x fewer FLOPs -- the text stage is a large share of an image's latency at
+        1-2 denoiser passes (bench/RESULTS.md, issue 14). Why alone: a prompt's encoding must be
+        a function of the prompt only, never of the other prompts in a server batch, and with two
+        threads a batched pass of short rows is NOT bit-identical to the same row alone (the
+        matmul kernel changes with the row count; padded to 32 it happened not to). One call per
+        new prompt costs little: prompts are memoised, and a server batch rarely brings many new
+        ones at once. tests/e2e/test_generate.py checks bit-identity for every batch and order."""
         if isinstance(texts, str):
             texts = [texts]
-        for t in texts:
-            n = self.count_tokens(t)
-            if n > length:
-                log.warning("prompt has %d tokens; the encoder takes %d, so it was truncated: %r", n, length, t[:80])
-        out: list[TextBatch] = []
-        for i in range(0, len(texts), batch_size):
-            tok = self.tokenizer(list(texts[i : i + batch_size]), padding="max_length", truncation=True,
-                                 max_length=length, return_tensors="pt").to(self.device)
-            mask = tok["attention_mask"].bool()
-            m = mask.unsqueeze(-1).float()
-            states = self.model(**tok).last_hidden_state.float() * m
-            pooled = torch.nn.functional.normalize(states.sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
-            out.append(TextBatch(states.cpu(), mask.cpu(), pooled.cpu()))
-        return TextBatch.cat(out)
+        B = len(texts)
+        states = torch.zeros(B, length, TEXT_DIM)
+        mask = torch.zeros(B, length, dtype=torch.bool)
+        pooled = torch.zeros(B, TEXT_DIM)
+        for i, t in enumerate(texts):
+            tok = self.tokenizer([t], truncation=True, max_length=length, return_tensors="pt").to(self.device)
+            n = tok["input_ids"].shape[1]
+            if n == length and self.count_tokens(t) > length:
+                log.warning("prompt has %d tokens; the encoder takes %d, so it was truncated: %r",
+                            self.count_tokens(t), length, t[:80])
+            h = self.model(**tok).last_hidden_state.float().cpu()[0]  # (n, 384), every token real
+            states[i, :n] = h
+            mask[i, :n] = True
+            pooled[i] = torch.nn.functional.normalize(h.sum(0) / n, dim=-1)  # mean over the tokens
+        return TextBatch(states, mask, pooled)
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 256) -> TextBatch:

@@ -60,6 +60,13 @@ class TrainConfig:
     base: str | None = None          # task "lora": the model (embedded name or folder) to fine-tune
     lora_rank: int = 8               # task "lora": rank of the adapters (alpha = rank)
     prior_weight: float = 0.0        # task "lora" (diffusion): weight of the prior-preservation term
+    # --- task "distill" (families/diffusion/distill.py; `blinkgen distill` sets these) ---
+    teacher: str | None = None       # the trained diffusion model folder to distill
+    distill_objective: str = "shortcut"  # "shortcut" (Frans et al. 2024) | "consistency" (Song et al. 2023)
+    distill_steps: int = 2           # the distilled model's default sampling steps (a power of 2)
+    distill_base_steps: int = 32     # finest grid: shortcut jumps of 1/base (bootstrapped from d = 0); CD's N
+    distill_guidance: float = 0.0    # guidance folded into the targets; 0 = the teacher's default
+    self_consistency_fraction: float = 0.25  # shortcut: share of each batch with self-consistency targets
 
     def validate(self) -> "TrainConfig":
         def need(cond, msg):
@@ -106,6 +113,17 @@ class TrainConfig:
         need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")
         need(1 <= self.lora_rank <= 256, f"lora_rank must be between 1 and 256, got {self.lora_rank}")
         need(0 <= self.prior_weight <= 100, f"prior_weight must be in [0, 100], got {self.prior_weight}")
+        pow2 = lambda n: n >= 1 and n & (n - 1) == 0  # noqa: E731
+        need(self.distill_objective in ("shortcut", "consistency"),
+             f"distill_objective must be shortcut or consistency, got {self.distill_objective!r}")
+        need(pow2(self.distill_base_steps) and self.distill_base_steps <= 1024,
+             f"distill_base_steps must be a power of 2 up to 1024, got {self.distill_base_steps}")
+        need(pow2(self.distill_steps) and self.distill_steps <= self.distill_base_steps,
+             f"distill steps must be a power of 2 (1, 2, 4, ...) up to distill_base_steps "
+             f"({self.distill_base_steps}), got {self.distill_steps}")
+        need(0 <= self.distill_guidance <= 30, f"distill_guidance must be in [0, 30], got {self.distill_guidance}")
+        need(0 <= self.self_consistency_fraction <= 1,
+             f"self_consistency_fraction must be in [0, 1], got {self.self_consistency_fraction}")
         for k in ("log_every", "eval_every", "sample_every", "ckpt_every", "warmup"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         return self

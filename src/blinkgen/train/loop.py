@@ -106,6 +106,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     _frozen_teacher(task, model, acc.device)  # the task's losses read task.teacher
     ema = EMA(model, cfg.ema_decay)
     extra_emas = {f"{d:g}": EMA(model, d) for d in cfg.extra_ema_decays()}  # EMA length, chosen after training
+    task.bind_ema(ema.model)  # the same module a resume loads into, so the task always reads the current EMA
     opts = task.optimizers(model, cfg, acc.device)
     loss_fns = task.losses()
     if list(opts) != list(loss_fns):

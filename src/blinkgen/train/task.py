@@ -11,6 +11,10 @@ the loop's deterministic split) and provides:
                           an optional frozen network the losses read (distillation): the loop moves
                           it to the device, sets eval() and requires_grad_(False), and never
                           optimises, averages or checkpoints it; it must not be part of `model`
+    bind_ema(ema_model)   optional: the loop hands the task the EMA copy of `model` once, before the
+                          first step (and keeps it current after every step); a task whose losses
+                          read the averaged weights (self-consistency targets of distillation)
+                          keeps it. It must only be read, under no_grad. Default: ignored
     draw(g, B) -> dict[str, Tensor]
                           everything random for the WHOLE global batch of B, from the CPU
                           generator g seeded by (seed, step); each process takes its rows. So a
@@ -75,6 +79,9 @@ class Task:
     model: torch.nn.Module
     n_train: int
     teacher: torch.nn.Module | None = None
+
+    def bind_ema(self, ema_model: torch.nn.Module) -> None:
+        """Called once by the loop with the EMA copy of `model`; default: not needed."""
 
     def optimizers(self, model: torch.nn.Module, cfg, device) -> dict[str, torch.optim.Optimizer]:
         return {DEFAULT_OPTIMIZER: adamw(model.parameters(), cfg, device)}

@@ -95,14 +95,16 @@ def load_diffusion_folder(folder: str | Path) -> tuple[torch.nn.Module, Autoenco
     return dit, load_autoencoder(folder / "autoencoder"), config
 
 
-def tiny(path, seed: int = 0, image_size: int = 32) -> Path:
+def tiny(path, seed: int = 0, image_size: int = 32, shortcut: bool = False) -> Path:
     """A randomly initialised tiny diffusion model folder (about 0.3M parameters): the real code
-    paths, noise-like images."""
+    paths, noise-like images. shortcut: give the denoiser the step-size input of a distilled
+    (shortcut) model, with the distilled model's defaults (Euler, guidance 1)."""
     torch.manual_seed(seed)
     ae = AutoencoderKL(AE_PRESETS["tiny"])
-    dit = DiT(DiTConfig(latent_size=image_size // ae.cfg.downsample, **DIT_PRESETS["tiny"]))
+    dit = DiT(DiTConfig(latent_size=image_size // ae.cfg.downsample, step_size_cond=shortcut, **DIT_PRESETS["tiny"]))
     with torch.no_grad():  # zero-init outputs would make every image identical; perturb them
         for p in dit.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0, 0.02)
-    return save_diffusion_folder(path, dit, ae, {"defaults": {"steps": 4, "guidance": 2.0, "sampler": "dpmpp2m"}})
+    defaults = {"steps": 4, "guidance": 1.0 if shortcut else 2.0, "sampler": "euler" if shortcut else "dpmpp2m"}
+    return save_diffusion_folder(path, dit, ae, {"defaults": defaults})

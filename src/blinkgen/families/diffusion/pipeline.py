@@ -11,15 +11,17 @@ import torch
 from PIL import Image
 
 from ...models.autoencoder import AutoencoderKL, to_pixels, to_uint8
+from ...models.denoisers import has_step_size_input
 from ...models.dit import DiT
 from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
 from ...sampling.edit import (composite, cut_schedule, default_strength, edit_pixels, inpaint_wrap, latent_mask,
                               start_point)
-from ...sampling.flow import SAMPLERS, flow_schedule
+from ...sampling.flow import SAMPLERS, flow_schedule, step_size_lookup
 from ...sampling.guidance import cfg_wrap
 from ...errors import UserInputError
 from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
+from ...speed.step_cache import step_cache
 from ...text.style import MAX_STYLE_CHARS, NO_STYLE, styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
@@ -33,7 +35,9 @@ class DiffusionSettings(Settings):
     config accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
     lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always.
     lora / lora_scale: a LoRA adapter fine-tuned from this model (`blinkgen finetune`), merged
-    into a copy of the denoiser at that scale (pipeline.py)."""
+    into a copy of the denoiser at that scale (pipeline.py).
+    cache: step caching of the DiT's deep blocks, "deep:N" = a full pass every N network calls
+    (speed/step_cache.py); None = every pass full."""
 
     guidance_interval: tuple[float, float] | None = None
 
@@ -56,7 +60,7 @@ class DiffusionPipeline(Pipeline):
     family = "diffusion"
     samplers = tuple(SAMPLERS)
     settings_type = DiffusionSettings
-    supports = frozenset({"style", "init_image", "mask", "strength", "lora"})
+    supports = frozenset({"style", "init_image", "mask", "strength", "lora", "cache"})
     lora_network = "dit"
 
     # prompt encodings kept: each is 32 x 384 fp32 states (~49 KB), so 512 cap the memo at ~25 MB
@@ -92,6 +96,8 @@ class DiffusionPipeline(Pipeline):
         return super().settings(steps, guidance, sampler, **extra)
 
     def _check_settings(self, settings: DiffusionSettings) -> None:
+        if settings.cache is not None:
+            step_cache(self.dit, settings.cache)  # UserInputError for a bad spec or a network without blocks
         st = settings.style
         if st is None:
             return
@@ -112,13 +118,28 @@ class DiffusionPipeline(Pipeline):
         return save_diffusion_folder(path, self.dit, self.ae, {k: v for k, v in self.config.items()
                                                                if k not in ("dit", "family")})
 
-    def net(self, x, t, states, mask, pooled, dit=None):
+    def net(self, x, t, states, mask, pooled, d=None, module=None):
         """The network call with the precision policy: DiT in self.dtype, output in fp32.
-        x (B, C, S, S), t (B,), states (B, L, 384), mask (B, L) bool, pooled (B, 384) -> v (B, C, S, S).
-        dit: the denoiser to run (default self.dit; a LoRA-merged copy: `network_for`)."""
+        x (B, C, S, S), t (B,), states (B, L, 384), mask (B, L) bool, pooled (B, 384), d (B,) the
+        shortcut step size (step-size-conditioned models only; None = a plain call); module: a
+        speed device with the denoiser's interface to call instead of self.dit (a StepCache)
+        -> v (B, C, S, S)."""
         dt = self.dtype
-        v = (dit or self.dit)(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device), pooled.to(self.device, dt))
+        extra = {} if d is None else {"d": d.to(dt)}
+        v = (module or self.dit)(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device),
+                     pooled.to(self.device, dt), **extra)
         return v.float()
+
+    def step_sizes(self, settings: "DiffusionSettings", ts: torch.Tensor):
+        """t (B,) -> d (B,) for a step-size-conditioned (shortcut) model, None for a plain one.
+        Euler takes jumps of the schedule's step size (d = ts[i] - ts[i+1]; 1/K on K uniform
+        steps, as the shortcut model was distilled for); the other solvers assume an
+        instantaneous velocity, so they get d = 0 (the distilled flow field, guidance folded in)."""
+        if not has_step_size_input(self.dit):
+            return None
+        if settings.sampler == "euler":
+            return step_size_lookup(ts)
+        return torch.zeros_like
 
     def encode_prompts(self, prompts: list[str]) -> tuple[TextBatch, TextBatch]:
         """-> (cond, uncond), each B rows of (L, 384) states. Prompts are encoded padded to the
@@ -175,16 +196,19 @@ class DiffusionPipeline(Pipeline):
         cuts = {t: cut_schedule(ts_full, t) for t in groups}
         total, done = sum(len(c) - 1 for c in cuts.values()), 0
         z = torch.empty_like(noise)
-        calls = [0] * B
+        calls, caches = [0] * B, []
         preview = torch.zeros(B, 3, *noise.shape[2:]) if callback is not None else None
         for t_start in sorted(groups, reverse=True):
             rows = groups[t_start]
             idx = torch.tensor(rows, device=self.device)
             count = [0]
+            d_of = self.step_sizes(settings, cuts[t_start])  # shortcut models: the step each call starts
+            cache = step_cache(dit, settings.cache) if settings.cache else None  # fresh per solve
+            caches.append(cache)
 
-            def net(*args):
+            def net(x, t, *text, d_of=d_of, module=cache or dit):
                 count[0] += 1
-                return self.net(*args, dit=dit)
+                return self.net(x, t, *text, d=None if d_of is None else d_of(t), module=module)
 
             model_fn = cfg_wrap(net, cond.index(idx), uncond.index(idx), settings.guidance, settings.guidance_interval)
             x = noise[idx]
@@ -211,7 +235,11 @@ class DiffusionPipeline(Pipeline):
         timings = {"text": t1 - t0, "sample": t3 - t2, "decode": t4 - t3}
         if ed is not None:
             timings["encode"] = t2 - t1
-        return SampleResult(images, timings, calls)
+        stats = {}
+        if settings.cache:
+            full = sum(c.full_calls for c in caches)
+            stats = {"full_passes": full, "cached_passes": sum(c.calls for c in caches) - full}
+        return SampleResult(images, timings, calls, stats)
 
     def _edit_inputs(self, requests: list[Request]) -> "EditInputs":
         """The requests' init images and masks at image_size, and the images' latents."""

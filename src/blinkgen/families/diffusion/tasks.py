@@ -73,12 +73,9 @@ class DiffusionTask(Task):
     """Flow matching (rectified flow) of a DiT over cached latents with caption dropout."""
 
     def __init__(self, cfg: TrainConfig, train: ImageCaptionSet, val: ImageCaptionSet, device):
-        if cfg.preset not in DENOISER_PRESETS:
-            raise ModelLoadError(f"unknown denoiser preset {cfg.preset!r}; choose from {sorted(DENOISER_PRESETS)}")
         self.cfg, self.device = cfg, device
         self.ae = load_autoencoder(find_autoencoder(cfg.autoencoder), device)
-        f = self.ae.cfg.downsample
-        self.model = denoiser_from_preset(cfg.preset, self.ae.cfg.latent_channels, cfg.size // f)
+        self.model = self._build_model(cfg)
         self._prepare(train, val)
 
     def _prepare(self, train: ImageCaptionSet, val: ImageCaptionSet) -> None:
@@ -97,6 +94,14 @@ class DiffusionTask(Task):
         self.mask = tb.mask.to(device)
         self.pooled = tb.pooled.to(device)
         self.val_cap = torch.tensor([self.captions.pos[c] for c in self.val_prompts], device=device)
+
+    def _build_model(self, cfg: TrainConfig) -> torch.nn.Module:
+        """The denoiser this task trains: a fresh one of `cfg.preset` (the distill task starts
+        from a trained one instead)."""
+        if cfg.preset not in DENOISER_PRESETS:
+            raise ModelLoadError(f"unknown denoiser preset {cfg.preset!r}; choose from {sorted(DENOISER_PRESETS)}")
+        f = self.ae.cfg.downsample
+        return denoiser_from_preset(cfg.preset, self.ae.cfg.latent_channels, cfg.size // f)
 
     @torch.no_grad()
     def _encode(self, images):

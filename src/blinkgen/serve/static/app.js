@@ -273,3 +273,65 @@ $("apikey").addEventListener("change", () => { localStorage.setItem("blinkgen-ke
 checkReady();
 setInterval(checkReady, 5000);
 loadModels();
+
+// ---- live generation as you type (issue 14) -----------------------------------------------
+// Each keystroke (debounced) asks for a 1-step image of the prompt so far. A newer request
+// aborts the older fetch, and the server cancels the older job itself (same `supersede` key):
+// queued, it never runs; running, it stops at its next step. The image updates in place, with
+// the time it took from sending the request to the decoded image. `window.blinkLive` holds the
+// counters bench/bench_live.py reads.
+const LIVE_DEBOUNCE_MS = 40;
+const live = { key: "live-" + Math.random().toString(36).slice(2), timer: null, ctrl: null, seq: 0,
+               sent: 0, shown: 0, superseded: 0, last: null };
+window.blinkLive = live;
+
+function liveSchedule() {
+  if (!$("liveon").checked) return;
+  clearTimeout(live.timer);
+  live.timer = setTimeout(liveRequest, LIVE_DEBOUNCE_MS);
+}
+
+function liveSeed() {
+  const s = $("seed").value.trim();
+  return /^\d{1,15}$/.test(s) ? Number(s) : 0;  // a fixed seed: the image changes with the prompt only
+}
+
+async function liveRequest() {
+  const prompt = $("prompt").value.trim();
+  if (!prompt) return;
+  if (live.ctrl) { live.ctrl.abort(); live.superseded += 1; }
+  const ctrl = new AbortController();
+  live.ctrl = ctrl;
+  const seq = ++live.seq;
+  live.sent += 1;
+  const t0 = performance.now();
+  const body = { prompt, model: $("model").value || undefined, n: 1, steps: 1, seed: liveSeed(),
+                 response_format: "b64_json", supersede: live.key };
+  try {
+    const r = await fetch("/v1/images/generations", {
+      method: "POST", body: JSON.stringify(body), signal: ctrl.signal,
+      headers: headers({ "Content-Type": "application/json" }),
+    });
+    const out = await r.json();
+    if (!r.ok) throw new Error((out.error && out.error.message) || `HTTP ${r.status}`);
+    if (seq !== live.seq) return;  // a newer prompt is on its way
+    const img = $("liveimg");
+    img.src = "data:image/png;base64," + out.data[0].b64_json;
+    await img.decode();
+    if (seq !== live.seq) return;
+    live.ctrl = null;
+    const ms = performance.now() - t0;
+    live.shown += 1;
+    live.last = { prompt, ms, at: performance.now() };
+    $("livetime").textContent = `${Math.round(ms)} ms · ${prompt}`;
+    $("livefig").hidden = false;
+  } catch (e) {
+    if (e.name === "AbortError" || seq !== live.seq) return;
+    live.ctrl = null;
+    $("livetime").textContent = e.message;
+    $("livefig").hidden = false;
+  }
+}
+
+$("prompt").addEventListener("input", liveSchedule);
+$("liveon").addEventListener("change", liveSchedule);
