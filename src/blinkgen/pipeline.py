@@ -26,6 +26,7 @@ from typing import Callable, ClassVar, Sequence
 from PIL import Image
 
 from .errors import UserInputError
+from .text.style import MAX_STYLE_CHARS, NO_STYLE
 
 MAX_N = 256  # images per `generate` call; the server has its own, lower bound
 MAX_PROMPT_CHARS = 2000
@@ -138,7 +139,11 @@ class Pipeline:
     `from_folder(folder, device, dtype)` builds one from a model folder (the registry calls it).
 
     Class attributes: max_steps / max_guidance bound the settings; settings_type is the family's
-    Settings dataclass; supports names the optional Request / Settings fields it honours."""
+    Settings dataclass; supports names the optional Request / Settings fields it honours.
+
+    A family that supports "style" appends " in <style> style" to prompts (text/style.py) and
+    sets `styles` (the styles its model was trained on; empty = any phrase) and `defaults.style`
+    (from the model folder); `settings` fills and checks the style for it."""
 
     name: str
     family: str
@@ -149,6 +154,7 @@ class Pipeline:
     max_guidance: float = 30.0
     settings_type: type[Settings] = Settings
     supports: frozenset[str] = frozenset()
+    styles: tuple[str, ...] = ()
 
     @property
     def sizes(self) -> list[str]:
@@ -158,7 +164,11 @@ class Pipeline:
         """Fill in the defaults and validate -> a `settings_type`. Every error is a UserInputError
         naming the argument and its allowed range: steps in [1, max_steps], guidance in
         [0, max_guidance], sampler in `samplers`, and extra fields that this family has and
-        supports."""
+        supports. A supported style of None (or absent) is the model's default style, "none" or
+        "" is no style phrase; a model that lists `styles` accepts only those."""
+        if "style" in self.supports:
+            style = extra.get("style")
+            extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
         d = self.defaults
         steps = d.steps if steps is None else steps
         guidance = d.guidance if guidance is None else guidance
@@ -181,8 +191,19 @@ class Pipeline:
             if v is not None and k in Settings.OPTIONAL and k not in self.supports:
                 raise UserInputError(f"the {self.family} family does not support the {k!r} setting yet")
         s = self.settings_type(steps=steps, guidance=float(guidance), sampler=sampler, **extra)
+        if "style" in self.supports:
+            self._check_style(s.style)
         self._check_settings(s)
         return s
+
+    def _check_style(self, st) -> None:
+        if st is None:
+            return
+        if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
+            raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
+        if self.styles and st not in self.styles:
+            raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
+                                 "(or 'none' for no style phrase)")
 
     def _check_settings(self, settings: Settings) -> None:
         """Hook: validate the family's own settings fields (raise UserInputError)."""

@@ -27,6 +27,8 @@ from ..errors import UserInputError
 BUILTIN: dict[str, str] = {
     "diffusion": "blinkgen.families.diffusion",
     "ar": "blinkgen.families.ar",
+    "gan": "blinkgen.families.gan",
+    "vae": "blinkgen.families.vae",
 }
 EXTRA_ENV = "BLINKGEN_EXTRA_FAMILIES"
 _registered: dict[str, str] = {}

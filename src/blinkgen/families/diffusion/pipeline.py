@@ -16,9 +16,8 @@ from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
 from ...sampling.flow import SAMPLERS, flow_schedule
 from ...sampling.guidance import cfg_wrap
-from ...errors import UserInputError
 from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
-from ...text.style import MAX_STYLE_CHARS, NO_STYLE, styled
+from ...text.style import styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
 
@@ -58,23 +57,6 @@ class DiffusionPipeline(Pipeline):
         self.shift = float(config.get("schedule_shift", 1.0))
         self.text = shared_encoder("cpu")
         self._memo: dict[str, TextBatch] = {}
-
-    def settings(self, steps=None, guidance=None, sampler=None, **extra) -> DiffusionSettings:
-        """As `Pipeline.settings`; style None (or absent) = the model's default style, "none" or
-        "" = no style phrase."""
-        style = extra.get("style")
-        extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
-        return super().settings(steps, guidance, sampler, **extra)
-
-    def _check_settings(self, settings: DiffusionSettings) -> None:
-        st = settings.style
-        if st is None:
-            return
-        if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
-            raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
-        if self.styles and st not in self.styles:
-            raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
-                                 "(or 'none' for no style phrase)")
 
     @classmethod
     def from_folder(cls, folder, device="cpu", dtype="fp32") -> "DiffusionPipeline":
