@@ -28,7 +28,7 @@ def cmd_generate(args) -> None:
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
     gen = load(args.model, device=args.device, dtype=args.dtype)
-    extra = {"style": args.style} if args.style is not None else {}
+    extra = {k: getattr(args, k) for k in ("style", "truncation", "temperature") if getattr(args, k) is not None}
     settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
     seed = args.seed
     images = gen.generate(args.prompt, n=args.n, seed=seed, steps=settings.steps,
@@ -66,8 +66,12 @@ def _add_generate(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--sampler", default=None, help=sampler_help())
-    p.add_argument("--style", default=None, help="diffusion: style phrase appended to the prompt "
+    p.add_argument("--style", default=None, help="diffusion, gan, vae: style phrase appended to the prompt "
                    "(\"in <style> style\"); default: the model's; 'none' for none")
+    p.add_argument("--truncation", type=float, default=None, help="gan: noise scale in [0, 2] (below 1: more "
+                   "typical, less varied images); default: the model's")
+    p.add_argument("--temperature", type=float, default=None, help="vae: scale of the prior's spread in [0, 2] "
+                   "(0 = the prompt's most typical image); default: the model's")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder")

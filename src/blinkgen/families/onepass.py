@@ -154,6 +154,7 @@ class OnePassPipeline(Pipeline):
     guidance); other values are refused in one line."""
 
     max_steps = 1
+    max_guidance = 1.0
     supports = frozenset({"style"})
     net_key = ""  # the network's config key in config.json ("generator", "cvae")
 

@@ -28,6 +28,8 @@ PRESETS: dict[str, dict] = {
     # tests: a few thousand parameters, any side
     "tiny": {"space": "pixel", "z_dim": 16, "w_dim": 32, "widths": {4: 32, 8: 16, 16: 16, 32: 8, 64: 8},
              "attn": [8], "heads": 2, "d_widths": {4: 32, 8: 16, 16: 16, 32: 8, 64: 8}, "feat_dim": 32, **_OBJECTIVE},
+    "tiny-latent": {"space": "latent", "z_dim": 16, "w_dim": 32, "widths": {4: 32, 8: 16, 16: 16}, "attn": [8],
+                    "heads": 2, "d_widths": {4: 32, 8: 16, 16: 16}, "feat_dim": 32, **_OBJECTIVE},
     # the 64 px model over the AutoencoderKL's 4 x 16 x 16 latents
     "S": {"space": "latent", "z_dim": 128, "w_dim": 256, "widths": {4: 256, 8: 192, 16: 128}, "attn": [8, 16],
           "heads": 4, "d_widths": {4: 256, 8: 192, 16: 128}, "feat_dim": 256, **_OBJECTIVE},

@@ -22,6 +22,8 @@ NET_KEY = "cvae"
 PRESETS: dict[str, dict] = {
     "tiny": {"space": "pixel", "z_channels": 4, "z_size": 4, "w_dim": 32, "widths": {4: 32, 8: 16, 16: 16, 32: 8, 64: 8},
              "attn": [8], "heads": 2, "kl_weight": 1.0},
+    "tiny-latent": {"space": "latent", "z_channels": 4, "z_size": 4, "w_dim": 32, "widths": {4: 32, 8: 16, 16: 16},
+                    "attn": [8], "heads": 2, "kl_weight": 1.0},
     # the 64 px model over the AutoencoderKL's 4 x 16 x 16 latents, z: 16 x 4 x 4
     "S": {"space": "latent", "z_channels": 16, "z_size": 4, "w_dim": 256, "widths": {4: 256, 8: 192, 16: 128},
           "attn": [8], "heads": 4, "kl_weight": 1.0},
