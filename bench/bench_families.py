@@ -1,5 +1,5 @@
-"""Families side by side (not a test): the diffusion and the autoregressive generator on the same
-data, prompts and seeds, each at its own default settings, speed and quality in one table.
+"""Families side by side (not a test): the diffusion, autoregressive, GAN and VAE generators on the
+same data, prompts and seeds, each at its own default settings, speed and quality in one table.
 
 Rows:
   diffusion        the model's default sampler/steps/guidance (more with --diffusion-settings)
@@ -14,6 +14,16 @@ Rows:
                    tokenizer and data), K passes per image for each K in --masked-steps; compared
                    with `cached` in `parallel_vs_plain` (a different network, so its quality is
                    that model's, not a re-draw of the causal one)
+  gan              the one-pass generator (--gan), at its default truncation and each of
+                   --gan-truncations
+  vae              the text-conditional VAE (--vae), sampling its prior at its default
+                   temperature and each of --vae-temperatures
+
+Every family's default row also gets the checks of bench/family_checks.py: nearest-neighbour
+recognisability on the emoji names of --nn-prompts against the emoji folder --nn-data, and the
+mode-collapse check (8 seeds of one prompt vs the real spread of that emoji's variants).
+`onepass_vs_diffusion` gives each GAN/VAE row's batch-1 and batch-N speed-up over the diffusion
+default row.
 
 Shapes compositional accuracy: the held-out sample holds only a handful of shapes-grammar
 prompts, so the default row of each family (and every maskgit row) also generates the committed
@@ -56,12 +66,12 @@ from blinkgen.textio import read_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE_SEED_OFFSET = 10_000  # far from the run's seeds 0..samples-1: an independent draw of images
-WITHIN = 0.05  # the "speculative matches plain" tolerance the roadmap names (5%)
 
 
-def _bench_diffusion():
-    """bench_diffusion.py as a module (bench/ is not a package): PeakRSS and the timer are shared."""
-    spec = importlib.util.spec_from_file_location("blinkgen_bench_diffusion", ROOT / "bench" / "bench_diffusion.py")
+def _bench_module(name: str):
+    """bench/<name>.py as a module (bench/ is not a package): bench_diffusion's PeakRSS and timer,
+    family_checks' recognisability and mode-collapse checks."""
+    spec = importlib.util.spec_from_file_location(f"blinkgen_{name}", ROOT / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -131,110 +141,6 @@ def shapes_eval(gen, settings, prompts: list[str], batch: int) -> dict:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}
 
 
-def _rel(a: float, b: float) -> float:
-    """Relative difference |a - b| / |b|."""
-    return abs(a - b) / max(abs(b), 1e-12)
-
-
-def compare_sjd(rows: list[dict]) -> list[dict]:
-    """Each SJD row against plain cached decoding, next to the seed-to-seed noise of plain."""
-    by = {r["rung"]: r for r in rows if r["family"] == "ar"}
-    plain, noise = by.get("cached"), by.get("cached, other seeds")
-    out = []
-    for name, r in by.items():
-        if not name.startswith("sjd") or plain is None:
-            continue
-        q, p = r["quality"], plain["quality"]
-        c = {"rung": name, "fd_sjd": q["fd"], "fd_plain": p["fd"], "fd_rel_diff": _rel(q["fd"], p["fd"]),
-             "alignment_sjd": q["alignment"], "alignment_plain": p["alignment"],
-             "alignment_rel_diff": _rel(q["alignment"], p["alignment"])}
-        c["within_5pct"] = c["fd_rel_diff"] <= WITHIN and c["alignment_rel_diff"] <= WITHIN
-        if noise is not None:
-            c["fd_rel_diff_plain_vs_other_seeds"] = _rel(noise["quality"]["fd"], p["fd"])
-            c["alignment_rel_diff_plain_vs_other_seeds"] = _rel(noise["quality"]["alignment"], p["alignment"])
-        if "batch1" in r and "batch1" in plain:
-            c["speedup_batch1"] = r["batch1"]["images_per_s"] / plain["batch1"]["images_per_s"]
-        out.append(c)
-    return out
-
-
-def compare_parallel(rows: list[dict], batch: int) -> list[dict]:
-    """Each masked-mode row against plain cached decoding of the causal model: speed-ups at batch 1
-    and at the batch size, and the relative quality differences."""
-    plain = next((r for r in rows if r["family"] == "ar" and r["rung"] == "cached"), None)
-    out = []
-    for r in rows:
-        if not r["rung"].startswith("maskgit") or plain is None:
-            continue
-        q, p = r["quality"], plain["quality"]
-        c = {"rung": r["rung"], "fd": q["fd"], "fd_plain": p["fd"], "fd_rel_diff": _rel(q["fd"], p["fd"]),
-             "alignment": q["alignment"], "alignment_plain": p["alignment"],
-             "alignment_rel_diff": _rel(q["alignment"], p["alignment"]),
-             f"speedup_batch{batch}": r[f"batch{batch}"]["images_per_s"] / plain[f"batch{batch}"]["images_per_s"]}
-        if "batch1" in r and "batch1" in plain:
-            c["speedup_batch1"] = r["batch1"]["images_per_s"] / plain["batch1"]["images_per_s"]
-            c["cpu_speedup_batch1"] = plain["batch1"]["cpu_s_per_image"] / r["batch1"]["cpu_s_per_image"]
-        out.append(c)
-    return out
-
-
-def render(r: dict) -> str:
-    """A results JSON as Markdown tables."""
-    b = r["batch"]
-    lines = [f"Data `{r['data']}` ({r['samples']} prompts from the held-out captions, seeds {r['seed']}..), "
-             f"{r['threads']} threads, load average {r['machine']['load_average_at_start'][0]} -> "
-             f"{r['machine']['load_average_at_end'][0]}.", "",
-             f"| family | rung | sampler / steps / guidance | img/s b1 | p50 / p95 ms b1 | img/s b{b} | CPU s/img b{b} | "
-             "FD | KID | align | R@1 | shapes | notes |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for x in r["rows"]:
-        q, one, many, s = x["quality"], x.get("batch1"), x[f"batch{b}"], x["settings"]
-        sh = (q.get("shapes") or {}).get("overall")
-        notes = []
-        if "sjd_tokens_per_pass" in x:
-            notes.append(f"{x['sjd_tokens_per_pass']:.2f} tokens/pass")
-        if "network_calls_per_image" in x:
-            notes.append(f"{x['network_calls_per_image']:.1f} calls/img")
-        b1 = (f"{one['images_per_s']:.2f} | {one['p50_s'] * 1e3:.0f} / {one['p95_s'] * 1e3:.0f}" if one else " | ")
-        lines.append(f"| {x['family']} | {x['rung']} | {s['sampler']} / {s['steps']} / {s['guidance']:g} | {b1} | "
-                     f"{many['images_per_s']:.2f} | {many['cpu_s_per_image']:.3f} | {q['fd']:.3f} | "
-                     f"{q.get('kid', float('nan')):.1e} | {q['alignment']:.3f} | {q['retrieval_R@1']:.3f} | "
-                     f"{'' if sh is None else f'{sh:.3f}'} | {', '.join(notes)} |")
-    c = r["ceiling"]
-    lines += ["", f"Real held-out images (the ceiling): alignment {c['real_alignment']:.3f}, "
-              f"R@1 {c['real_retrieval_R@1']:.3f} over their own captions (n = {c['n_real']})"
-              + (f"; FD between two halves {c['real_fd_between_halves']:.3f}" if c.get("real_fd_between_halves") else "")
-              + "."]
-    if r.get("sjd_vs_plain"):
-        lines += ["", "| SJD rung | speed-up b1 | FD sjd / plain (rel.) | align sjd / plain (rel.) | within 5% | "
-                  "plain vs other seeds: FD / align (rel.) |", "|---|---|---|---|---|---|"]
-        for x in r["sjd_vs_plain"]:
-            noise = (f"{x['fd_rel_diff_plain_vs_other_seeds']:.1%} / {x['alignment_rel_diff_plain_vs_other_seeds']:.1%}"
-                     if "fd_rel_diff_plain_vs_other_seeds" in x else "")
-            sp = f"{x['speedup_batch1']:.2f}x" if "speedup_batch1" in x else ""
-            lines.append(f"| {x['rung']} | {sp} | {x['fd_sjd']:.3f} / {x['fd_plain']:.3f} ({x['fd_rel_diff']:.1%}) | "
-                         f"{x['alignment_sjd']:.3f} / {x['alignment_plain']:.3f} ({x['alignment_rel_diff']:.1%}) | "
-                         f"{'yes' if x['within_5pct'] else 'no'} | {noise} |")
-    sh_rows = [x for x in r["rows"] if "shapes_eval" in x]
-    if sh_rows:
-        attrs = ["overall", "colour", "shape", "count", "size", "relation", "background"]
-        lines += ["", f"Shapes compositional accuracy on `{r['shapes_prompts']}` "
-                  f"({sh_rows[0]['shapes_eval'].get('n_colour', '?')} prompts with a colour):", "",
-                  "| family | rung | " + " | ".join(attrs) + " |", "|---|---|" + "---|" * len(attrs)]
-        for x in sh_rows:
-            e = x["shapes_eval"]
-            lines.append(f"| {x['family']} | {x['rung']} | " + " | ".join(
-                "" if e.get(a) is None else f"{e[a]:.3f}" for a in attrs) + " |")
-    if r.get("parallel_vs_plain"):
-        lines += ["", f"| masked-mode rung | speed-up b1 (wall / CPU) | speed-up b{b} | FD masked / plain (rel.) | "
-                  "align masked / plain (rel.) |", "|---|---|---|---|---|"]
-        for x in r["parallel_vs_plain"]:
-            sp = f"{x['speedup_batch1']:.2f}x / {x['cpu_speedup_batch1']:.2f}x" if "speedup_batch1" in x else ""
-            lines.append(f"| {x['rung']} | {sp} | {x[f'speedup_batch{b}']:.2f}x | "
-                         f"{x['fd']:.3f} / {x['fd_plain']:.3f} ({x['fd_rel_diff']:.1%}) | "
-                         f"{x['alignment']:.3f} / {x['alignment_plain']:.3f} ({x['alignment_rel_diff']:.1%}) |")
-    return "\n".join(lines) + "\n"
-
-
 def parse_settings(text: str) -> list[tuple[str, int]]:
     out = []
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -252,6 +158,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--masked-steps", type=int, nargs="*", default=[4, 8, 16], help="maskgit passes per image")
     ap.add_argument("--choice-temperatures", type=float, nargs="*", default=None,
                     help="maskgit Gumbel temperatures on which slots to keep (default: the model's)")
+    ap.add_argument("--gan", default=None, help="GAN model folder (omit to skip)")
+    ap.add_argument("--gan-truncations", type=float, nargs="*", default=[], help="extra GAN rows at these truncations")
+    ap.add_argument("--vae", default=None, help="VAE model folder (omit to skip)")
+    ap.add_argument("--vae-temperatures", type=float, nargs="*", default=[], help="extra VAE rows at these temperatures")
+    ap.add_argument("--nn-data", default="", help="emoji folder (e.g. ~/.cache/blinkgen/datasets/emoji) for the "
+                    "recognisability and mode-collapse checks of each default row (omit to skip them)")
+    ap.add_argument("--nn-prompts", default=str(ROOT / "bench" / "prompts" / "default_grid.txt"),
+                    help="emoji-name prompts of the recognisability check")
     ap.add_argument("--data", default="datasets/emoji+shapes:1500", help="spec whose held-out images are the reference")
     ap.add_argument("--samples", type=int, default=64, help="quality images per row (= the batch timing run)")
     ap.add_argument("--batch", type=int, default=None, help="batch size of the timing run (default: --samples)")
@@ -275,16 +189,16 @@ def main(argv=None) -> dict:
         except OutputExistsError as e:
             ap.error(str(e))
     if args.render:
-        print(render(json.loads(Path(args.render).read_text())), end="")
+        print(_bench_module("families_report").render(json.loads(Path(args.render).read_text())), end="")
         return {}
     if not args.out:
         ap.error("--out is required")
-    if not args.diffusion and not args.ar and not args.masked:
-        ap.error("nothing to compare: give --diffusion, --ar and/or --masked")
+    if not any((args.diffusion, args.ar, args.masked, args.gan, args.vae)):
+        ap.error("nothing to compare: give --diffusion, --ar, --masked, --gan and/or --vae")
     args.batch = args.batch or args.samples
     torch.set_num_threads(args.threads)
     t_start, load_avg = time.perf_counter(), os.getloadavg()
-    bd = _bench_diffusion()
+    bd, fc, rep = (_bench_module(n) for n in ("bench_diffusion", "family_checks", "families_report"))
     from blinkgen.eval.contrastive import load_evaluator
 
     ev = load_evaluator(args.evaluator)
@@ -295,15 +209,27 @@ def main(argv=None) -> dict:
         gens["ar"] = load(args.ar)
     if args.masked:
         gens["masked"] = load(args.masked)
+    for fam in ("gan", "vae"):
+        if getattr(args, fam):
+            gens[fam] = load(getattr(args, fam))
+    emoji = {}  # image size -> the emoji folder at that size, for the checks
     refs: dict[int, object] = {}  # one reference per image size (the same prompts at any size)
     rows, prompts, seeds = [], None, None
     shapes_prompts = (read_lines(args.shapes_prompts, "--shapes-prompts file")
                       if args.shapes_prompts else [])
 
     def with_shapes(row: dict, gen, settings) -> dict:
+        """The default row's extras: shapes accuracy, recognisability, mode collapse."""
         if shapes_prompts:
             gen.encode_prompts(sorted(set(shapes_prompts)))
             row["shapes_eval"] = shapes_eval(gen, settings, shapes_prompts, args.batch)
+        if args.nn_data:
+            if gen.image_size not in emoji:
+                from blinkgen.data.folder import load_folder
+                emoji[gen.image_size] = load_folder(Path(args.nn_data).expanduser(), gen.image_size)
+            nn_prompts = [ln.strip() for ln in Path(args.nn_prompts).read_text().splitlines() if ln.strip()]
+            row["nn"] = fc.nn_check(gen, settings, nn_prompts, emoji[gen.image_size], args.batch)
+            row["diversity"] = fc.diversity(gen, settings, emoji[gen.image_size], ev)
         return row
 
     for fam, gen in gens.items():
@@ -324,6 +250,12 @@ def main(argv=None) -> dict:
             for label, st in configs:
                 row = run_row(gen, label, st, prompts, seeds, ref, args, bd)
                 rows.append(with_shapes(row, gen, st) if label == "default" else row)
+            continue
+        if fam in ("gan", "vae"):
+            knob, values = ("truncation", args.gan_truncations) if fam == "gan" else ("temperature", args.vae_temperatures)
+            rows.append(with_shapes(run_row(gen, "default", base, prompts, seeds, ref, args, bd), gen, base))
+            for v in values:
+                rows.append(run_row(gen, f"{knob} {v:g}", gen.settings(**{knob: v}), prompts, seeds, ref, args, bd))
             continue
         if fam == "masked":
             cts = args.choice_temperatures or [gen.choice_temperature]
@@ -348,7 +280,7 @@ def main(argv=None) -> dict:
                                 [x + args.noise_seed_offset for x in seeds], ref, args, bd, batch1=False))
     first_ref = next(iter(refs.values()))
     result = {
-        "what": "diffusion vs autoregressive family, speed + quality, CPU",
+        "what": "generator families side by side (diffusion, autoregressive, GAN, VAE), speed + quality, CPU",
         "command": "python bench/bench_families.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "data": args.data, "prompts_source": first_ref.source,
         "shapes_prompts": (str(Path(args.shapes_prompts).resolve().relative_to(ROOT))
@@ -358,21 +290,23 @@ def main(argv=None) -> dict:
         "models": {fam: {"name": getattr(g, "name", ""), "image_size": g.image_size,
                          "defaults": g.defaults.to_dict(),
                          **{k: v for k, v in getattr(g, "config", {}).items()
-                            if k in ("training", "dit", "ar", "decode", "defaults")}} for fam, g in gens.items()},
+                            if k in ("training", "dit", "ar", "decode", "defaults", "generator", "cvae", "space",
+                                     "preset")}} for fam, g in gens.items()},
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "load_average_at_start": [round(x, 2) for x in load_avg],
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "ceiling": first_ref.ceiling, "reference_unseen_by_evaluator": first_ref.unseen_by_evaluator,
         "ceiling_by_image_size": {str(k): r.ceiling for k, r in refs.items()},
         "evaluator": {"path": str(ev.folder), "sha256": ev.weights_sha256()},
-        "versions": versions(), "rows": rows, "sjd_vs_plain": compare_sjd(rows),
-        "parallel_vs_plain": compare_parallel(rows, args.batch),
+        "versions": versions(), "rows": rows, "sjd_vs_plain": rep.compare_sjd(rows),
+        "parallel_vs_plain": rep.compare_parallel(rows, args.batch),
+        "onepass_vs_diffusion": rep.compare_onepass(rows, args.batch),
         "wall_s": time.perf_counter() - t_start,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, json.dumps(result, indent=2), args.overwrite)
-    print(render(result), end="")
+    print(rep.render(result), end="")
     print(f"wrote {out} in {result['wall_s']:.0f} s")
     return result
 

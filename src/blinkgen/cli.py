@@ -26,8 +26,8 @@ def cmd_generate(args) -> None:
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
     gen = load(args.model, device=args.device, dtype=args.dtype)
-    extra = {k: v for k, v in (("style", args.style), ("guidance_interval", args.guidance_interval),
-                               ("cache", args.cache)) if v is not None}
+    extra = {k: getattr(args, k) for k in ("style", "guidance_interval", "cache", "truncation", "temperature")
+             if getattr(args, k, None) is not None}
     if args.lora is not None:
         extra.update(lora=args.lora, lora_scale=args.lora_scale)
     elif args.lora_scale is not None:
@@ -80,12 +80,16 @@ def _add_generate(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--sampler", default=None, help=sampler_help())
-    p.add_argument("--style", default=None, help="diffusion: style phrase appended to the prompt "
+    p.add_argument("--style", default=None, help="diffusion, gan, vae: style phrase appended to the prompt "
                    "(\"in <style> style\"); default: the model's; 'none' for none")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="diffusion: guide only for noise levels t in [LO, HI] (default: the model's)")
     p.add_argument("--cache", default=None, metavar="deep:N", help="diffusion: step caching, a full network "
                    "pass every N steps and the deep blocks reused in between (faster multi-step sampling)")
+    p.add_argument("--truncation", type=float, default=None, help="gan: noise scale in [0, 2] (below 1: more "
+                   "typical, less varied images); default: the model's")
+    p.add_argument("--temperature", type=float, default=None, help="vae: scale of the prior's spread in [0, 2] "
+                   "(0 = the prompt's most typical image); default: the model's")
     p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("--size", type=int, default=None, help="output side in pixels; above the model's "
                    "(128 for a 64-px model) the images go through --upscaler")

@@ -36,6 +36,7 @@ from PIL import Image
 from .checks import as_float, as_int
 from .errors import UserInputError
 from .seeds import SEED_MAX, check_seed, seed_run  # noqa: F401  (SEED_MAX: re-exported)
+from .text.style import MAX_STYLE_CHARS, NO_STYLE
 
 MAX_N = 256  # images per `generate` call; the server has its own, lower bound
 MAX_PROMPT_CHARS = 2000
@@ -162,7 +163,11 @@ class Pipeline:
     Class attributes: max_steps / max_guidance bound the settings; settings_type is the family's
     Settings dataclass; supports names the optional Request / Settings fields it honours
     ("init_image", "mask", "strength", "style", ...); requires names the Request fields every
-    request must carry (an upscaler's "init_image")."""
+    request must carry (an upscaler's "init_image").
+
+    A family that supports "style" appends " in <style> style" to prompts (text/style.py) and
+    sets `styles` (the styles its model was trained on; empty = any phrase) and `defaults.style`
+    (from the model folder); `settings` fills and checks the style for it."""
 
     name: str
     family: str
@@ -176,6 +181,7 @@ class Pipeline:
     requires: frozenset[str] = frozenset()
     folder: Path | None = None  # the model folder it was loaded from (None: built in memory)
     lora_network: str | None = None  # attribute holding the network LoRA adapters attach to
+    styles: tuple[str, ...] = ()
 
     @property
     def sizes(self) -> list[str]:
@@ -186,7 +192,11 @@ class Pipeline:
         naming the argument and its allowed range: steps in [1, max_steps], guidance in
         [0, max_guidance], sampler in `samplers`, and extra fields that this family has and
         supports. steps takes anything integral (numpy ints too), guidance any real number; bool
-        is refused (blinkgen.checks)."""
+        is refused (blinkgen.checks). A supported style of None (or absent) is the model's default
+        style, "none" or "" is no style phrase; a model that lists `styles` accepts only those."""
+        if "style" in self.supports:
+            style = extra.get("style")
+            extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
         d = self.defaults
         steps = as_int(d.steps if steps is None else steps, "steps", 1, self.max_steps)
         guidance = as_float(d.guidance if guidance is None else guidance, "guidance", 0.0, self.max_guidance)
@@ -205,8 +215,19 @@ class Pipeline:
             if v is not None and k in Settings.OPTIONAL and need not in self.supports:
                 raise UserInputError(f"the {self.family} family does not support the {k!r} setting yet")
         s = self.settings_type(steps=steps, guidance=guidance, sampler=sampler, **extra)
+        if "style" in self.supports:
+            self._check_style(s.style)
         s = self._check_lora(s)
         return self._check_settings(s) or s
+
+    def _check_style(self, st) -> None:
+        if st is None:
+            return
+        if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
+            raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
+        if self.styles and st not in self.styles:
+            raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
+                                 "(or 'none' for no style phrase)")
 
     def _check_settings(self, settings: Settings) -> Settings | None:
         """Hook: validate the family's own settings fields (raise UserInputError); may return a

@@ -91,3 +91,51 @@ def test_sjd_latency_bench_on_tiny_models(tmp_path):
     assert 1.0 <= rows["sjd window 8"]["tokens_per_pass"] <= 9 and "tokens_per_pass" not in rows["maskgit 3"]
     assert set(r["network_pass_median_s"]) == {"1", "3", "9"} and rows["sjd window 8"]["pass_cost_vs_step"] > 0
     assert rows["sjd window 8"]["tokens_per_pass_needed_for_1.8x"] == 1.8 * rows["sjd window 8"]["pass_cost_vs_step"]
+
+
+def _emoji_like_folder(path):
+    """Six tiny 'emoji': two groups of three variants, captions as the emoji folder writes them."""
+    import numpy as np
+    from PIL import Image
+
+    path.mkdir()
+    rows = []
+    for g, (name, colour) in enumerate([("red heart", (220, 30, 30)), ("thumbs up", (240, 200, 40))]):
+        for v, tone in enumerate(["", ": light skin tone", ": dark skin tone"]):
+            f = f"{g}-{v}.png"
+            Image.fromarray(np.full((32, 32, 3), np.array(colour) - 40 * v, dtype=np.uint8)).save(path / f)
+            rows.append({"file_name": f, "text": name + tone, "group": f"emoji:{g}", "style": "twemoji"})
+    (path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_families_bench_gan_and_vae_rows_with_checks(tmp_path, capsys):
+    """GAN and VAE rows on the same prompts and seeds as diffusion, their speed-up over the
+    diffusion default, and the recognisability and mode-collapse checks on every default row."""
+    torch.manual_seed(0)
+    ev = C.save_evaluator(tmp_path / "evaluator", ContrastiveModel(CLIP_PRESETS["tiny"]).eval(), {})
+    diff, gan, vae = (make_tiny(f, tmp_path / f) for f in ("diffusion", "gan", "vae"))
+    emoji = _emoji_like_folder(tmp_path / "emoji")
+    names = tmp_path / "names.txt"
+    names.write_text("red heart\nthumbs up\nno such emoji\n")
+    r = load_bench("bench_families").main(["--diffusion", str(diff), "--gan", str(gan), "--vae", str(vae),
+                                           "--gan-truncations", "0.5", "--vae-temperatures", "0.3",
+                                           "--data", "shapes:200", "--samples", "4", "--repeats", "2",
+                                           "--threads", "1", "--evaluator", str(ev), "--shapes-prompts", "",
+                                           "--nn-data", str(emoji), "--nn-prompts", str(names),
+                                           "--out", str(tmp_path / "fam.json")])
+    rungs = [(x["family"], x["rung"]) for x in r["rows"]]
+    assert rungs == [("diffusion", "default"), ("gan", "default"), ("gan", "truncation 0.5"), ("vae", "default"),
+                     ("vae", "temperature 0.3")]
+    defaults = [x for x in r["rows"] if x["rung"] == "default"]
+    for x in defaults:
+        assert x["nn"]["n"] == 2 and 0 <= x["nn"]["hits"] <= 2  # the unknown name is not counted
+        div = x["diversity"]
+        assert [p["prompt"] for p in div["per_prompt"]] == ["thumbs up", "red heart"]
+        assert all(p["n_real"] == 3 and p["generated"] >= 0 and p["real_variants"] > 0 for p in div["per_prompt"])
+    assert {x["family"] for x in r["rows"] if "nn" in x} == {"diffusion", "gan", "vae"}
+    assert [(c["family"], c["rung"]) for c in r["onepass_vs_diffusion"]] == rungs[1:]
+    assert all(c["speedup_batch1"] > 0 for c in r["onepass_vs_diffusion"])
+    assert {x["rung"]: x for x in r["rows"]}["truncation 0.5"]["settings"]["truncation"] == 0.5
+    table = capsys.readouterr().out
+    assert "| gan | default |" in table and "Mode collapse" in table and "Nearest-neighbour" in table

@@ -28,6 +28,8 @@ BUILTIN: dict[str, str] = {
     "diffusion": "blinkgen.families.diffusion",
     "ar": "blinkgen.families.ar",
     "upscaler": "blinkgen.families.upscaler",
+    "gan": "blinkgen.families.gan",
+    "vae": "blinkgen.families.vae",
 }
 EXTRA_ENV = "BLINKGEN_EXTRA_FAMILIES"
 _registered: dict[str, str] = {}

@@ -208,3 +208,28 @@ def encode_cached(captions: list[str], cache_dir: str | Path | None, device: str
         save_file({"states": states, "mask": mask.to(torch.uint8), "pooled": pooled}, str(tmp))
         os.replace(tmp, path)
     return TextBatch(states, mask, pooled.float())
+
+
+class PromptMemo:
+    """Prompt -> its fixed-length encoding, memoised: `memo(prompts)` -> TextBatch (B rows of
+    states (L, 384), mask (L,), pooled (384,)), in prompt order.
+
+    Every prompt is encoded padded to exactly `length` tokens (`TextEncoder.encode_fixed`), so its
+    row never depends on the other prompts of a batch; the prompts not yet memoised are encoded
+    together in one pass. At most `capacity` prompts are kept (a server sees unboundedly many):
+    when a call would overflow it, the memo is emptied first."""
+
+    def __init__(self, encoder: TextEncoder, length: int = DEFAULT_MAX_TOKENS, capacity: int = 512):
+        self.encoder, self.length, self.capacity = encoder, length, capacity
+        self.rows: dict[str, TextBatch] = {}
+
+    def __call__(self, prompts: list[str]) -> TextBatch:
+        missing = list(dict.fromkeys(p for p in prompts if p not in self.rows))
+        if missing:
+            if len(self.rows) + len(missing) > self.capacity:
+                self.rows.clear()
+                missing = list(dict.fromkeys(prompts))
+            tb = self.encoder.encode_fixed(missing, self.length)
+            for i, p in enumerate(missing):
+                self.rows[p] = TextBatch(*(t[i:i + 1].clone() for t in (tb.states, tb.mask, tb.pooled)))
+        return TextBatch.cat([self.rows[p] for p in prompts])

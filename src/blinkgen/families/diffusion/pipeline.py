@@ -19,10 +19,9 @@ from ...sampling.edit import (composite, cut_schedule, default_strength, edit_pi
                               start_point)
 from ...sampling.flow import SAMPLERS, flow_schedule, step_size_lookup
 from ...sampling.guidance import cfg_wrap
-from ...errors import UserInputError
 from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
 from ...speed.step_cache import step_cache
-from ...text.style import MAX_STYLE_CHARS, NO_STYLE, styled
+from ...text.style import styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
 
@@ -87,10 +86,8 @@ class DiffusionPipeline(Pipeline):
         self._memo: dict[str, TextBatch] = {}
 
     def settings(self, steps=None, guidance=None, sampler=None, **extra) -> DiffusionSettings:
-        """As `Pipeline.settings`; style None (or absent) = the model's default style, "none" or
-        "" = no style phrase."""
-        style = extra.get("style")
-        extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
+        """As `Pipeline.settings` (which fills and checks the style); guidance_interval None (or
+        absent) = the model's default."""
         gi = extra.get("guidance_interval")
         extra["guidance_interval"] = self.defaults.guidance_interval if gi is None else _interval(gi)
         return super().settings(steps, guidance, sampler, **extra)
@@ -98,14 +95,6 @@ class DiffusionPipeline(Pipeline):
     def _check_settings(self, settings: DiffusionSettings) -> None:
         if settings.cache is not None:
             step_cache(self.dit, settings.cache)  # UserInputError for a bad spec or a network without blocks
-        st = settings.style
-        if st is None:
-            return
-        if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
-            raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
-        if self.styles and st not in self.styles:
-            raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
-                                 "(or 'none' for no style phrase)")
 
     @classmethod
     def from_folder(cls, folder, device="cpu", dtype="fp32") -> "DiffusionPipeline":
