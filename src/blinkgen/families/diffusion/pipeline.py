@@ -16,6 +16,7 @@ from ...pipeline import Pipeline, Request, SampleResult, Settings
 from ...precision import dtype_of
 from ...sampling.flow import SAMPLERS, flow_schedule
 from ...sampling.guidance import cfg_wrap
+from ...sampling.noise import vary_gaussian
 from ...errors import UserInputError
 from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
 from ...text.style import MAX_STYLE_CHARS, NO_STYLE, styled
@@ -28,7 +29,9 @@ class DiffusionSettings(Settings):
     run as one batched pass of [cond; uncond]; sampler: euler | heun | dpmpp2m; style: a style
     phrase appended to every prompt as "<prompt> in <style> style" (text/style.py) -- the model
     folder's `defaults.style` when not given, "none" for none; a model that lists `styles` in its
-    config accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
+    config accepts only those. negative_prompt: the unconditional branch of guidance encodes it
+    instead of the null prompt (same single batched pass; no effect at guidance 1).
+    guidance_interval (lo, hi) in [0, 1]: apply guidance only for
     lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always."""
 
     guidance_interval: tuple[float, float] | None = None
@@ -38,7 +41,7 @@ class DiffusionPipeline(Pipeline):
     family = "diffusion"
     samplers = tuple(SAMPLERS)
     settings_type = DiffusionSettings
-    supports = frozenset({"style"})
+    supports = frozenset({"style", "negative_prompt", "variation"})
 
     # prompt encodings kept: each is 32 x 384 fp32 states (~49 KB), so 512 cap the memo at ~25 MB
     MEMO_MAX = 512
@@ -98,13 +101,15 @@ class DiffusionPipeline(Pipeline):
         v = self.dit(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device), pooled.to(self.device, dt))
         return v.float()
 
-    def encode_prompts(self, prompts: list[str]) -> tuple[TextBatch, TextBatch]:
-        """-> (cond, uncond), each B rows of (L, 384) states. Prompts are encoded padded to the
-        fixed context length, so a prompt's states never depend on which other prompts share the
-        batch (and shapes stay static); the prompts not yet memoised are encoded together in one
-        batched pass."""
+    def encode_prompts(self, prompts: list[str], negative_prompt: str | None = None) -> tuple[TextBatch, TextBatch]:
+        """-> (cond, uncond), each B rows of (L, 384) states; uncond is the model's null prompt,
+        or `negative_prompt` when given (the negative prompt takes the null prompt's place in
+        guidance: after the Stable Diffusion web UIs' negative prompts). Prompts are encoded
+        padded to the fixed context length, so a prompt's states never depend on which other
+        prompts share the batch (and shapes stay static); the prompts not yet memoised are
+        encoded together in one batched pass."""
         L = int(self.config.get("text_max_tokens", DEFAULT_MAX_TOKENS))
-        null_prompt = self.config.get("null_prompt", NULL_PROMPT)
+        null_prompt = self.config.get("null_prompt", NULL_PROMPT) if negative_prompt is None else negative_prompt
         self._encode_missing(list(prompts) + [null_prompt], L)
         cond = TextBatch.cat([self._memo[p] for p in prompts])
         null = self._memo[null_prompt]
@@ -123,16 +128,25 @@ class DiffusionPipeline(Pipeline):
         for i, p in enumerate(missing):
             self._memo[p] = TextBatch(*(t[i : i + 1].clone() for t in (tb.states, tb.mask, tb.pooled)))
 
-    def initial_noise(self, seeds: list[int]) -> torch.Tensor:
-        """(B, C, S, S) standard normal latents, row b drawn from its own generator seeded by seeds[b]."""
+    def initial_noise(self, seeds: list[int], variations=None) -> torch.Tensor:
+        """(B, C, S, S) standard normal latents, row b drawn from its own generator seeded by
+        seeds[b]; variations: None, or per row None / (variation seed, strength), which mixes in
+        that seed's noise by slerp (sampling/noise.py)."""
         c, s = self.dit.cfg.latent_channels, self.dit.cfg.latent_size
-        noise = [torch.randn((c, s, s), generator=torch.Generator().manual_seed(sd)) for sd in seeds]
-        return torch.stack(noise).to(self.device)  # (B, C, S, S), one generator per sample
+
+        def draw(sds):
+            return torch.stack([torch.randn((c, s, s), generator=torch.Generator().manual_seed(sd)) for sd in sds])
+
+        noise = draw(seeds)  # (B, C, S, S), one generator per sample
+        if variations is not None:
+            noise = vary_gaussian(noise, variations, draw)
+        return noise.to(self.device)
 
     @torch.inference_mode()
     def _sample(self, requests: list[Request], settings: DiffusionSettings, callback=None) -> SampleResult:
         t0 = time.perf_counter()
-        cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests])
+        cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests],
+                                           settings.negative_prompt)
         t1 = time.perf_counter()
         calls = [0]
 
@@ -146,7 +160,8 @@ class DiffusionPipeline(Pipeline):
         if callback is not None:
             def cb(i, n, x, x0):
                 callback(i + 1, n, self._preview(x0))
-        z = SAMPLERS[settings.sampler](model_fn, self.initial_noise([r.seed for r in requests]), ts, cb)
+        x1 = self.initial_noise([r.seed for r in requests], [r.variation for r in requests])
+        z = SAMPLERS[settings.sampler](model_fn, x1, ts, cb)
         t2 = time.perf_counter()
         px = to_uint8(self.ae.decode(z)).cpu()  # (B, 3, H, W)
         t3 = time.perf_counter()
