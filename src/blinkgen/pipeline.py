@@ -266,8 +266,25 @@ class Pipeline:
         out = {"prompt": prompt, "seed": seed, **settings.to_dict(), "model": self.name}
         if getattr(self, "model_hash", None):
             out["model_hash"] = self.model_hash
+        out.update(self.run_environment())
         if request is not None and request.variation is not None:
             out["variation_seed"], out["variation_strength"] = request.variation
+        return out
+
+    def run_environment(self) -> dict:
+        """What besides the model and settings decides an image's exact bytes, where it is not
+        the default: {"dtype": "bf16"} for a network not in fp32, {"device": "cuda"} off the
+        CPU. Recorded in PNGs so a replay can say why it differs."""
+        from .precision import DTYPES
+
+        out = {}
+        dt = getattr(self, "dtype", None)
+        name = next((k for k, v in DTYPES.items() if v == dt), None)
+        if name not in (None, "fp32"):
+            out["dtype"] = name
+        dev = getattr(self, "device", None)
+        if dev is not None and getattr(dev, "type", str(dev)) != "cpu":
+            out["device"] = getattr(dev, "type", str(dev))
         return out
 
     def _sample(self, requests: list[Request], settings: Settings,
