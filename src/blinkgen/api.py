@@ -67,7 +67,7 @@ def load(name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32"
     """An embedded model name or a model folder -> its family's Pipeline on `device`, with the
     network in `dtype` ("fp32" | "bf16" | "fp16"). ModelLoadError for a missing, incomplete or
     corrupt folder, or one whose config names no registered family."""
-    from .modelio import read_config
+    from .modelio import read_config, weights_hash
 
     folder = resolve(name_or_path)
     cfg = read_config(folder)
@@ -80,6 +80,7 @@ def load(name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32"
     pipe = families.get(family).load(folder, device=device, dtype=dtype)
     if folder.parent == WEIGHTS_DIR:
         pipe.name = folder.name
+    pipe.model_hash = weights_hash(folder)  # recorded in every PNG (pipeline.png_parameters)
     return pipe
 
 

@@ -15,46 +15,114 @@ from .errors import BlinkgenError, UserInputError
 from .textio import read_lines
 
 
+REPLAYED = ("seed", "steps", "guidance", "sampler", "style", "guidance_interval", "negative",
+            "variation_seed", "variation_strength")  # generate flags a PNG's record can fill in
+
+
 def cmd_generate(args) -> None:
+    """One image per (prompt template, seed): a prompt, each line of --prompts-file (-n images
+    each), or the record of a PNG (--from); templates resolved per image (blinkgen.prompts);
+    requests batched across prompts (--batch-size); every target named and checked first."""
+    from . import replay
     from .api import load
+    from .checks import as_int
     from .outputs import check_new, image_name
+    from .pipeline import MAX_N, Request
     from .pngmeta import grid, save_png
+    from .prompts import Wildcards, resolve, wildcard_dirs
     from .seeds import seed_run
 
     if args.output and args.outdir:
         raise UserInputError("use either -o/--output or --outdir, not both")
-    if not args.prompt.strip():
+    if args.prompts_file and (args.prompt is not None or args.from_png):
+        raise UserInputError("--prompts-file replaces the prompt argument and --from; give one of them")
+    recorded = replay.read_png(args.from_png) if args.from_png else None
+    overrides = [k for k in REPLAYED if getattr(args, k) is not None] + (["prompt"] if args.prompt is not None else [])
+    if recorded is not None:
+        _fill_from_record(args, recorded)
+    args.seed = 0 if args.seed is None else args.seed
+    args.n = 1 if args.n is None else args.n
+    if args.prompt is None and not args.prompts_file:
+        raise UserInputError("give a prompt, --prompts-file FILE or --from IMAGE.png")
+    if args.prompt is not None and not args.prompt.strip():
         raise UserInputError("the prompt is empty")
-    gen = load(args.model, device=args.device, dtype=args.dtype)
-    extra = {k: getattr(args, k) for k in ("style", "guidance_interval", "cache", "truncation", "temperature")
-             if getattr(args, k, None) is not None}
+    model = args.model or (replay.model_for(recorded) if recorded is not None else "default")
+    gen = load(model, device=args.device, dtype=args.dtype or "fp32")
+    if recorded is not None and not args.any_model:
+        warning = replay.check_model(recorded, gen, args.from_png)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    kw = replay.settings_kwargs(recorded, gen) if recorded is not None else {}
+    steps, guidance, sampler = (v if v is not None else rec for v, rec in
+                                ((args.steps, kw.pop("steps", None)), (args.guidance, kw.pop("guidance", None)),
+                                 (args.sampler, kw.pop("sampler", None))))
+    for key, v in (("style", args.style), ("guidance_interval", args.guidance_interval), ("negative_prompt", args.negative),
+                   ("cache", args.cache), ("truncation", args.truncation), ("temperature", args.temperature)):
+        if v is not None:
+            kw[key] = v
     if args.lora is not None:
-        extra.update(lora=args.lora, lora_scale=args.lora_scale)
+        kw.update(lora=args.lora, lora_scale=args.lora_scale)
     elif args.lora_scale is not None:
         raise UserInputError("--lora-scale needs --lora")
-    settings = gen.settings(args.steps, args.guidance, args.sampler, **extra)
-    seeds = seed_run(args.seed, args.n)
-    params = gen.png_parameters(args.prompt, args.seed, settings)
+    settings = gen.settings(steps, guidance, sampler, **kw)
+    if getattr(settings, "negative_prompt", None) and settings.guidance == 1.0:
+        print("warning: the negative prompt has no effect at guidance 1 (no unconditional branch)", file=sys.stderr)
+
+    templates = read_lines(args.prompts_file, "prompts file") if args.prompts_file else [args.prompt]
+    if not templates:
+        raise UserInputError(f"prompts file {args.prompts_file} has no prompts")
+    n = as_int(args.n, "n", 1, MAX_N)
+    total = len(templates) * n
+    seeds = [args.seed] * total if args.fixed_seed else seed_run(args.seed, total)
+    vseeds = seed_run(args.variation_seed, total) if args.variation_seed is not None else [None] * total
+    if (args.variation_seed is None) != (args.variation_strength is None):
+        raise UserInputError("--variation-seed and --variation-strength go together")
+    wildcards = Wildcards(wildcard_dirs(args.wildcards or (), args.prompts_file))
+    literal = args.literal or recorded is not None and args.prompt == recorded["prompt"]
+    items = []  # (template, Request)
+    for k in range(total):
+        t, sd = templates[k // n], seeds[k]
+        prompt = t if literal else resolve(t, sd, wildcards)
+        items.append((t, Request(prompt, sd, variation_seed=vseeds[k],
+                                 variation_strength=None if vseeds[k] is None else args.variation_strength)))
+    if literal and recorded is not None and recorded.get("prompt_template"):
+        templates = [recorded["prompt_template"]]  # what the PNG says it was drawn from
+        items = [(templates[0], r) for _, r in items]
     up = None
     if args.size is not None and args.size != gen.image_size:  # e.g. 128 from a 64-px model: upscale
         from .api import load_upscaler
 
         up = load_upscaler(args.upscaler, gen.image_size, args.size, device=args.device)
-        params = {**params, "size": args.size, "upscaler": up.name}
+    params = []
+    for t, r in items:
+        p = gen.png_parameters(r.prompt, r.seed, settings, r)
+        if t != r.prompt:
+            p["prompt_template"] = t
+        if up is not None:
+            p = {**p, "size": args.size, "upscaler": up.name}
+        params.append(p)
     outdir = Path(args.outdir) if args.outdir else Path(".")
-    one_grid = args.grid and args.n > 1
+    one_grid = args.grid and total > 1
     # Every target is named (outputs.image_name: prompt slug, seed, hash of prompt + settings)
     # and checked before any work, so a refusal costs nothing and nothing is half-written.
     if one_grid:
-        paths = [Path(args.output) if args.output else outdir / image_name({**params, "n": args.n}, args.seed, "grid")]
+        grid_params = {**params[0], "n": total, "seeds": seeds}
+        if len(templates) > 1 or any(r.prompt != items[0][1].prompt for _, r in items):
+            grid_params["prompts"] = [r.prompt for _, r in items]
+        paths = [Path(args.output) if args.output else outdir / image_name(grid_params, args.seed, "grid")]
     elif args.output:
         p = Path(args.output)
-        paths = [p] if args.n == 1 else [p.with_name(f"{p.stem}-{s}{p.suffix or '.png'}") for s in seeds]
+        paths = [p] if total == 1 else [p.with_name(f"{p.stem}-{r.seed}{'-v' + str(r.variation_seed) if r.variation_seed is not None else ''}{p.suffix or '.png'}")
+                                        for _, r in items]
     else:
-        paths = [outdir / image_name(params, s) for s in seeds]
+        paths = [outdir / image_name(pp, r.seed, "" if r.variation_seed is None else f"v{r.variation_seed}")
+                 for pp, (_, r) in zip(params, items)]
+    if len(set(paths)) < len(paths):
+        raise UserInputError("two images would get the same file name; use --outdir or --grid")
     check_new(paths, args.overwrite)
-    images = gen.generate(args.prompt, n=args.n, seed=args.seed, steps=settings.steps,
-                          guidance=settings.guidance, sampler=settings.sampler, **extra)
+    images = []
+    for i in range(0, total, args.batch_size):  # batched across prompts; an image never depends on its batch
+        images += gen.sample([r for _, r in items[i:i + args.batch_size]], settings).images
     if up is not None:
         from .api import upscale
 
@@ -62,21 +130,50 @@ def cmd_generate(args) -> None:
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
     if one_grid:
-        save_png(grid(images), paths[0], {**params, "seeds": seeds}, args.overwrite)
+        save_png(grid(images), paths[0], grid_params, args.overwrite)
+        made = [grid(images)]
     else:
-        for im, s, path in zip(images, seeds, paths):
-            save_png(im, path, {**params, "seed": s}, args.overwrite)
+        for im, pp, path in zip(images, params, paths):
+            save_png(im, path, pp, args.overwrite)
+        made = images
     for p in paths:
         print(p)
+    if recorded is not None and not args.fixed_seed:
+        if overrides:
+            print(f"replayed {args.from_png} with changes: {', '.join(overrides)}", file=sys.stderr)
+        else:
+            diff = replay.difference(args.from_png, made[0], recorded, gen)
+            print(f"warning: {args.from_png} {diff}" if diff else f"reproduced {args.from_png} bit for bit",
+                  file=sys.stderr)
+
+
+def _fill_from_record(args, rec: dict) -> None:
+    """Fill the generate flags the user did not give from a PNG's record (--from)."""
+    seeds = rec.get("seeds")
+    if args.seed is None:
+        args.seed = int(seeds[0] if isinstance(seeds, list) and seeds else rec["seed"])
+    if isinstance(seeds, list) and len(seeds) > 1 and args.n is None:
+        if rec.get("prompts"):
+            raise UserInputError(f"{args.from_png} is a grid of several prompts; replay its images one by one")
+        args.n, args.grid = len(seeds), True
+    if args.prompt is None:
+        args.prompt = rec["prompt"]
+    if args.variation_seed is None and rec.get("variation_seed") is not None:
+        args.variation_seed, args.variation_strength = rec["variation_seed"], \
+            args.variation_strength if args.variation_strength is not None else rec.get("variation_strength")
+    if args.dtype is None and rec.get("dtype"):
+        args.dtype = rec["dtype"]
 
 
 def _add_generate(sub) -> None:
     from .families import sampler_help
 
-    p = sub.add_parser("generate", help="generate images from a text prompt")
-    p.add_argument("prompt")
-    p.add_argument("-n", type=int, default=1, help="number of images (1-256)")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("generate", help="generate images from a text prompt, a prompt list or a PNG's record")
+    p.add_argument("prompt", nargs="?", default=None,
+                   help="what to draw; {a|b} picks one alternative and __name__ one line of the wildcard "
+                        "file name.txt, per image from its seed (see --wildcards)")
+    p.add_argument("-n", type=int, default=None, help="images per prompt (1-256; default 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first image (default 0); then seed+1, ...")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--sampler", default=None, help=sampler_help())
@@ -90,21 +187,155 @@ def _add_generate(sub) -> None:
                    "typical, less varied images); default: the model's")
     p.add_argument("--temperature", type=float, default=None, help="vae: scale of the prior's spread in [0, 2] "
                    "(0 = the prompt's most typical image); default: the model's")
-    p.add_argument("--model", default="default", help="embedded model name or model folder")
     p.add_argument("--size", type=int, default=None, help="output side in pixels; above the model's "
                    "(128 for a 64-px model) the images go through --upscaler")
     p.add_argument("--upscaler", default="upscaler", help="upscaler model (embedded name or folder) for --size")
     p.add_argument("--lora", default=None, metavar="DIR", help="a LoRA adapter fine-tuned from --model "
                    "(`blinkgen finetune`; its folder or the run folder)")
     p.add_argument("--lora-scale", type=float, default=None, help="adapter strength (default 1)")
+    _add_generate_everyday(p)
+    p.add_argument("--model", default=None, help="embedded model name or model folder (default: default, "
+                   "or the model named in the --from PNG)")
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write one PNG per image into this folder, named "
                    "PROMPT-SEED-TAG.png (TAG: a hash of the prompt and settings)")
     p.add_argument("--grid", action="store_true", help="write one grid image instead of n files")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (else refused)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (network precision)")
-    p.set_defaults(func=cmd_generate)
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (network precision; default fp32)")
+    p.set_defaults(func=cmd_generate, fixed_seed=False)
+
+
+def _add_generate_everyday(p) -> None:
+    """generate's flags for negative prompts, prompt lists, variation seeds and replay (issue 16)."""
+    p.add_argument("--negative", default=None, metavar="TEXT",
+                   help="negative prompt: guidance steers away from it (replaces the null prompt; '' for none)")
+    p.add_argument("--prompts-file", default=None, metavar="FILE",
+                   help="one prompt (template) per line; -n images each, batched across prompts")
+    p.add_argument("--wildcards", action="append", default=None, metavar="DIR",
+                   help="folder of wildcard files NAME.txt for __NAME__ (repeatable); also searched: "
+                        "wildcards/ beside the prompts file, $BLINKGEN_WILDCARDS, ./wildcards")
+    p.add_argument("--literal", action="store_true", help="take the prompt as it is: no {a|b} or __name__")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per model call (default 16)")
+    p.add_argument("--variation-seed", type=int, default=None, metavar="S",
+                   help="mix in this seed's noise (S, S+1, ... for n images), by --variation-strength")
+    p.add_argument("--variation-strength", type=float, default=None, metavar="A",
+                   help="0 = the --seed image exactly, 1 = the variation seed's image; 0.1-0.3 = a near neighbour")
+    p.add_argument("--from", dest="from_png", default=None, metavar="IMAGE.png",
+                   help="replay a blinkgen PNG: restore its prompt, seed and settings (flags given override "
+                        "them), check its model's weights, and say whether the result is bit-identical")
+    p.add_argument("--any-model", action="store_true", help="with --from: use the PNG's settings with a "
+                   "model other than the one that made it")
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def cmd_vary(args) -> None:
+    """`blinkgen vary IMAGE.png`: n neighbours of a blinkgen PNG -- its prompt, seed and settings,
+    with the noise of seeds V, V+1, ... mixed in at --strength (generate --from with a fixed seed)."""
+    from . import replay
+    from .seeds import random_seed
+
+    rec = replay.read_png(args.image)
+    if rec.get("variation_seed") is not None:
+        raise UserInputError(f"{args.image} is itself a variation (of seed {rec.get('seed')} by seed "
+                             f"{rec['variation_seed']}); vary the base image, or use generate --from "
+                             "with another --variation-strength")
+    ns = argparse.Namespace(
+        prompt=None, n=args.n, seed=None, steps=None, guidance=None, sampler=None, style=None,
+        guidance_interval=None, negative=None, prompts_file=None, wildcards=None, literal=True, batch_size=16,
+        variation_seed=random_seed() if args.variation_seed is None else args.variation_seed,
+        variation_strength=args.strength, from_png=args.image, any_model=args.any_model, model=args.model,
+        output=args.output, outdir=args.outdir, grid=args.grid, overwrite=args.overwrite, device=args.device,
+        dtype=args.dtype, fixed_seed=True)
+    cmd_generate(ns)
+
+
+def _add_vary(sub) -> None:
+    p = sub.add_parser("vary", help="variations of a blinkgen PNG: same prompt, seed and settings, "
+                                    "with other seeds' noise mixed in")
+    p.add_argument("image", help="a PNG made by blinkgen (its recorded settings are used)")
+    p.add_argument("-n", type=int, default=4, help="variations to make (default 4)")
+    p.add_argument("--strength", type=float, default=0.2,
+                   help="how far from the image: 0 = itself, 1 = unrelated (default 0.2)")
+    p.add_argument("--variation-seed", type=int, default=None, metavar="V",
+                   help="first variation seed (then V+1, ...; default: random, recorded in each PNG)")
+    p.add_argument("--model", default=None, help="the model that made the image (default: its recorded name)")
+    p.add_argument("--any-model", action="store_true", help="allow a model other than the one that made it")
+    p.add_argument("-o", "--output", default=None)
+    p.add_argument("--outdir", default=None)
+    p.add_argument("--grid", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None)
+    p.set_defaults(func=cmd_vary)
+
+
+def cmd_grid(args) -> None:
+    """`blinkgen grid PROMPT --x NAME=V1,V2 --y NAME=V1,V2`: one labelled comparison PNG (grid.py)."""
+    from .grid import parse_axis, run_grid
+    from .outputs import check_new, image_name
+    from .pngmeta import save_png
+    from .prompts import Wildcards, wildcard_dirs
+
+    if not args.prompt.strip():
+        raise UserInputError("the prompt is empty")
+    x = parse_axis(args.x) if args.x else None
+    y = parse_axis(args.y) if args.y else None
+    if x is None and y is None:
+        raise UserInputError("give at least one axis: --x NAME=V1,V2,... (and --y)")
+    base = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance), ("sampler", args.sampler),
+                              ("style", args.style), ("negative_prompt", args.negative)) if v is not None}
+    record_stub = {"prompt": args.prompt, "seed": args.seed, "x": args.x, "y": args.y, "n": args.n,
+                   "model": args.model, **base}
+    path = Path(args.output) if args.output else Path(args.outdir or ".") / image_name(record_stub, args.seed, "xy")
+    check_new([path], args.overwrite)
+    image, record = run_grid(args.prompt, x, y, args.model, args.n, args.seed, base, args.score, args.batch_size,
+                             args.device, args.dtype, Wildcards(wildcard_dirs(args.wildcards or ())),
+                             args.cell_scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(image, path, record, args.overwrite)
+    scores = record["grid"].get("scores")
+    if scores:
+        cols = record["grid"]["x_labels"] or [""]
+        for label, row in zip(record["grid"]["y_labels"] or [""], scores):
+            print(f"{label:>20} " + "  ".join(f"{c}: {next(iter(v.values())):.3f}" for c, v in zip(cols, row)),
+                  file=sys.stderr)
+    print(path)
+
+
+def _add_grid(sub) -> None:
+    p = sub.add_parser("grid", help="compare settings, models or checkpoints in one labelled grid PNG",
+                       description="Every cell uses the same seeds; axes are NAME=V1,V2,... over any setting "
+                                   "(steps, guidance, sampler, style, negative_prompt, ...), seed, prompt, "
+                                   "variation_strength, or model (names, folders, training checkpoints).")
+    p.add_argument("prompt")
+    p.add_argument("--x", default=None, metavar="NAME=V1,V2", help="columns, e.g. steps=2,4,8,12")
+    p.add_argument("--y", default=None, metavar="NAME=V1,V2", help="rows, e.g. guidance=1,3,5 or model=default,runs/a/model")
+    p.add_argument("-n", type=int, default=1, help="images per cell (seeds seed..seed+n-1 in every cell)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="default", help="the model of cells without a model axis")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--sampler", default=None)
+    p.add_argument("--style", default=None)
+    p.add_argument("--negative", default=None, metavar="TEXT")
+    p.add_argument("--score", action="store_true", help="score each cell: the evaluator's prompt alignment, or the "
+                   "shapes checker's exact accuracy for shapes prompts")
+    p.add_argument("--wildcards", action="append", default=None, metavar="DIR")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--cell-scale", type=_positive_int, default=None, help="enlarge images by this factor (nearest)")
+    p.add_argument("-o", "--output", default=None)
+    p.add_argument("--outdir", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32")
+    p.set_defaults(func=cmd_grid)
 
 
 def cmd_train(args) -> None:
@@ -219,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_vary(sub)
+    _add_grid(sub)
     _add_train(sub)
     _add_distill(sub)
     sub.add_parser("models", help="list the embedded models").set_defaults(func=cmd_models)

@@ -116,3 +116,20 @@ def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: 
         raise ModelLoadError(f"weights in {where} do not match the config: missing={missing[:5]} "
                              f"unexpected={unexpected[:5]} wrong-shape={bad[:5]}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+
+
+def weights_hash(folder: str | Path) -> str:
+    """sha256 (hex) over a model folder's weights: every *.safetensors file under it, in sorted
+    order of its relative POSIX path, as path + NUL + bytes. Independent of config edits and
+    timestamps; any changed weight, or a swapped autoencoder, changes it. This is what a PNG
+    records as `model_hash` and what `blinkgen generate --from` compares."""
+    import hashlib
+
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*.safetensors"), key=lambda p: p.relative_to(folder).as_posix()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -12,8 +12,10 @@ The promise every family keeps (tests/contract checks it for each registered fam
 an image is a function of (model, request, settings) only -- never of the other requests in the
 batch -- so the server may batch any compatible requests, and a seed always gives the same bytes.
 
-Requests carry what varies per image: the prompt, the seed, and (for image editing, which a family
-declares in `Pipeline.supports`) an init image, a mask and a strength. Settings carry what a batch
+Requests carry what varies per image: the prompt, the seed, an optional variation seed and
+strength (the initial noise of two seeds mixed by spherical interpolation: "this one, but slightly
+different"), and (for image editing) an init image, a mask and a strength -- each declared by a
+family in `Pipeline.supports` ("variation", "init_image"). Settings carry what a batch
 shares: a dataclass per family (`DiffusionSettings`, `ARSettings`, ...) on the common base
 `Settings`, whose optional fields (`negative_prompt`, `style`, `cache`, `lora`) are refused with a
 one-line `UserInputError` by a pipeline that does not list them in `supports`.
@@ -64,13 +66,19 @@ class Request:
     bytes); both go through it (data/image_io.py).
     strength: optional, in (0, 1]: how far from init_image the result may go (1 = ignore it; the
         default is 0.6 without a mask, 1 with one); needs init_image.
-    Families that do not list these in `Pipeline.supports` refuse them."""
+    variation_seed, variation_strength: optional, both or neither; the image's initial noise is
+        slerp(noise(seed), noise(variation_seed), variation_strength) (sampling/noise.py), with
+        the strength in [0, 1]: 0 gives exactly the image of `seed`, 1 exactly that of
+        `variation_seed`, values between a neighbour of the first.
+    Families that do not list these in `Pipeline.supports` ("init_image", "variation") refuse them."""
 
     prompt: str
     seed: int
     init_image: Image.Image | None = None
     mask: Image.Image | None = None
     strength: float | None = None
+    variation_seed: int | None = None
+    variation_strength: float | None = None
 
     def check(self) -> "Request":
         """Raise UserInputError (one line, naming the field) if this request is malformed; return
@@ -88,14 +96,26 @@ class Request:
             strength = as_float(strength, "strength", 0.0, 1.0)
             if strength == 0.0:
                 raise UserInputError("strength must be a number in (0, 1], got 0.0")
-        if seed is self.seed and strength is self.strength:
+        vseed, vstrength = self.variation_seed, self.variation_strength
+        if (vseed is None) != (vstrength is None):
+            raise UserInputError("variation_seed and variation_strength go together: give both or neither")
+        if vseed is not None:
+            vseed = check_seed(vseed, "variation_seed")
+            vstrength = as_float(vstrength, "variation_strength", 0.0, 1.0)
+        if (seed is self.seed and strength is self.strength and vseed is self.variation_seed
+                and vstrength is self.variation_strength):
             return self
-        return replace(self, seed=seed, strength=strength)
+        return replace(self, seed=seed, strength=strength, variation_seed=vseed, variation_strength=vstrength)
 
     @property
     def edits(self) -> bool:
         """True when this request starts from an image (init_image, mask or strength set)."""
         return self.init_image is not None
+
+    @property
+    def variation(self) -> tuple[int, float] | None:
+        """(variation_seed, variation_strength) when set, else None."""
+        return None if self.variation_seed is None else (self.variation_seed, self.variation_strength)
 
 
 def requests(prompts: Sequence[str], seeds: Sequence[int]) -> list[Request]:
@@ -134,6 +154,18 @@ class Settings:
             if f.name not in out and v is not None:
                 out[f.name] = v
         return out
+
+
+def check_negative_prompt(text) -> str | None:
+    """The negative_prompt setting: a string of at most MAX_PROMPT_CHARS characters; blank (or
+    None) means none -> None. UserInputError otherwise."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise UserInputError(f"negative_prompt must be a string, got {type(text).__name__}")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise UserInputError(f"negative_prompt is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return text if text.strip() else None
 
 
 @dataclass
@@ -214,6 +246,8 @@ class Pipeline:
             need = "lora" if k == "lora_scale" else k  # the scale comes with adapters
             if v is not None and k in Settings.OPTIONAL and need not in self.supports:
                 raise UserInputError(f"the {self.family} family does not support the {k!r} setting yet")
+        if "negative_prompt" in extra:
+            extra["negative_prompt"] = check_negative_prompt(extra["negative_prompt"])
         s = self.settings_type(steps=steps, guidance=guidance, sampler=sampler, **extra)
         if "style" in self.supports:
             self._check_style(s.style)
@@ -334,6 +368,8 @@ class Pipeline:
                 raise UserInputError(f"the {self.family} family does not take a {name}")
         if "init_image" in self.requires and not r.edits:
             raise UserInputError(f"the {self.family} family needs an init_image in every request")
+        if r.variation is not None and "variation" not in self.supports:
+            raise UserInputError(f"the {self.family} family does not take a variation seed yet")
 
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, steps=None,
                  guidance=None, sampler=None, callback: ProgressCallback = None, **extra) -> list[Image.Image]:
@@ -348,9 +384,34 @@ class Pipeline:
         settings = self.settings(steps, guidance, sampler, **extra)
         return self.sample(requests(prompts, seeds), settings, callback).images
 
-    def png_parameters(self, prompt: str, seed: int, settings: Settings) -> dict:
-        """The `parameters` a PNG of this image records (prompt, seed, settings, model)."""
-        return {"prompt": prompt, "seed": seed, **settings.to_dict(), "model": self.name}
+    def png_parameters(self, prompt: str, seed: int, settings: Settings, request: Request | None = None) -> dict:
+        """The `parameters` a PNG of this image records: prompt, seed, settings, the model's name
+        and, when the pipeline was loaded from a folder, `model_hash` (modelio.weights_hash of
+        its weights: what `blinkgen generate --from` checks), plus the request's variation seed
+        and strength when it has them."""
+        out = {"prompt": prompt, "seed": seed, **settings.to_dict(), "model": self.name}
+        if getattr(self, "model_hash", None):
+            out["model_hash"] = self.model_hash
+        out.update(self.run_environment())
+        if request is not None and request.variation is not None:
+            out["variation_seed"], out["variation_strength"] = request.variation
+        return out
+
+    def run_environment(self) -> dict:
+        """What besides the model and settings decides an image's exact bytes, where it is not
+        the default: {"dtype": "bf16"} for a network not in fp32, {"device": "cuda"} off the
+        CPU. Recorded in PNGs so a replay can say why it differs."""
+        from .precision import DTYPES
+
+        out = {}
+        dt = getattr(self, "dtype", None)
+        name = next((k for k, v in DTYPES.items() if v == dt), None)
+        if name not in (None, "fp32"):
+            out["dtype"] = name
+        dev = getattr(self, "device", None)
+        if dev is not None and getattr(dev, "type", str(dev)) != "cpu":
+            out["device"] = getattr(dev, "type", str(dev))
+        return out
 
     def _sample(self, requests: list[Request], settings: Settings,
                 callback: ProgressCallback) -> SampleResult:  # pragma: no cover - abstract

@@ -13,7 +13,6 @@ it records why in the file's history.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import tempfile
 from dataclasses import replace
@@ -99,12 +98,11 @@ def compute_sampler_stats() -> dict:
 
 
 def weights_sha256(folder: Path = WEIGHTS_DIR / "default") -> str:
-    """sha256 over the model folder's *.safetensors files (relative path + bytes), sorted."""
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*.safetensors")):
-        h.update(str(f.relative_to(folder)).encode() + b"\0")
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    """sha256 over the model folder's *.safetensors files (relative path + bytes), sorted: the
+    `model_hash` every PNG records (modelio.weights_hash)."""
+    from blinkgen.modelio import weights_hash
+
+    return weights_hash(folder)
 
 
 def default_first_image():

@@ -123,13 +123,19 @@ class ARTextToImage(nn.Module):
         ones = mask.new_ones(B, 1)
         return torch.cat([emb, boi], dim=1), torch.cat([mask, ones], dim=1)
 
-    def conditioning(self, text: TextBatch, cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prefix for sampling: (B, P, D) or, under CFG, [cond; null] as (2B, P, D)."""
+    def conditioning(self, text: TextBatch, cfg: bool, uncond: TextBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix for sampling: (B, P, D) or, under CFG, [cond; uncond] as (2B, P, D), where
+        uncond is the learned null condition, or the encoded `uncond` prompts (B rows: a negative
+        prompt) when given."""
         dev = self.boi.device
         states, mask = fit_text(text, self.cfg.text_len)
         states, mask = states.to(dev), mask.to(dev)
         if cfg:
-            ns, nm = self.null_condition(states.shape[0])
+            if uncond is None:
+                ns, nm = self.null_condition(states.shape[0])
+            else:
+                ns, nm = fit_text(uncond, self.cfg.text_len)
+                ns, nm = ns.to(dev, self.null_text.dtype), nm.to(dev)
             states, mask = torch.cat([states.to(ns.dtype), ns]), torch.cat([mask, nm])
         return self.prefix(states, mask)
 

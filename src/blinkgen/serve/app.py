@@ -68,6 +68,12 @@ class ServeConfig:
     api_keys: frozenset = frozenset()
     limits: Limits = field(default_factory=Limits)
     warmup: bool = True
+    # issue 16: models loaded while serving (admin.py) and webhooks (webhooks.py)
+    admin_keys: frozenset = frozenset()  # may POST /v1/models/load and DELETE /v1/models/{id}
+    webhook_secret: bytes | None = None  # HMAC key of webhook signatures; None: webhooks refused
+    webhook_hosts: frozenset = frozenset()  # hosts besides loopback that webhooks may call
+    device: str = "cpu"  # where models loaded while serving go
+    dtype: str = "fp32"
 
 
 class Service:
@@ -87,6 +93,13 @@ class Service:
         self._evaluator, self._caption_lock = None, threading.Lock()
         self.started = int(time.time())
         self.live: OrderedDict[tuple, Job] = OrderedDict()  # (owner, supersede key) -> its newest job
+        self.device, self.dtype = config.device, config.dtype
+        self.webhooks = None
+        if config.webhook_secret:
+            from .webhooks import Dispatcher
+
+            self.webhooks = Dispatcher(config.webhook_secret)
+            self.store.on_job_final = self._call_webhook
 
     def supersede(self, job: Job, key: str | None, owner: str | None) -> None:
         """Live generation: `job` replaces the caller's previous job with the same supersede key,
@@ -105,6 +118,17 @@ class Service:
                 "type": "invalid_request_error", "param": "supersede", "code": "superseded"}):
             self.metrics.observe_superseded(state)
 
+    def _call_webhook(self, job: Job) -> None:
+        """JobStore hook (under its lock, once per job): enqueue the job's webhook delivery."""
+        if job.webhook is not None and self.webhooks is not None:
+            body = {"type": "job.finished", "job": snapshot(job, job.webhook.base_url, None)}
+            self.webhooks.submit(job.webhook.url, body)
+
+    def default_model(self) -> str:
+        """The model of requests that name none: the first loaded one not being unloaded."""
+        unloading = self.batcher.unloading
+        return next((m for m in self.generators if m not in unloading), next(iter(self.generators)))
+
     def max_steps(self, gen) -> int:
         cap = self.config.limits.max_steps
         return min(gen.max_steps, cap) if cap else gen.max_steps
@@ -119,19 +143,20 @@ class Service:
                 "family": gen.family, "sizes": [f"{gen.image_size}x{gen.image_size}"],
                 "samplers": list(gen.samplers), "max_steps": self.max_steps(gen),
                 "max_guidance": float(getattr(gen, "max_guidance", 30.0)),
-                "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler}}
+                "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler},
+                "supports": sorted(getattr(gen, "supports", ())), "model_hash": getattr(gen, "model_hash", None)}
 
     def make_job(self, req: ImageRequest, owner: str | None = None, linked: bool = False,
-                 edit: dict | None = None) -> Job:
+                 edit: dict | None = None, base_url: str = "") -> Job:
         """Validate a request against the server's limits and the model; UserError if it is bad.
         `owner` is the owner_id of the caller's key (None on a server without keys). `linked`:
         its images get url links (and a place in the link store) even if the response is b64 --
         jobs do, because their event stream always links. `edit` (serve/edits.py): the decoded
         init_image, mask, strength, style and revised_prompt of an edit or variation."""
         validate_limits(req, self.config.limits)
-        name = req.model or next(iter(self.generators))
+        name = req.model or self.default_model()
         gen = self.generators.get(name)
-        if gen is None:  # names only: nothing in a request can point at a file
+        if gen is None or name in self.batcher.unloading:  # names only: nothing in a request can point at a file
             raise UserError(f"model {name!r} is not loaded; available: {', '.join(self.generators)}",
                             param="model", code="model_not_found")
         sizes = [f"{gen.image_size}x{gen.image_size}"]
@@ -143,20 +168,34 @@ class Service:
         check_edit(name, gen, edit)
         steps = req.steps if req.steps is not None else self.default_steps(gen)
         extra = {"style": edit["style"]} if edit and edit.get("style") is not None else {}
+        if req.negative_prompt is not None:
+            extra["negative_prompt"] = req.negative_prompt
         try:
             settings = gen.settings(steps=steps, guidance=req.guidance, sampler=req.sampler, **extra)
         except (UserInputError, ValueError) as e:
             msg = str(e)
-            param = next((p for p in ("sampler", "steps", "guidance", "style") if p in msg.lower()), None)
+            param = next((p for p in ("negative_prompt", "sampler", "steps", "guidance", "style") if p in msg.lower()), None)
             raise UserError(msg, param=param, code="invalid_settings") from None
         try:  # the one seed rule (blinkgen.seeds): seed, seed+1, ...; past 2^63 - 1 is refused
             seeds = seed_run(req.seed if req.seed is not None else random_seed(), req.n)
         except UserInputError as e:
             raise UserError(str(e), param="seed", code="invalid_seed") from None
+        webhook = None
+        if req.webhook_url is not None:
+            from .webhooks import Webhook, check_url
+
+            if not linked:
+                raise UserError("webhook_url is for POST /v1/jobs (this call answers when the images are "
+                                "ready)", param="webhook_url", code="invalid_webhook_url")
+            if self.webhooks is None:
+                raise UserError("webhooks are off on this server (it was started without "
+                                "--webhook-secret-file)", param="webhook_url", code="webhooks_disabled")
+            webhook = Webhook(check_url(req.webhook_url, self.config.webhook_hosts), base_url)
         return Job(id=self.store.new_id(), model=name, prompt=req.prompt, seeds=seeds, settings=settings,
                    response_format=req.response_format, owner=owner, size=sizes[0],
                    linked=linked or req.response_format == "url",
                    deadline=time.monotonic() + self.config.timeout_s,
+                   priority=req.priority or 0, webhook=webhook,
                    **{k: v for k, v in (edit or {}).items() if k != "style"})
 
     def caption(self, image) -> str:
@@ -214,6 +253,8 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
         yield
         svc.batcher.begin_shutdown(svc.config.shutdown_grace_s)
         await asyncio.to_thread(svc.batcher.join, svc.config.shutdown_grace_s + 10)
+        if svc.webhooks is not None:  # deliveries of the last jobs, briefly
+            await asyncio.to_thread(svc.webhooks.close, 5.0)
 
     app = FastAPI(title="blinkgen", version=__import__("blinkgen").__version__, lifespan=lifespan,
                   description="OpenAI-compatible images API with jobs, progress and dynamic batching.")
@@ -301,7 +342,9 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(auth)], responses=ERRORS)
     async def models():
-        return {"object": "list", "data": [svc.model_card(n, g) for n, g in svc.generators.items()]}
+        with svc.batcher.cond:
+            listed = [(n, g) for n, g in svc.generators.items() if n not in svc.batcher.unloading]
+        return {"object": "list", "data": [svc.model_card(n, g) for n, g in listed]}
 
     # ---- images --------------------------------------------------------------------------
     async def wait_and_answer(job: Job, request: Request):
@@ -345,7 +388,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     @app.post("/v1/jobs", status_code=202, response_model=JobResponse,
               responses=ERRORS, summary="Queue an image job; poll it or stream its events.")
     async def create_job(req: ImageRequest, request: Request, owner: str | None = Depends(auth)):
-        job = svc.make_job(req, owner, linked=True)  # its event stream shows url links
+        job = svc.make_job(req, owner, linked=True, base_url=str(request.base_url))  # its event stream shows url links
         svc.batcher.submit(job)
         svc.supersede(job, req.supersede, owner)
         return JSONResponse(job_json(job, request), status_code=202,
@@ -393,6 +436,9 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_edit_routes(app, svc, auth, wait_and_answer, job_json, ERRORS)
+    from . import admin
+
+    admin.add_routes(app, svc)  # POST /v1/models/load, DELETE /v1/models/{id} (admin keys)
     app.add_middleware(BodyLimit, max_bytes=svc.config.max_body_bytes, paths=upload_limits(svc.config))
     app.add_middleware(RequestMetrics, metrics=svc.metrics)  # outermost: counts 413s too
     return app

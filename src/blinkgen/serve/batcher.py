@@ -5,8 +5,10 @@ Why one thread: generation is compute-bound and torch already spreads one call o
 cores; batching is how throughput grows. The event loop only enqueues and reads state.
 
 How a batch is formed:
-- the job at the head of `pending` (the one that has waited longest since it was last served)
-  picks the settings key; only jobs with the same key (model, steps, guidance, sampler) join;
+- the job with the highest effective priority (`effective_priority`: its `priority`, default 0,
+  plus one level per PRIORITY_AGING_S waited since it was last served), ties going to the one
+  that has waited longest, picks the settings key; only jobs with the same key (model and
+  settings) join -- so priority reorders waiting jobs but never starves one;
 - after the head arrives we wait up to `window_s` for company unless the batch is already full;
   the server's default window is 0 (continuous batching): under load, requests pile up while the
   previous batch runs and form the next one, so waiting only adds latency (bench/RESULTS.md);
@@ -38,6 +40,13 @@ log = logging.getLogger(__name__)
 
 PREVIEW_PX = 32  # previews are thumbnails: small PNG data URLs, cheap to encode and to stream
 PREVIEW_INTERVAL_S = 0.1  # at most ten preview encodes per second, however fast steps are
+PRIORITY_AGING_S = 5.0  # waiting this long raises a job's priority by one level: a priority -10 job
+# waits at most ~100 s behind a stream of priority 10 jobs (plus the batches running meanwhile)
+
+
+def effective_priority(job: Job, now: float) -> float:
+    """job.priority plus one level per PRIORITY_AGING_S since it was submitted or last served."""
+    return job.priority + (now - job.queued_since) / PRIORITY_AGING_S
 
 
 class _Abort(Exception):
@@ -91,6 +100,7 @@ class Batcher:
         self.ready = threading.Event()
         self.warmup_error: str | None = None
         self.closing = False
+        self.unloading: set[str] = set()  # models being unloaded: no new jobs, in-flight ones finish
         self.drain_deadline = math.inf
         self.sec_per_image = 0.0  # moving average, for Retry-After
         self._warmup = warmup
@@ -117,6 +127,9 @@ class Batcher:
             if self.closing:
                 raise UserError("server is shutting down", code="shutting_down", status=503,
                                 type="server_unavailable")
+            if job.model not in self.generators or job.model in self.unloading:
+                raise UserError(f"model {job.model!r} is being unloaded; choose another", param="model",
+                                code="model_not_found")
             if job.n > self.max_queue:
                 raise UserError(f"n={job.n} exceeds this server's queue of {self.max_queue} images",
                                 param="n", code="invalid_n")
@@ -140,14 +153,26 @@ class Batcher:
             self.cond.notify_all()
             return ok
 
-    def queue_position(self, job: Job) -> int | None:
+    def in_flight(self, model: str) -> int:
+        """Jobs of `model` queued or running (what an unload waits for)."""
         with self.cond:
-            ahead = 0
+            return len({id(j) for j in self.pending if j.model == model and j.alive}
+                       | {id(j) for j, _ in self.current if j.model == model})
+
+    def queue_position(self, job: Job) -> int | None:
+        """Waiting jobs that go before this one now (higher effective priority, or equal and
+        earlier in the queue); None when it is not waiting."""
+        with self.cond:
+            if job not in self.pending:
+                return None
+            now = time.monotonic()
+            mine, ahead = effective_priority(job, now), 0
             for j in self.pending:
                 if j is job:
-                    return ahead
-                ahead += 1
-            return None
+                    return ahead + sum(1 for k in self.pending[self.pending.index(job) + 1:]
+                                       if effective_priority(k, now) > mine)
+                ahead += effective_priority(j, now) >= mine
+            return ahead
 
     def begin_shutdown(self, grace_s: float) -> None:
         """Stop admitting; let queued and running work finish for `grace_s`, then fail the rest."""
@@ -215,9 +240,11 @@ class Batcher:
                         return None
                     self.cond.wait(1.0)
                     continue
-                head = self.pending[0]
+                # the highest effective priority first; max() keeps the earliest of equals
+                head = max(self.pending, key=lambda j: effective_priority(j, now))
                 key = head.key()
-                group = [j for j in self.pending if j.key() == key]
+                group = sorted((j for j in self.pending if j.key() == key),
+                               key=lambda j: -effective_priority(j, now))  # stable: queue order among equals
                 available = sum(j.unscheduled for j in group)
                 start_at = head.submitted + self.window_s
                 if available < self.max_batch and now < start_at and not self.closing:
@@ -233,8 +260,9 @@ class Batcher:
                     picks.append((j, j.next_index))
                     j.next_index += 1
         served = list(dict.fromkeys(j for j, _ in picks))
+        now = time.monotonic()
         for j in served:
-            j.state, j.step = "running", 0
+            j.state, j.step, j.queued_since = "running", 0, now
             j.running = sum(1 for jj, _ in picks if jj is j)
             j.batch_sizes.append(len(picks))
             j.notify()

@@ -65,6 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shutdown-grace-s", type=_nonneg(float), default=30.0,
                    help="on shutdown, time to finish queued work before failing it")
     p.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up call")
+    p.add_argument("--admin-key-file", default=None, metavar="F",
+                   help="admin keys, one per line (and $BLINKGEN_ADMIN_KEYS): they may load and unload models "
+                        "while serving (POST /v1/models/load, DELETE /v1/models/{id}); without any, both are off")
+    p.add_argument("--webhook-secret-file", default=None, metavar="F",
+                   help="HMAC-SHA256 key (first line, >= 16 characters) that signs job webhooks; without it "
+                        "jobs cannot ask for a webhook_url")
+    p.add_argument("--webhook-host", action="append", default=None, metavar="HOST",
+                   help="a host webhooks may call besides loopback addresses (repeatable)")
     p.add_argument("--log-level", default="info")
 
 
@@ -98,7 +106,18 @@ def config_from_args(args):
         keep_jobs=args.keep_jobs, keep_images=args.keep_images, keep_mb=args.keep_mb,
         shutdown_grace_s=args.shutdown_grace_s, api_keys=load_api_keys(args.api_key_file),
         limits=Limits(max_prompt_chars=args.max_prompt_chars, max_steps=args.max_steps),
-        warmup=not args.no_warmup)
+        warmup=not args.no_warmup, **_everyday_config(args))
+
+
+def _everyday_config(args) -> dict:
+    """The admin, webhook and device fields of ServeConfig (issue 16)."""
+    from .admin import load_admin_keys
+    from .webhooks import load_secret
+
+    return {"admin_keys": load_admin_keys(getattr(args, "admin_key_file", None)),
+            "webhook_secret": load_secret(args.webhook_secret_file) if getattr(args, "webhook_secret_file", None) else None,
+            "webhook_hosts": frozenset(h.lower() for h in (getattr(args, "webhook_host", None) or ())),
+            "device": args.device, "dtype": args.dtype}
 
 
 def load_generators(names: list[str], device: str = "cpu", dtype: str = "fp32", loras=(),
@@ -174,7 +193,7 @@ def run(args) -> int:
     try:
         config = config_from_args(args)
     except OSError as e:
-        raise BlinkgenError(f"cannot read --api-key-file: {e}") from None
+        raise BlinkgenError(f"cannot read a key file: {e}") from None
     gens = load_generators(args.model or ["default"], args.device, args.dtype, args.lora, args.lora_scale)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         log.warning("listening on %s without API keys: anyone who can reach it can use it", args.host)

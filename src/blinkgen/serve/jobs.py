@@ -77,6 +77,9 @@ class Job:
     strength: float | None = None
     revised_prompt: str | None = None
     total: int = 0  # steps of the batch now running, as its callback reports them (0: settings.steps)
+    priority: int = 0  # higher first, within the batcher's fairness (batcher.effective_priority)
+    queued_since: float = field(default_factory=time.monotonic)  # submitted, or last handed to a batch
+    webhook: Any = None  # webhooks.Webhook to call when the job reaches a final state
 
     def __post_init__(self):
         self.results = [None] * len(self.seeds)
@@ -122,6 +125,7 @@ class JobStore:
         self.max_images, self.max_bytes = max_images, max_bytes
         self.images = ImageStore(url_ttl_s, max_images, max_bytes)
         self.on_final = on_final or (lambda state: None)
+        self.on_job_final = None  # callable(job), under the lock, once per job (webhooks.Dispatcher)
         self._finished: OrderedDict[str, Job] = OrderedDict()  # in finishing order = expiry order
         self._finished_images = 0
         self._finished_bytes = 0
@@ -159,6 +163,8 @@ class JobStore:
                 self._finished_images += job.images_done
                 self._finished_bytes += sum(r.nbytes for r in job.results if r is not None)
             self.on_final(state)
+            if self.on_job_final is not None:
+                self.on_job_final(job)
             job.notify()
             self._evict()
             return True
@@ -274,7 +280,9 @@ def snapshot(job: Job, base_url: str, queue_position: int | None, with_images: b
     out = {
         "id": job.id, "object": "image.job", "state": job.state, "created": job.created,
         "model": job.model, "prompt": job.prompt,
-        "settings": {"steps": s.steps, "guidance": s.guidance, "sampler": s.sampler},
+        "settings": s.to_dict() if hasattr(s, "to_dict") else {"steps": s.steps, "guidance": s.guidance,
+                                                                  "sampler": s.sampler},
+        "priority": job.priority,
         "queue_position": queue_position if job.state == "queued" else None,
         "progress": {"step": job.step, "steps": steps, "images_done": done, "images_total": job.n,
                      "fraction": round(1.0 if job.state == "done" else min(frac, 1.0), 4)},

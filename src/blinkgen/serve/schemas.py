@@ -1,7 +1,8 @@
 """Request and response shapes of the images API.
 
 Requests follow OpenAI's `POST /v1/images/generations` body, with blinkgen's extras (`seed`,
-`steps`, `guidance`, `sampler`) as extra top-level fields -- where the official client puts
+`steps`, `guidance`, `sampler`, `negative_prompt`, `priority`, and for jobs `webhook_url`) as
+extra top-level fields -- where the official client puts
 `extra_body`. Models are strict (no "2" for 2, no true for 1, no NaN) and forbid unknown fields,
 so a typo such as `stpes` is a 400 that names it instead of a silently ignored setting.
 
@@ -34,6 +35,7 @@ from ..seeds import SEED_MAX
 
 MAX_N = 10  # OpenAI's bound on images per request
 MAX_GUIDANCE = 100.0  # far above any useful scale; stops absurd values before the model sees them
+MAX_PRIORITY = 10  # job priorities are integers in [-10, 10]
 
 
 def _integral_float_to_int(v):
@@ -89,6 +91,15 @@ class ImageRequest(BaseModel):
     supersede: str | None = Field(None, min_length=1, max_length=64, description=(
         "Live generation: a newer request with the same key (from the same API key) cancels this one "
         "if it is still queued or running (the page sends one per keystroke)."))
+    # issue 16: everyday generation
+    negative_prompt: str | None = Field(None, max_length=100_000, description="What guidance steers away from "
+                                        "(replaces the null prompt of classifier-free guidance).")
+    priority: json_int(-MAX_PRIORITY, MAX_PRIORITY) | None = Field(
+        None, description="Higher runs first among waiting jobs (default 0); waiting raises a job's priority "
+                          "by one level every few seconds, so no job waits forever.")
+    webhook_url: str | None = Field(None, max_length=2000, description="POST /v1/jobs only: called once when the "
+                                    "job finishes, signed with HMAC-SHA256 (X-Blinkgen-Signature); loopback "
+                                    "addresses and the server's --webhook-host hosts only.")
     # The rest of OpenAI's fields: honoured, documented no-ops, or a clear 400 (module doc).
     output_format: str | None = Field(None, max_length=32, description='"png" (the only format served).')
     background: str | None = Field(None, max_length=32, description='"auto" or "opaque" (images are opaque).')
@@ -258,6 +269,13 @@ def validate_limits(req: ImageRequest, limits: Limits) -> None:
 
 
 def _check_numbers(req: ImageRequest, limits: Limits) -> None:
+    neg = req.negative_prompt
+    if neg is not None and len(neg) > limits.max_prompt_chars:
+        raise UserError(f"negative_prompt is {len(neg)} characters; the limit is {limits.max_prompt_chars}",
+                        param="negative_prompt", code="prompt_too_long")
+    if neg is not None and "\x00" in neg:
+        raise UserError("negative_prompt must not contain NUL characters", param="negative_prompt",
+                        code="invalid_prompt")
     if req.n > limits.max_n:
         raise UserError(f"n must be between 1 and {limits.max_n}", param="n", code="invalid_n")
     if limits.max_steps is not None and req.steps is not None and req.steps > limits.max_steps:
@@ -296,5 +314,8 @@ def refine_openapi(schema: dict, cards: list[dict], limits: Limits) -> dict:
     # pydantic writes le=2^63-1 as the float 9.223372036854776e18 (= 2^63): give the exact integer
     props["seed"] = nullable({"type": "integer", "minimum": 0, "maximum": SEED_MAX}, props["seed"])
     props["prompt"]["maxLength"] = limits.max_prompt_chars
+    if "negative_prompt" in props:
+        props["negative_prompt"] = nullable({"type": "string", "maxLength": limits.max_prompt_chars},
+                                            props["negative_prompt"])
     props["n"]["maximum"] = limits.max_n
     return schema

@@ -29,6 +29,7 @@ from ...precision import dtype_of
 from ...sampling.edit import composite, default_strength, edit_pixels, token_mask
 from ...sampling.ar import DecodeSettings, decode, decode_no_cache, decode_one_token, draw_uniforms
 from ...sampling.maskgit import DEFAULT_CHOICE_TEMPERATURE, draw_maskgit_uniforms, maskgit_decode
+from ...sampling.noise import vary_uniform
 from ...sampling.speculative import speculative_decode_batch
 from ...speed.compile import compiled_step
 from ...speed.fused_llama import fused_view
@@ -40,25 +41,39 @@ MASKED_SAMPLERS = ("maskgit",)
 
 
 # --- token samplers (model + encoded prompts + one generator per image -> tokens) --------------
+def _gens(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(sd)) for sd in seeds]
+
+
 @torch.inference_mode()
 def sample_causal(model: ARTextToImage, text: TextBatch, generators: list[torch.Generator],
-                  s: DecodeSettings, step=decode_one_token, callback=None) -> torch.Tensor:
+                  s: DecodeSettings, step=decode_one_token, callback=None, uncond: TextBatch | None = None,
+                  variations=None) -> torch.Tensor:
     """KV-cached next-token decoding (sampling/ar.py) on the Llama's fused decode view
     (speed/fused_llama.py). text: B encoded prompts; generators: one per prompt; step:
-    `decode_one_token` or `speed.compile.compiled_step()`. -> tokens (B, N) long."""
-    pre, pre_mask = model.conditioning(text, s.cfg)
-    u = draw_uniforms(generators, model.cfg.n_tokens)  # (B, N)
+    `decode_one_token` or `speed.compile.compiled_step()`; uncond: B encoded negative prompts
+    for guidance (None: the learned null condition); variations: per row None or (variation
+    seed, strength) (sampling/noise.py). -> tokens (B, N) long."""
+    pre, pre_mask = model.conditioning(text, s.cfg, uncond)
+    N = model.cfg.n_tokens
+    u = draw_uniforms(generators, N)  # (B, N)
+    if variations is not None:
+        u = vary_uniform(u, variations, lambda sds: draw_uniforms(_gens(sds), N))
     return decode(fused_view(model.llama), pre, pre_mask, u, s, step, callback)
 
 
 @torch.inference_mode()
 def sample_masked(model: MaskedTextToImage, text: TextBatch, generators: list[torch.Generator],
                   s: DecodeSettings, steps: int = DEFAULT_MASKGIT_STEPS, choice_temperature: float | None = None,
-                  callback=None) -> torch.Tensor:
+                  callback=None, uncond: TextBatch | None = None, variations=None) -> torch.Tensor:
     """The masked mode's parallel decoding in `steps` passes (sampling/maskgit.py) on the fused
-    decode view; the causal decode would be meaningless for this network. -> tokens (B, N) long."""
-    pre, pre_mask = model.conditioning(text, s.cfg)
-    u = draw_maskgit_uniforms(generators, steps, model.cfg.n_tokens)  # (B, K, 2, N)
+    decode view; the causal decode would be meaningless for this network. uncond, variations: as
+    for `sample_causal`. -> tokens (B, N) long."""
+    pre, pre_mask = model.conditioning(text, s.cfg, uncond)
+    N = model.cfg.n_tokens
+    u = draw_maskgit_uniforms(generators, steps, N)  # (B, K, 2, N)
+    if variations is not None:
+        u = vary_uniform(u, variations, lambda sds: draw_maskgit_uniforms(_gens(sds), steps, N))
     ct = DEFAULT_CHOICE_TEMPERATURE if choice_temperature is None else choice_temperature
     return maskgit_decode(model, pre, pre_mask, u, s, ct, net=fused_view(model.llama), callback=callback)
 
@@ -71,7 +86,8 @@ class ARSettings(Settings):
     window: the SJD draft length (None = the model's `decode.window`); choice_temperature: the
     masked mode's Gumbel noise on which slots to keep (None = the model's). lora / lora_scale: a
     LoRA adapter fine-tuned from this model on its Llama (`blinkgen finetune`), merged into a copy
-    at that scale (pipeline.py)."""
+    at that scale (pipeline.py). negative_prompt:
+    encoded in place of the learned null condition in the [cond; uncond] rows (no extra pass)."""
 
     window: int | None = None
     choice_temperature: float | None = None
@@ -81,7 +97,7 @@ class ARPipeline(Pipeline):
     family = "ar"
     samplers = SAMPLERS
     settings_type = ARSettings
-    supports = frozenset({"lora"})
+    supports = frozenset({"lora", "negative_prompt", "variation"})
     lora_network = "model"
 
     def __init__(self, model: ARTextToImage, config: dict, name: str = "ar", device="cpu",
@@ -146,30 +162,47 @@ class ARPipeline(Pipeline):
             out.append(hit)
         return TextBatch.cat(out)
 
+    def negative_rows(self, settings: ARSettings, B: int) -> TextBatch | None:
+        """The negative prompt encoded and repeated for B rows, or None (the learned null)."""
+        if settings.negative_prompt is None:
+            return None
+        neg = self.encode_prompts([settings.negative_prompt])
+        return TextBatch(neg.states.expand(B, -1, -1), neg.mask.expand(B, -1), neg.pooled.expand(B, -1))
+
     @torch.inference_mode()
     def decode_tokens(self, text: TextBatch, seeds: list[int], settings: ARSettings,
-                      callback=None) -> tuple[torch.Tensor, list[int], dict]:
+                      callback=None, variations=None) -> tuple[torch.Tensor, list[int], dict]:
         """Encoded prompts (B rows) -> (tokens (B, N) long, network calls per image, stats).
-        One CPU generator per seed, so an image depends on its seed alone."""
+        One CPU generator per seed, so an image depends on its seed alone; variations: per row
+        None or (variation seed, strength) (refused by "sjd", which draws as it goes)."""
         m = self.network_for(settings)  # self.model, or its LoRA-merged copy
         s = replace(self.decode_settings, guidance=settings.guidance)
-        gens = [torch.Generator().manual_seed(int(sd)) for sd in seeds]
+        gens = _gens(seeds)
         B, N = len(seeds), m.cfg.n_tokens
+        uncond = self.negative_rows(settings, B)
+        if variations is not None and all(v is None for v in variations):
+            variations = None
         cb = None if callback is None else (lambda done, total: callback(done, total, None))
         if settings.sampler == "maskgit":
             ct = self.choice_temperature if settings.choice_temperature is None else settings.choice_temperature
-            return sample_masked(m, text, gens, s, settings.steps, ct, cb), [settings.steps] * B, {}
+            return sample_masked(m, text, gens, s, settings.steps, ct, cb, uncond, variations), [settings.steps] * B, {}
         if settings.sampler == "sjd":
+            if variations is not None:
+                raise UserInputError("the sjd sampler draws its randomness as it decodes, so it cannot mix "
+                                     "a variation seed in; use the cached sampler")
             window = self.window if settings.window is None else settings.window
-            pre, pm = m.conditioning(text, s.cfg)
+            pre, pm = m.conditioning(text, s.cfg, uncond)
             toks, stats = speculative_decode_batch(fused_view(m.llama), pre, pm, N, gens, s, window, cb)
             return toks, [1 + st.passes for st in stats], \
                 {"tokens_per_pass": [round(st.tokens_per_pass, 3) for st in stats]}
         if settings.sampler == "nocache":
-            pre, pm = m.conditioning(text, s.cfg)
-            return decode_no_cache(m.llama, pre, pm, draw_uniforms(gens, N), s, cb), [N] * B, {}
+            pre, pm = m.conditioning(text, s.cfg, uncond)
+            u = draw_uniforms(gens, N)
+            if variations is not None:
+                u = vary_uniform(u, variations, lambda sds: draw_uniforms(_gens(sds), N))
+            return decode_no_cache(m.llama, pre, pm, u, s, cb), [N] * B, {}
         step = compiled_step() if self.compile_step else decode_one_token
-        return sample_causal(m, text, gens, s, step, cb), [N] * B, {}
+        return sample_causal(m, text, gens, s, step, cb, uncond, variations), [N] * B, {}
 
     def sample_tokens(self, prompts: list[str], seeds: list[int], settings: ARSettings,
                       callback=None) -> torch.Tensor:
@@ -184,7 +217,8 @@ class ARPipeline(Pipeline):
             toks, calls, init, repaint = self.edit_tokens(text, requests, settings, callback)
             stats = {}
         else:
-            toks, calls, stats = self.decode_tokens(text, [r.seed for r in requests], settings, callback)
+            toks, calls, stats = self.decode_tokens(text, [r.seed for r in requests], settings, callback,
+                                                    [r.variation for r in requests])
         t2 = time.perf_counter()
         px = self.model.tokens_to_images(toks).cpu().clone()  # (B, 3, H, W) uint8 (clone: a normal tensor)
         masked = [i for i, r in enumerate(requests) if r.mask is not None]

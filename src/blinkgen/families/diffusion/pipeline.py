@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ...errors import UserInputError
 from ...models.autoencoder import AutoencoderKL, to_pixels, to_uint8
 from ...models.denoisers import has_step_size_input
 from ...models.dit import DiT
@@ -19,8 +20,9 @@ from ...sampling.edit import (composite, cut_schedule, default_strength, edit_pi
                               start_point)
 from ...sampling.flow import SAMPLERS, flow_schedule, step_size_lookup
 from ...sampling.guidance import cfg_wrap
-from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
+from ...sampling.noise import vary_gaussian
 from ...speed.step_cache import step_cache
+from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
 from ...text.style import styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
@@ -33,6 +35,8 @@ class DiffusionSettings(Settings):
     folder's `defaults.style` when not given, "none" for none; a model that lists `styles` in its
     config accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
     lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always.
+    negative_prompt: the unconditional branch of guidance encodes it instead of the null prompt
+    (same single batched pass; no effect at guidance 1).
     lora / lora_scale: a LoRA adapter fine-tuned from this model (`blinkgen finetune`), merged
     into a copy of the denoiser at that scale (pipeline.py).
     cache: step caching of the DiT's deep blocks, "deep:N" = a full pass every N network calls
@@ -59,7 +63,7 @@ class DiffusionPipeline(Pipeline):
     family = "diffusion"
     samplers = tuple(SAMPLERS)
     settings_type = DiffusionSettings
-    supports = frozenset({"style", "init_image", "mask", "strength", "lora", "cache"})
+    supports = frozenset({"style", "init_image", "mask", "strength", "lora", "cache", "negative_prompt", "variation"})
     lora_network = "dit"
 
     # prompt encodings kept: each is 32 x 384 fp32 states (~49 KB), so 512 cap the memo at ~25 MB
@@ -130,13 +134,15 @@ class DiffusionPipeline(Pipeline):
             return step_size_lookup(ts)
         return torch.zeros_like
 
-    def encode_prompts(self, prompts: list[str]) -> tuple[TextBatch, TextBatch]:
-        """-> (cond, uncond), each B rows of (L, 384) states. Prompts are encoded padded to the
-        fixed context length, so a prompt's states never depend on which other prompts share the
-        batch (and shapes stay static); the prompts not yet memoised are encoded together in one
-        batched pass."""
+    def encode_prompts(self, prompts: list[str], negative_prompt: str | None = None) -> tuple[TextBatch, TextBatch]:
+        """-> (cond, uncond), each B rows of (L, 384) states; uncond is the model's null prompt,
+        or `negative_prompt` when given (the negative prompt takes the null prompt's place in
+        guidance: after the Stable Diffusion web UIs' negative prompts). Prompts are encoded
+        padded to the fixed context length, so a prompt's states never depend on which other
+        prompts share the batch (and shapes stay static); the prompts not yet memoised are
+        encoded together in one batched pass."""
         L = int(self.config.get("text_max_tokens", DEFAULT_MAX_TOKENS))
-        null_prompt = self.config.get("null_prompt", NULL_PROMPT)
+        null_prompt = self.config.get("null_prompt", NULL_PROMPT) if negative_prompt is None else negative_prompt
         self._encode_missing(list(prompts) + [null_prompt], L)
         cond = TextBatch.cat([self._memo[p] for p in prompts])
         null = self._memo[null_prompt]
@@ -155,11 +161,19 @@ class DiffusionPipeline(Pipeline):
         for i, p in enumerate(missing):
             self._memo[p] = TextBatch(*(t[i : i + 1].clone() for t in (tb.states, tb.mask, tb.pooled)))
 
-    def initial_noise(self, seeds: list[int]) -> torch.Tensor:
-        """(B, C, S, S) standard normal latents, row b drawn from its own generator seeded by seeds[b]."""
+    def initial_noise(self, seeds: list[int], variations=None) -> torch.Tensor:
+        """(B, C, S, S) standard normal latents, row b drawn from its own generator seeded by
+        seeds[b]; variations: None, or per row None / (variation seed, strength), which mixes in
+        that seed's noise by slerp (sampling/noise.py)."""
         c, s = self.dit.cfg.latent_channels, self.dit.cfg.latent_size
-        noise = [torch.randn((c, s, s), generator=torch.Generator().manual_seed(sd)) for sd in seeds]
-        return torch.stack(noise).to(self.device)  # (B, C, S, S), one generator per sample
+
+        def draw(sds):
+            return torch.stack([torch.randn((c, s, s), generator=torch.Generator().manual_seed(sd)) for sd in sds])
+
+        noise = draw(seeds)  # (B, C, S, S), one generator per sample
+        if variations is not None:
+            noise = vary_gaussian(noise, variations, draw)
+        return noise.to(self.device)
 
     @torch.inference_mode()
     def _sample(self, requests: list[Request], settings: DiffusionSettings, callback=None) -> SampleResult:
@@ -170,10 +184,11 @@ class DiffusionPipeline(Pipeline):
         pixel space (pixels the mask keeps are the input's, exactly). Requests are solved in
         groups of equal starting time; each row stays a function of its own request."""
         t0 = time.perf_counter()
-        cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests])
+        cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests],
+                                           settings.negative_prompt)
         t1 = time.perf_counter()
         B = len(requests)
-        noise = self.initial_noise([r.seed for r in requests])  # (B, C, S, S)
+        noise = self.initial_noise([r.seed for r in requests], [r.variation for r in requests])  # (B, C, S, S)
         ed = self._edit_inputs(requests) if any(r.edits for r in requests) else None
         dit = self.network_for(settings)  # self.dit, or its LoRA-merged copy
         t2 = time.perf_counter()
