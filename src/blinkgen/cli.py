@@ -235,8 +235,8 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def cmd_vary(args) -> None:
-    """`blinkgen vary IMAGE.png`: n neighbours of a blinkgen PNG -- its prompt, seed and settings,
+def vary_recipe(args) -> None:
+    """`blinkgen vary IMAGE.png` of a blinkgen PNG (edit_commands.cmd_vary): n neighbours -- its prompt, seed and settings,
     with the noise of seeds V, V+1, ... mixed in at --strength (generate --from with a fixed seed)."""
     from . import replay
     from .seeds import random_seed
@@ -247,33 +247,16 @@ def cmd_vary(args) -> None:
                              f"{rec['variation_seed']}); vary the base image, or use generate --from "
                              "with another --variation-strength")
     ns = argparse.Namespace(
-        prompt=None, n=args.n, seed=None, steps=None, guidance=None, sampler=None, style=None,
+        prompt=None, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+        style=args.style,
         guidance_interval=None, negative=None, prompts_file=None, wildcards=None, literal=True, batch_size=16,
         variation_seed=random_seed() if args.variation_seed is None else args.variation_seed,
-        variation_strength=args.strength, from_png=args.image, any_model=args.any_model, model=args.model,
+        variation_strength=0.2 if args.strength is None else args.strength, from_png=args.image,
+        any_model=args.any_model, model=args.model,
         output=args.output, outdir=args.outdir, grid=args.grid, overwrite=args.overwrite, device=args.device,
-        dtype=args.dtype, fixed_seed=True)
+        dtype=args.dtype, fixed_seed=True, cache=None, truncation=None, temperature=None, lora=None,
+        lora_scale=None, size=None, upscaler=None)
     cmd_generate(ns)
-
-
-def _add_vary(sub) -> None:
-    p = sub.add_parser("vary", help="variations of a blinkgen PNG: same prompt, seed and settings, "
-                                    "with other seeds' noise mixed in")
-    p.add_argument("image", help="a PNG made by blinkgen (its recorded settings are used)")
-    p.add_argument("-n", type=int, default=4, help="variations to make (default 4)")
-    p.add_argument("--strength", type=float, default=0.2,
-                   help="how far from the image: 0 = itself, 1 = unrelated (default 0.2)")
-    p.add_argument("--variation-seed", type=int, default=None, metavar="V",
-                   help="first variation seed (then V+1, ...; default: random, recorded in each PNG)")
-    p.add_argument("--model", default=None, help="the model that made the image (default: its recorded name)")
-    p.add_argument("--any-model", action="store_true", help="allow a model other than the one that made it")
-    p.add_argument("-o", "--output", default=None)
-    p.add_argument("--outdir", default=None)
-    p.add_argument("--grid", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None)
-    p.set_defaults(func=cmd_vary)
 
 
 def cmd_grid(args) -> None:
@@ -450,7 +433,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
-    _add_vary(sub)
     _add_grid(sub)
     _add_train(sub)
     _add_distill(sub)

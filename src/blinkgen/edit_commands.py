@@ -65,14 +65,39 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
 
 
 def cmd_edit(args) -> None:
+    args.seed = 0 if args.seed is None else args.seed
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
     run_edit(args, args.prompt, "inpaint" if args.mask else "img2img")
 
 
+def _recipe(path) -> dict | None:
+    """The blinkgen parameters recorded in a PNG with a prompt and seed to replay, else None."""
+    from .errors import BlinkgenError
+    from .replay import read_png
+
+    try:
+        return read_png(path)
+    except BlinkgenError:
+        return None
+
+
 def cmd_vary(args) -> None:
-    """A variation: img2img towards the image's own best caption (the evaluator's captioner),
-    unless --prompt gives one."""
+    """Variations of an image, one command for both kinds:
+    - a PNG made by blinkgen (its recorded prompt, seed and settings), unless --img2img or
+      --prompt: the same recipe with other seeds' starting noise mixed in at --strength
+      (variation seeds, default 0.2; `generate --from` with a fixed seed; issue 16);
+    - any other picture: img2img towards the image's own best caption (the evaluator's
+      captioner), or towards --prompt, at --strength (default 0.6; issue 12)."""
+    if args.prompt is None and not args.img2img and _recipe(args.image) is not None:
+        from .cli import vary_recipe
+
+        return vary_recipe(args)
+    if args.variation_seed is not None or args.any_model:
+        raise UserInputError("--variation-seed and --any-model vary a PNG made by blinkgen; "
+                             f"{args.image} is varied by img2img (it records no blinkgen recipe, or --img2img/--prompt)")
+    args.model = args.model or "default"
+    args.seed = 0 if args.seed is None else args.seed
     prompt = args.prompt
     extra = {}
     if prompt is None:
@@ -102,20 +127,22 @@ def cmd_upscale(args) -> None:
     _write(res.images, [path], [params], args.overwrite)
 
 
-def _common(p, model_default: str = "default", sampling: bool = True) -> None:
+def _common(p, model_default: str | None = "default", sampling: bool = True, n_default: int = 1) -> None:
     if sampling:
         from .families import sampler_help
 
-        p.add_argument("-n", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("-n", type=int, default=n_default, help=f"number of images (default {n_default})")
+        p.add_argument("--seed", type=int, default=None, help="first seed (then seed+1, ...; default 0)")
         p.add_argument("--strength", type=float, default=None,
-                       help="(0, 1]: how far from the image the result may go; default 0.6, with a mask 1")
+                       help="(0, 1]: how far from the image the result may go; img2img: default 0.6, with a "
+                            "mask 1; variation seeds of a blinkgen PNG: default 0.2")
         p.add_argument("--steps", type=int, default=None, help="the full schedule's steps (a strength s runs about s x steps)")
         p.add_argument("--guidance", type=float, default=None)
         p.add_argument("--sampler", default=None, help=sampler_help())
         p.add_argument("--style", default=None, help="diffusion: style phrase (\"in <style> style\"): style transfer")
         p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (network precision)")
-    p.add_argument("--model", default=model_default, help="embedded model name or model folder")
+    p.add_argument("--model", default=model_default, help="embedded model name or model folder" +
+                   (" (default: the one a blinkgen PNG records, else default)" if model_default is None else ""))
     p.add_argument("-o", "--output", default=None, help="output PNG path")
     p.add_argument("--outdir", default=None, help="write the PNGs into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (else refused)")
@@ -131,10 +158,16 @@ def register(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_edit)
 
-    p = sub.add_parser("vary", help="variations of an image (img2img towards its own best caption)")
+    p = sub.add_parser("vary", help="variations of an image: of a blinkgen PNG, its recipe with other seeds' "
+                       "noise mixed in; of any other picture, img2img towards its best caption")
     p.add_argument("image")
-    p.add_argument("--prompt", default=None, help="steer the variation (default: the image's best caption)")
-    _common(p)
+    p.add_argument("--prompt", default=None, help="img2img towards this prompt (default: the image's best caption)")
+    p.add_argument("--img2img", action="store_true", help="vary a blinkgen PNG by img2img too, not by its recipe")
+    p.add_argument("--variation-seed", type=int, default=None, metavar="V", help="blinkgen PNG: first variation "
+                   "seed (then V+1, ...; default: random, recorded in each PNG)")
+    p.add_argument("--any-model", action="store_true", help="blinkgen PNG: allow a model other than the one that made it")
+    p.add_argument("--grid", action="store_true", help="blinkgen PNG: one grid image instead of n files")
+    _common(p, model_default=None, n_default=4)
     p.set_defaults(func=cmd_vary)
 
     p = sub.add_parser("upscale", help="x2 super-resolution (64 -> 128 px) with an upscaler model")

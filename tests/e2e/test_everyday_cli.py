@@ -120,6 +120,10 @@ def test_variation_strength_zero_is_the_base_image_and_vary(models, tmp_path):
     # a variation replays too (its variation seed and strength are restored)
     assert cli("generate", "--from", made[0], "--model", tiny, "-o", tmp_path / "again.png") == 0
     assert (tmp_path / "again.png").read_bytes() == made[0].read_bytes()
+    # one `vary` for both kinds: --img2img varies the same blinkgen PNG by img2img (issue 12's path)
+    assert cli("vary", tmp_path / "base.png", "--img2img", "--prompt", "a green triangle", "--model", tiny,
+               "--steps", 2, "-n", 1, "-o", tmp_path / "i2i.png") == 0
+    assert read_parameters(tmp_path / "i2i.png")["edit"] == "variation"
 
 
 def test_grid_labels_and_cells_and_checkpoint_axis(models, tmp_path):
