@@ -366,10 +366,11 @@ class Pipeline:
         for name in ("mask", "strength"):
             if getattr(r, name) is not None and name not in self.supports:
                 raise UserInputError(f"the {self.family} family does not take a {name}")
-        if "init_image" in self.requires and not r.edits:
-            raise UserInputError(f"the {self.family} family needs an init_image in every request")
         if r.variation is not None and "variation" not in self.supports:
             raise UserInputError(f"the {self.family} family does not take a variation seed yet")
+        # last: a field the family never takes is the more useful message than a missing one
+        if "init_image" in self.requires and not r.edits:
+            raise UserInputError(f"the {self.family} family needs an init_image in every request")
 
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, steps=None,
                  guidance=None, sampler=None, callback: ProgressCallback = None, **extra) -> list[Image.Image]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ...batch_invariance import stabilise
 from ...errors import UserInputError
 from ...models.autoencoder import AutoencoderKL, to_pixels, to_uint8
 from ...models.denoisers import has_step_size_input
@@ -71,8 +72,10 @@ class DiffusionPipeline(Pipeline):
 
     def __init__(self, dit: DiT, ae: AutoencoderKL, config: dict, name: str = "diffusion",
                  device="cpu", dtype: str = "fp32"):
-        self.dit = dit.eval().requires_grad_(False)
-        self.ae = ae.eval().requires_grad_(False)
+        # stabilise: small Linear/Conv2d batches padded so an image never depends on its
+        # batch-mates (MKL/oneDNN round M <= 3 rows and batch 1 differently; batch_invariance.py)
+        self.dit = stabilise(dit.eval().requires_grad_(False))
+        self.ae = stabilise(ae.eval().requires_grad_(False))
         self.config = config
         self.name = name
         self.device = torch.device(device)
