@@ -22,7 +22,8 @@ import logging
 import os
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Request  # module level: with postponed annotations FastAPI resolves the
+from pydantic import BaseModel, ConfigDict, Field  # routes' `request: Request` in these globals
 
 from .limits import bearer_token
 from .schemas import UserError
@@ -51,7 +52,6 @@ def load_admin_keys(path=None, env=None) -> frozenset[str]:
 
 def add_routes(app, svc) -> None:
     """Register the admin routes on the app (create_app calls this)."""
-    from fastapi import Request
     from fastapi.responses import JSONResponse
 
     def admin(request: Request) -> None:

@@ -121,7 +121,12 @@ class Service:
     def _call_webhook(self, job: Job) -> None:
         """JobStore hook (under its lock, once per job): enqueue the job's webhook delivery."""
         if job.webhook is not None and self.webhooks is not None:
-            body = {"type": "job.finished", "job": snapshot(job, job.webhook.base_url, None)}
+            base = job.webhook.base_url
+            out = snapshot(job, base, None, with_images=False)
+            # images as links (webhooks.py): a b64 job would put megabytes into every (re)try
+            out["data"] = [image_datum(r, "url", base, job.prompt, job.revised_prompt)
+                           for r in job.results if r is not None]
+            body = {"type": "job.finished", "job": out}
             self.webhooks.submit(job.webhook.url, body)
 
     def default_model(self) -> str:

@@ -45,7 +45,11 @@ PRIORITY_AGING_S = 5.0  # waiting this long raises a job's priority by one level
 
 
 def effective_priority(job: Job, now: float) -> float:
-    """job.priority plus one level per PRIORITY_AGING_S since it was submitted or last served."""
+    """job.priority plus one level per PRIORITY_AGING_S since it was submitted or last came back
+    from a batch. A job with images running now has waited nothing: its remaining images queue up
+    when the batch ends, behind the jobs that arrived meanwhile (round-robin)."""
+    if job.running:
+        return float(job.priority)
     return job.priority + (now - job.queued_since) / PRIORITY_AGING_S
 
 
@@ -260,9 +264,8 @@ class Batcher:
                     picks.append((j, j.next_index))
                     j.next_index += 1
         served = list(dict.fromkeys(j for j, _ in picks))
-        now = time.monotonic()
         for j in served:
-            j.state, j.step, j.queued_since = "running", 0, now
+            j.state, j.step = "running", 0
             j.running = sum(1 for jj, _ in picks if jj is j)
             j.batch_sizes.append(len(picks))
             j.notify()
@@ -331,8 +334,10 @@ class Batcher:
 
     def _after(self, picks, error: dict | None) -> None:
         with self.cond:
+            now = time.monotonic()
             for j in dict.fromkeys(j for j, _ in picks):
                 j.running, j.step, j.total, j.preview = 0, 0, 0, None
+                j.queued_since = now  # back in the queue from now: it does not outrank who came meanwhile
                 if error is not None:
                     self.store.finish(j, "failed", error)
                 elif j.alive and j.images_done == j.n:

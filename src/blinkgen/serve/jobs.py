@@ -78,7 +78,7 @@ class Job:
     revised_prompt: str | None = None
     total: int = 0  # steps of the batch now running, as its callback reports them (0: settings.steps)
     priority: int = 0  # higher first, within the batcher's fairness (batcher.effective_priority)
-    queued_since: float = field(default_factory=time.monotonic)  # submitted, or last handed to a batch
+    queued_since: float = field(default_factory=time.monotonic)  # submitted, or last back from a batch
     webhook: Any = None  # webhooks.Webhook to call when the job reaches a final state
 
     def __post_init__(self):
