@@ -148,7 +148,8 @@ class Service:
                 "family": gen.family, "sizes": [f"{gen.image_size}x{gen.image_size}"],
                 "samplers": list(gen.samplers), "max_steps": self.max_steps(gen),
                 "max_guidance": float(getattr(gen, "max_guidance", 30.0)),
-                "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler},
+                "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler,
+                             "style": getattr(d, "style", None)},  # the page compares a replayed PNG's style
                 "supports": sorted(getattr(gen, "supports", ())), "model_hash": getattr(gen, "model_hash", None)}
 
     def make_job(self, req: ImageRequest, owner: str | None = None, linked: bool = False,

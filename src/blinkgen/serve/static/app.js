@@ -62,9 +62,18 @@ function applyModel() {
   sel.innerHTML = "";
   for (const s of m.samplers) sel.add(new Option(s, s));
   sel.value = m.defaults.sampler;
+  const neg = (m.supports || []).includes("negative_prompt");
+  $("negative").disabled = !neg;
+  $("negative").title = neg ? "" : `the ${m.family} family has no classifier-free guidance: no negative prompt`;
   $("steps").placeholder = m.defaults.steps;
   $("steps").max = m.max_steps;
   $("guidance").placeholder = m.defaults.guidance;
+}
+
+// blank = none (the server treats a blank negative prompt as none too); a disabled field is not sent
+function negativePrompt() {
+  const v = $("negative").value;
+  return $("negative").disabled || v.trim() === "" ? undefined : v;
 }
 
 function num(id) { const v = $(id).value.trim(); return v === "" ? undefined : Number(v); }
@@ -76,6 +85,7 @@ async function submit(ev) {
     prompt: $("prompt").value, model: $("model").value || undefined, n: num("n") || 1,
     steps: num("steps"), guidance: num("guidance"),
     sampler: $("sampler").value || undefined, response_format: "url",
+    negative_prompt: negativePrompt(),
   };
   const seed = $("seed").value.trim();
   if (seed !== "" && !/^\d+$/.test(seed)) {
@@ -103,7 +113,8 @@ function addCard(job) {
   card.querySelector(".prompt").textContent = job.prompt;
   const s = job.settings;
   card.querySelector(".meta").textContent =
-    `${job.model} · ${job.progress.images_total} image(s) · ${s.steps} steps · ${s.sampler} · guidance ${s.guidance}`;
+    `${job.model} · ${job.progress.images_total} image(s) · ${s.steps} steps · ${s.sampler} · guidance ${s.guidance}` +
+    (s.negative_prompt ? ` · negative: ${s.negative_prompt}` : "");
   card.querySelector(".cancel").onclick = () =>
     api(`/v1/jobs/${job.id}`, { method: "DELETE" }).catch((e) => { $("formerror").textContent = e.message; });
   $("jobs").prepend(card);
@@ -248,16 +259,17 @@ async function editForm(body, seed) {
   return f;
 }
 
-$("file").addEventListener("change", () => loadEditImage($("file").files[0]));
+// takeImage (replay.js) sends a blinkgen PNG to the form and any other image to loadEditImage
+$("file").addEventListener("change", () => takeImage($("file").files[0]));
 $("drop").addEventListener("dragover", (e) => { e.preventDefault(); $("drop").classList.add("over"); });
 $("drop").addEventListener("dragleave", () => $("drop").classList.remove("over"));
 $("drop").addEventListener("drop", (e) => {
   e.preventDefault(); $("drop").classList.remove("over");
-  loadEditImage(e.dataTransfer.files[0]);
+  takeImage(e.dataTransfer.files[0]);
 });
 document.addEventListener("paste", (e) => {
   const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
-  if (item) { e.preventDefault(); loadEditImage(item.getAsFile()); }
+  if (item) { e.preventDefault(); takeImage(item.getAsFile()); }
 });
 $("maskcanvas").addEventListener("pointerdown", (e) => {
   $("maskcanvas").setPointerCapture(e.pointerId); paintAt(e);
@@ -306,7 +318,7 @@ async function liveRequest() {
   live.sent += 1;
   const t0 = performance.now();
   const body = { prompt, model: $("model").value || undefined, n: 1, steps: 1, seed: liveSeed(),
-                 response_format: "b64_json", supersede: live.key };
+                 negative_prompt: negativePrompt(), response_format: "b64_json", supersede: live.key };
   try {
     const r = await fetch("/v1/images/generations", {
       method: "POST", body: JSON.stringify(body), signal: ctrl.signal,
