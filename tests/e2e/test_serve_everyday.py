@@ -205,3 +205,24 @@ def test_load_and_unload_under_load_lose_no_job(tmp_path):
         assert c.delete("/v1/models/nope", headers=admin).status_code == 404
     with live_server() as srv:  # no admin keys: no model management
         assert srv.client.post("/v1/models/load", json={"model": "x"}).status_code == 403
+
+
+def test_edit_jobs_take_priority_and_negative_prompt_as_form_fields():
+    """The page's edit form (multipart: every field is text) carries the issue-16 fields too."""
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    with live_server() as srv:
+        r = srv.client.post("/v1/jobs/edits", files={"image": ("in.png", buf.getvalue(), "image/png")},
+                            data={"prompt": "a red circle", "steps": str(STEPS), "seed": "1", "priority": "3",
+                                  "negative_prompt": "red"})
+        assert r.status_code == 202, r.text
+        assert r.json()["priority"] == 3 and r.json()["settings"]["negative_prompt"] == "red"
+        done = srv.wait_job(r.json()["id"])
+        assert done["state"] == "done"
+        png = srv.client.get(done["data"][0]["url"]).content if "url" in done["data"][0] else \
+            base64.b64decode(done["data"][0]["b64_json"])
+        assert parameters_from_bytes(png)["negative_prompt"] == "red"
+        bad = srv.client.post("/v1/jobs/edits", files={"image": ("in.png", buf.getvalue(), "image/png")},
+                              data={"prompt": "x", "priority": "11"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "priority"

@@ -27,7 +27,7 @@ from .schemas import EditRequest, UserError, VariationRequest
 
 IMAGE_FIELDS = ("image", "image[]")
 FILE_FIELDS = (*IMAGE_FIELDS, "mask", "markup")
-INT_FIELDS = frozenset({"n", "seed", "steps", "partial_images", "output_compression", "frame_count", "frame_duration_ms"})
+INT_FIELDS = frozenset({"n", "seed", "steps", "priority", "partial_images", "output_compression", "frame_count", "frame_duration_ms"})
 FLOAT_FIELDS = frozenset({"guidance", "strength"})
 BOOL_FIELDS = frozenset({"stream"})
 OPENAI_STYLE_HINTS = ("vivid", "natural")  # OpenAI's legacy generation hints: ignored, not a style phrase
