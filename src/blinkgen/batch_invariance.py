@@ -16,8 +16,10 @@ AVX-512), the kernels break that promise in exactly two places, both at very sma
 MIN_LINEAR_ROWS rows / MIN_CONV_BATCH images (zeros; rows never mix, so the padding changes no
 real row) and drop the padding from the output. Tokens already have many rows (B x tokens), so
 only the small conditioning MLPs and batch-1 convolutions pay, a few per cent of a step.
-tests/unit/test_batch_invariance.py checks the whole pipeline, so a kernel or library change
-that breaks the promise in another place fails there rather than in a user's grid.
+The diffusion pipeline stabilises its DiT and autoencoder. tests/unit/test_batch_invariance.py
+checks the padded layers; the contract tests (tests/contract/test_contract.py and, at guidance 4,
+test_contract_everyday.py) check whole pipelines, so a kernel or library change that breaks the
+promise in another place fails there rather than in a user's grid.
 """
 from __future__ import annotations
 
