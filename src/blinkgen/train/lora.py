@@ -159,12 +159,13 @@ def find_adapter(path) -> Path:
 
 
 def read_adapter(path) -> Adapter:
-    """Read an adapter folder (or run folder); ModelLoadError, one line, if it is not a complete
-    blinkgen LoRA adapter. Only safetensors are ever read: a folder with peft's pickle file and no
-    safetensors is refused."""
+    """Read an adapter folder (or run folder). UserInputError (one line) for a path that is not
+    there -- the lora setting names something that does not exist; ModelLoadError, one line, if it
+    is not a complete blinkgen LoRA adapter. Only safetensors are ever read: a folder with peft's
+    pickle file and no safetensors is refused."""
     folder = find_adapter(path)
     if not folder.is_dir():
-        raise ModelLoadError(f"LoRA adapter not found: {path}")
+        raise UserInputError(f"lora: adapter not found: {path}")
     for f in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, CONFIG):
         if not (folder / f).is_file():
             raise ModelLoadError(f"{folder} is not a blinkgen LoRA adapter: {f} is missing")
