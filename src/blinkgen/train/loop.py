@@ -72,6 +72,18 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+def _release_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide AcceleratorState and refuses a second Accelerator with
+    another mixed precision ("restart your runtime"). Runs in one process (the Python API, tests,
+    a stage-1 autoencoder before its diffusion stage) may differ, so the state -- not the
+    distributed PartialState -- is reset when the precision changes."""
+    from accelerate.state import AcceleratorState
+
+    old = AcceleratorState._shared_state.get("_mixed_precision")
+    if old is not None and old != mixed_precision:
+        AcceleratorState._reset_state()
+
+
 def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None = None) -> Path:
     """Runs (or resumes) a training run; returns the exported model folder."""
     from accelerate import Accelerator
@@ -88,6 +100,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     cfg = replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision))  # recorded resolved
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    _release_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     run = Path(cfg.out)
     main = acc.is_main_process

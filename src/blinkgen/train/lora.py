@@ -24,7 +24,6 @@ adaLN modulation, the autoencoder or tokenizer, the text encoder) stays the base
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import re
@@ -59,19 +58,15 @@ TARGETS: dict[str, str] = {
 
 
 def weights_sha256(folder) -> str:
-    """sha256 over every *.safetensors file of a model folder (relative path and content, in path
-    order): the identity of a base model's weights, whatever it is called or where it lives."""
+    """The identity of a base model's weights, whatever it is called or where it lives:
+    modelio.weights_hash (the same hash a PNG records as model_hash). ModelLoadError for a folder
+    without weights."""
+    from ..modelio import weights_hash
+
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*.safetensors") if p.is_file())
-    if not files:
+    if not any(p.is_file() for p in folder.rglob("*.safetensors")):
         raise ModelLoadError(f"{folder} holds no weights (*.safetensors)")
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    return weights_hash(folder)
 
 
 def target_modules(network: nn.Module, kind: str) -> list[str]:
@@ -159,12 +154,13 @@ def find_adapter(path) -> Path:
 
 
 def read_adapter(path) -> Adapter:
-    """Read an adapter folder (or run folder); ModelLoadError, one line, if it is not a complete
-    blinkgen LoRA adapter. Only safetensors are ever read: a folder with peft's pickle file and no
-    safetensors is refused."""
+    """Read an adapter folder (or run folder). UserInputError (one line) for a path that is not
+    there -- the lora setting names something that does not exist; ModelLoadError, one line, if it
+    is not a complete blinkgen LoRA adapter. Only safetensors are ever read: a folder with peft's
+    pickle file and no safetensors is refused."""
     folder = find_adapter(path)
     if not folder.is_dir():
-        raise ModelLoadError(f"LoRA adapter not found: {path}")
+        raise UserInputError(f"lora: adapter not found: {path}")
     for f in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, CONFIG):
         if not (folder / f).is_file():
             raise ModelLoadError(f"{folder} is not a blinkgen LoRA adapter: {f} is missing")
