@@ -77,7 +77,7 @@ def test_the_base_hash_follows_the_weights_not_the_name(tmp_path):
 
 
 def test_malformed_adapters_are_one_line_errors(tmp_path):
-    with pytest.raises(ModelLoadError, match="not found"):
+    with pytest.raises(UserInputError, match="not found"):  # a bad argument, like any other
         lora.read_adapter(tmp_path / "nothing")
     d = tmp_path / "ad"
     d.mkdir()

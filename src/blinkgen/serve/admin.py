@@ -26,7 +26,10 @@ from fastapi import Request  # module level: with postponed annotations FastAPI 
 from pydantic import BaseModel, ConfigDict, Field  # routes' `request: Request` in these globals
 
 from .limits import bearer_token
-from .schemas import UserError
+from .schemas import ErrorResponse, UserError
+
+# every status the admin routes answer with, so the OpenAPI schema (and fuzzers) know them
+ADMIN_ERRORS = {c: {"model": ErrorResponse} for c in (400, 401, 403, 404, 409, 413, 429)}
 
 log = logging.getLogger(__name__)
 ENV_ADMIN_KEYS = "BLINKGEN_ADMIN_KEYS"
@@ -68,7 +71,7 @@ def add_routes(app, svc) -> None:
                             type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/v1/models/load", status_code=201, summary="Load a model while serving (admin key).",
-              tags=["admin"])
+              tags=["admin"], responses=ADMIN_ERRORS)
     async def load_model(body: LoadRequest, request: Request):
         admin(request)
         import blinkgen
@@ -93,7 +96,7 @@ def add_routes(app, svc) -> None:
         return JSONResponse(svc.model_card(name, gen), status_code=201)
 
     @app.delete("/v1/models/{model_id}", summary="Unload a model after its in-flight jobs (admin key).",
-                tags=["admin"])
+                tags=["admin"], responses=ADMIN_ERRORS)
     async def unload_model(model_id: str, request: Request):
         admin(request)
         b = svc.batcher
