@@ -46,7 +46,12 @@ def decode_text(data: bytes, name: str = "text") -> str:
     try:
         text = data.decode(enc)
     except UnicodeDecodeError as e:
-        raise _undecodable(name, data, enc, e) from None
+        if not data.startswith(codecs.BOM_UTF32_LE):
+            raise _undecodable(name, data, enc, e) from None
+        try:  # FF FE 00 00 is also UTF-16-LE's mark before a NUL character: that reading, if valid
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise _undecodable(name, data, enc, e) from None
     return _NEWLINE.sub("\n", text.lstrip(BOM))
 
 

@@ -104,6 +104,10 @@ def test_sidecar_in_any_editor_encoding(lines, enc, eol):
 @given(TEXT, st.sampled_from(sorted(ENCODINGS)), st.sampled_from(EOLS))
 def test_decode_text_drops_the_mark_and_normalises_line_ends(text, enc, eol):
     text = text.lstrip("\ufeff")  # a leading U+FEFF IS a mark; inside the text it is content
+    if enc == "utf-16-le + BOM" and text.startswith("\x00"):
+        # FF FE 00 00 is both UTF-32-LE's mark and UTF-16-LE's mark + NUL: undecidable for the
+        # lone NUL (read as an empty UTF-32 file); a longer text falls back to UTF-16 (below)
+        text = text if len(text) > 1 else "x"
     got = decode_text(ENCODINGS[enc](text.replace("\n", eol)))
     assert got == text.replace("\r\n", "\n").replace("\r", "\n")
     assert not got.startswith("\ufeff")
@@ -159,3 +163,10 @@ def test_json_configs_with_bom(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, model)
     (model / "config.json").write_bytes(WINDOWS((model / "config.json").read_text()))
     assert blinkgen.load(str(model)).image_size == 32
+
+
+def test_utf16_text_starting_with_nul_is_not_taken_for_utf32():
+    """Found by the property above: UTF-16-LE's mark before a NUL character is FF FE 00 00, the
+    UTF-32-LE mark; decoding fell over ("not UTF-32 text") instead of reading it as UTF-16."""
+    data = codecs.BOM_UTF16_LE + "\x000ab\r\nc".encode("utf-16-le")
+    assert decode_text(data) == "\x000ab\nc"
