@@ -74,8 +74,7 @@ def main(argv=None):
                                                                  for x in r["per_prompt"] if not x["hit"]]}
         print("nn", r["hits"], "/", r["n"], flush=True)
     if "eval" not in skip:
-        m = evaluate(pipe, a.data, samples=a.samples, **{k: v for k, v in kw.items() if k != "guidance_interval"},
-                     **({"style": extra["style"]} if "style" in extra else {}))
+        m = evaluate(pipe, a.data, samples=a.samples, **{k: v for k, v in kw.items() if k != "guidance_interval"})  # style rides in kw
         mm, real = m["metrics"], m["metrics"].get("real_same_prompts") or {}
         out["eval"] = {"fd": mm["fd"], "kid": mm.get("kid"), "alignment": mm["alignment"],
                        "R@1": mm["retrieval_R@1"], "R@5": mm["retrieval_R@5"],
@@ -84,8 +83,7 @@ def main(argv=None):
         print("eval", json.dumps(out["eval"]), flush=True)
     if "shapes" not in skip:
         m = evaluate(pipe, "shapes:1500", samples=128, prompts=str(SHAPES),
-                     **{k: v for k, v in kw.items() if k != "guidance_interval"},
-                     **({"style": extra["style"]} if "style" in extra else {}))
+                     **{k: v for k, v in kw.items() if k != "guidance_interval"})  # style rides in kw
         s = m["metrics"]["shapes"]
         out["shapes"] = {k: s[k] for k in ("colour", "shape", "count", "size", "relation", "background", "overall")}
         print("shapes", json.dumps(out["shapes"]), flush=True)
