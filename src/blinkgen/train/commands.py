@@ -1,5 +1,9 @@
-"""`blinkgen finetune`: LoRA adapters on a few of your pictures, through the one training loop.
-Thin: parse, build a TrainConfig (task "lora" of the base model's family), train, optionally merge.
+"""The training-side subcommands, each thin over the one training loop (parse, build a
+TrainConfig, train):
+- `blinkgen finetune`: LoRA adapters on a few of your pictures (task "lora" of the base model's
+  family), optionally merged;
+- `blinkgen distill`: a diffusion model into a few-step shortcut model (task "distill";
+  families/diffusion/distill.py).
 
     blinkgen finetune --from default --data my_mascot/ --out runs/mascot
     blinkgen generate "blinky the robot mascot" --lora runs/mascot
@@ -60,6 +64,7 @@ def cmd_finetune(args) -> None:
 
 
 def register(sub) -> None:
+    register_distill(sub)
     p = sub.add_parser("finetune", help="LoRA fine-tuning of a model on a folder of captioned pictures",
                        description="Train LoRA adapters (peft) on the generator's attention and MLP projections "
                                    "with the one training loop: held-out validation, early stopping, resume, a "
@@ -91,3 +96,54 @@ def register(sub) -> None:
     p.add_argument("--merge-scale", type=float, default=1.0, help="adapter scale for --merge (default 1)")
     p.set_defaults(func=cmd_finetune)
 
+
+def cmd_distill(args) -> None:
+    from ..api import resolve
+    from ..errors import UserInputError
+    from ..families.diffusion.distill import teacher_data_spec
+    from ..modelio import read_config
+    from .config import TrainConfig
+    from .loop import train
+
+    folder = resolve(args.teacher).resolve()
+    data = args.data or teacher_data_spec(folder)
+    if not data:
+        raise UserInputError(f"{folder} does not record the data it was trained on; pass --data")
+    opts = {k: getattr(args, k) for k in ("out", "batch_size", "lr", "warmup", "ema_decay", "cpu_limit", "time_limit",
+                                          "threads", "seed", "save_dtype", "eval_every", "sample_every",
+                                          "ckpt_every", "mixed_precision", "self_consistency_fraction")}
+    cfg = TrainConfig.from_dict({
+        **opts, "family": "diffusion", "task": "distill", "teacher": str(folder), "data": data,
+        "size": int(read_config(folder)["image_size"]), "steps": args.train_steps,
+        "distill_objective": args.objective, "distill_steps": args.steps, "distill_base_steps": args.base_steps,
+        "distill_guidance": args.guidance or 0.0, "log_every": 25})
+    print(train(cfg, resume=args.resume))
+
+
+def register_distill(sub) -> None:
+    p = sub.add_parser("distill", help="distil a diffusion model into a few-step one (shortcut model; "
+                       "classifier-free guidance folded in, so one pass per step)")
+    p.add_argument("--from", dest="teacher", required=True, help="the model to distil (folder or embedded name)")
+    p.add_argument("--steps", type=int, default=2, help="default sampling steps of the result: 1, 2, 4, ... (default 2)")
+    p.add_argument("--out", required=True, help="run folder; the distilled model is written to OUT/model")
+    p.add_argument("--data", default=None, help="training images (default: the teacher's recorded training data)")
+    p.add_argument("--objective", default="shortcut", choices=["shortcut", "consistency"])
+    p.add_argument("--train-steps", type=int, default=4000, help="optimizer steps (default 4000)")
+    p.add_argument("--base-steps", type=int, default=32, help="finest grid, a power of 2 (default 32)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance folded in (default: the teacher's)")
+    p.add_argument("--self-consistency-fraction", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--ema-decay", type=float, default=0.99)
+    p.add_argument("--cpu-limit", type=float, default=0.0, help="CPU-seconds of training (0 = off)")
+    p.add_argument("--time-limit", type=float, default=0.0, help="seconds (0 = off)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--sample-every", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--mixed-precision", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.set_defaults(func=cmd_distill)
