@@ -20,7 +20,7 @@ shares: a dataclass per family (`DiffusionSettings`, `ARSettings`, ...) on the c
 `Settings`, whose optional fields (`negative_prompt`, `style`, `cache`, `lora`) are refused with a
 one-line `UserInputError` by a pipeline that does not list them in `supports`.
 
-LoRA adapters (train/lora.py, `blinkgen finetune`): a pipeline that supports "lora" names the
+LoRA adapters (adapters.py, with the files in train/lora.py; `blinkgen finetune`): a pipeline that supports "lora" names the
 attribute holding its generator network in `lora_network`; `settings(lora=DIR, lora_scale=0.8)`
 checks that the adapter was trained on this very model (by the hash of its weights) and `sample`
 runs a merged copy of the network (cached per adapter and scale). `pipe.with_lora(DIR)` is the same
@@ -28,13 +28,13 @@ pipeline with the adapter as its default (how the server serves "default+mascot"
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
 from PIL import Image
 
+from .adapters import LoraMixin
 from .checks import as_float, as_int
 from .errors import UserInputError
 from .seeds import SEED_MAX, check_seed, seed_run  # noqa: F401  (SEED_MAX: re-exported)
@@ -187,7 +187,7 @@ class SampleResult:
     stats: dict = field(default_factory=dict)
 
 
-class Pipeline:
+class Pipeline(LoraMixin):
     """Base class of every family's pipeline. A subclass sets `family`, `samplers`, `defaults`
     (a `settings_type` instance), `image_size`, `name`, and implements `_sample` and `save`;
     `from_folder(folder, device, dtype)` builds one from a model folder (the registry calls it).
@@ -266,76 +266,6 @@ class Pipeline:
     def _check_settings(self, settings: Settings) -> Settings | None:
         """Hook: validate the family's own settings fields (raise UserInputError); may return a
         normalised copy (numpy numbers as Python ones), else None."""
-
-    # --- LoRA adapters (train/lora.py) ----------------------------------------------------------
-    def _check_lora(self, s: Settings) -> Settings:
-        """lora -> the adapter's resolved folder, checked against this model's weights; lora_scale
-        -> a float (1.0 when lora is set alone). UserInputError / ModelLoadError, one line."""
-        if s.lora is None:
-            if s.lora_scale is not None:
-                raise UserInputError("lora_scale needs a lora adapter")
-            return s
-        from .train import lora
-
-        if not isinstance(s.lora, (str, Path)):
-            raise UserInputError(f"lora must be an adapter folder, got {s.lora!r}")
-        adapter = lora.read_adapter(s.lora)
-        lora.check_base(adapter, self.family, self.weights_sha256(), self.name)
-        scale = 1.0 if s.lora_scale is None else lora.check_scale(s.lora_scale)
-        return replace(s, lora=str(adapter.folder), lora_scale=scale)
-
-    def weights_sha256(self) -> str | None:
-        """The hash of this model folder's weights (train/lora.py), None for a pipeline built in
-        memory; computed once."""
-        if self.folder is None:
-            return None
-        if getattr(self, "_weights_sha256", None) is None:
-            from .train.lora import weights_sha256
-
-            self._weights_sha256 = weights_sha256(self.folder)
-        return self._weights_sha256
-
-    def network_for(self, settings: Settings):
-        """The generator network to run for these settings: `lora_network`'s module, or its merged
-        copy with settings.lora at settings.lora_scale (cached)."""
-        base = getattr(self, self.lora_network) if self.lora_network else None
-        if settings.lora is None:
-            return base
-        from .train import lora
-
-        if getattr(self, "_adapters", None) is None:
-            self._adapters = lora.AdapterCache()
-        return self._adapters.get(base, lora.read_adapter(settings.lora), settings.lora_scale)
-
-    def save_merged(self, path, adapter, scale: float | None = None) -> Path:
-        """Write this model with a LoRA adapter folded into its network (at `scale`, default 1) as
-        a full model folder at path; its config.json records the adapter under "merged_lora"."""
-        s = self.settings(lora=str(adapter), lora_scale=scale)
-        out = copy.copy(self)
-        setattr(out, self.lora_network, self.network_for(s))
-        from .train.lora import read_adapter
-
-        a = read_adapter(s.lora)
-        out.config = {**self.config, "merged_lora": {"adapter": str(a.folder), "scale": s.lora_scale,
-                                                     "base": a.base, "rank": a.config.get("rank")}}
-        return out.save(path)
-
-    def with_lora(self, adapter, scale: float | None = None, name: str | None = None) -> "Pipeline":
-        """This pipeline (sharing its networks and caches) with a LoRA adapter as the default
-        setting, named `name` (default "<model>+<adapter>"). Refuses an adapter of another base."""
-        if "lora" not in self.supports:
-            raise UserInputError(f"the {self.family} family does not support the 'lora' setting yet")
-        s = self._check_lora(replace(self.defaults, lora=str(adapter), lora_scale=scale))
-        if getattr(self, "_adapters", None) is None:
-            from .train.lora import AdapterCache
-
-            self._adapters = AdapterCache()
-        out = copy.copy(self)
-        out.defaults = s
-        from .train.lora import read_adapter
-
-        out.name = name or f"{self.name}+{read_adapter(s.lora).name}"
-        return out
 
     def sample(self, requests: Sequence[Request], settings: Settings,
                callback: ProgressCallback = None) -> SampleResult:
