@@ -157,9 +157,20 @@ class OnePassPipeline(Pipeline):
     max_guidance = 1.0
     supports = frozenset({"style"})
     net_key = ""  # the network's config key in config.json ("generator", "cvae")
+    # the family's one sampling setting, a scale of its noise ("truncation", "temperature"): a
+    # field of settings_type, in [0, knob_max], None = the model's default (config "defaults")
+    knob = ""
+    knob_max = 2.0
+    family_defaults: dict = {}  # the family's DEFAULTS (folder.py), under the config's own
+    folder_io: tuple = ()  # (load_folder(path) -> (net, space, config), save_folder(path, net, space, extra))
 
-    def __init__(self, net: torch.nn.Module, space: ImageSpace, config: dict, defaults: Settings,
-                 name: str, device="cpu", dtype: str = "fp32"):
+    def __init__(self, net: torch.nn.Module, space: ImageSpace, config: dict, name: str | None = None,
+                 device="cpu", dtype: str = "fp32"):
+        d = {**self.family_defaults, **config.get("defaults", {})}
+        defaults = self.settings_type(int(d["steps"]), float(d["guidance"]), str(d["sampler"]),
+                                      style=d.get("style") or None)
+        self.knob_default = float(d.get(self.knob, 1.0))
+        name = name or self.family
         self.device = torch.device(device)
         self.dtype = dtype_of(dtype)
         self.model = net.eval().requires_grad_(False).to(self.device, self.dtype)
@@ -173,12 +184,29 @@ class OnePassPipeline(Pipeline):
         self.text = shared_encoder("cpu")
         self.memo = PromptMemo(self.text, int(config.get("text_max_tokens", DEFAULT_MAX_TOKENS)))
 
+    @classmethod
+    def from_folder(cls, folder, device="cpu", dtype="fp32") -> "OnePassPipeline":
+        net, space, config = cls.folder_io[0](folder)
+        return cls(net, space, config, name=Path(folder).name, device=device, dtype=dtype)
+
+    def save(self, path) -> Path:
+        keep = {k: v for k, v in self.config.items() if k not in ("family", self.net_key, "space", "image_size")}
+        return self.folder_io[1](path, self.model, self.space, keep)
+
     def _check_settings(self, settings: Settings) -> None:
         from ..errors import UserInputError
 
         if settings.guidance != 1.0:
             raise UserInputError(f"the {self.family} family has no classifier-free guidance: guidance must be 1 "
                                  f"(off), got {settings.guidance:g}")
+        t = getattr(settings, self.knob)
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= self.knob_max):
+            raise UserInputError(f"{self.knob} must be a number in [0, {self.knob_max:g}], got {t!r}")
+
+    def knob_value(self, settings: Settings) -> float:
+        """The settings' noise scale (truncation / temperature), the model's default when None."""
+        t = getattr(settings, self.knob)
+        return self.knob_default if t is None else float(t)
 
     def encode_prompts(self, prompts: list[str]) -> TextBatch:
         """Prompts (as given: add the style phrase first) -> TextBatch on the device, one row each,

@@ -4,11 +4,9 @@ image's own seed. The model folder is described in folder.py and families/onepas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from ...errors import UserInputError
 from ...pipeline import Settings
 from ...text.encoder import TextBatch
 from ..onepass import OnePassPipeline, seeded_normal
@@ -33,31 +31,14 @@ class GANPipeline(OnePassPipeline):
     settings_type = GANSettings
     net_key = "generator"
 
-    def __init__(self, generator, space, config: dict, name: str = "gan", device="cpu", dtype: str = "fp32"):
-        d = {**DEFAULTS, **config.get("defaults", {})}
-        defaults = GANSettings(int(d["steps"]), float(d["guidance"]), str(d["sampler"]), style=d.get("style") or None)
-        self.truncation = float(d.get("truncation", 1.0))
-        super().__init__(generator, space, config, defaults, name, device, dtype)
-
-    @classmethod
-    def from_folder(cls, folder, device="cpu", dtype="fp32") -> "GANPipeline":
-        g, space, config = load_gan_folder(folder)
-        return cls(g, space, config, name=Path(folder).name, device=device, dtype=dtype)
-
-    def save(self, path) -> Path:
-        return save_gan_folder(path, self.model, self.space,
-                               {k: v for k, v in self.config.items() if k not in ("family", "generator", "space",
-                                                                                 "image_size")})
-
-    def _check_settings(self, settings: GANSettings) -> None:
-        super()._check_settings(settings)
-        t = settings.truncation
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= MAX_TRUNCATION):
-            raise UserInputError(f"truncation must be a number in [0, {MAX_TRUNCATION:g}], got {t!r}")
+    knob = "truncation"
+    knob_max = MAX_TRUNCATION
+    family_defaults = DEFAULTS
+    folder_io = (load_gan_folder, save_gan_folder)
 
     def noise(self, seeds: list[int]) -> torch.Tensor:
         return seeded_normal((self.model.cfg.z_dim,), seeds)  # (B, z_dim)
 
     def _net(self, z: torch.Tensor, text: TextBatch, settings: GANSettings) -> torch.Tensor:
-        psi = self.truncation if settings.truncation is None else float(settings.truncation)
+        psi = self.knob_value(settings)
         return self.model(z * psi, text.states, text.mask, text.pooled)  # (B, C, S, S)
