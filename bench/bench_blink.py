@@ -97,7 +97,7 @@ class Rung:
 def forget_prompts(pipe) -> None:
     """Empty the prompt memo except the null prompt (what a long-running server holds)."""
     null = pipe.config.get("null_prompt", "")
-    pipe._memo = {k: v for k, v in pipe._memo.items() if k == null}
+    pipe.memo.rows = {k: v for k, v in pipe.memo.rows.items() if k == null}
 
 
 def flops_per_pass(pipe) -> float:

@@ -64,9 +64,9 @@ def test_batched_text_encoding_is_bit_identical_to_one_at_a_time(threads):
 
 def test_batch_invariance_with_fresh_prompt_encodings(gen):
     s = gen.settings(steps=3)
-    gen._memo.clear()
+    gen.memo.rows.clear()
     alone = gen.sample([Request("a purple hexagon", 7)], s).images[0]
-    gen._memo.clear()
+    gen.memo.rows.clear()
     mixed = gen.sample(requests(["three yellow stars", "a purple hexagon", "an orange heart", "y"], [1, 7, 2, 3]),
                        s).images[1]
     assert np.array_equal(arr(alone), arr(mixed))
@@ -172,11 +172,11 @@ def test_prompt_memo_is_bounded_and_still_correct(gen, monkeypatch):
     that overflows it must still get every prompt's own encoding."""
     import torch
 
-    monkeypatch.setattr(gen, "MEMO_MAX", 5)
-    gen._memo.clear()
+    monkeypatch.setattr(gen.memo, "capacity", 5)
+    gen.memo.rows.clear()
     prompts = [f"a red circle number {i}" for i in range(9)]
     cond, _ = gen.encode_prompts(prompts[:4])
     cond2, _ = gen.encode_prompts(prompts[3:])  # 6 new + the null prompt: overflows the cap
-    assert len(gen._memo) <= 7 and torch.equal(cond.states[3], cond2.states[0])
+    assert len(gen.memo.rows) <= 7 and torch.equal(cond.states[3], cond2.states[0])
     alone, _ = gen.encode_prompts([prompts[8]])
     assert torch.equal(alone.states[0], cond2.states[5])

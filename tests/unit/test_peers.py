@@ -37,7 +37,7 @@ def _fake_text(gen) -> None:
     for i, p in enumerate(PROMPTS + [gen.config.get("null_prompt", "")]):
         mask = torch.arange(L)[None] < 4 + 3 * i
         states = torch.randn(1, L, TEXT_DIM, generator=g) * mask[..., None]
-        gen._memo[p] = TextBatch(states, mask, torch.nn.functional.normalize(torch.randn(1, TEXT_DIM, generator=g), dim=-1))
+        gen.memo.rows[p] = TextBatch(states, mask, torch.nn.functional.normalize(torch.randn(1, TEXT_DIM, generator=g), dim=-1))
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from ...sampling.flow import SAMPLERS, flow_schedule, step_size_lookup
 from ...sampling.guidance import cfg_wrap
 from ...sampling.noise import vary_gaussian
 from ...speed.step_cache import step_cache
-from ...text.encoder import DEFAULT_MAX_TOKENS, TextBatch, shared_encoder
+from ...text.encoder import DEFAULT_MAX_TOKENS, PromptMemo, TextBatch, shared_encoder
 from ...text.style import styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
@@ -90,7 +90,7 @@ class DiffusionPipeline(Pipeline):
         self.styles = tuple(config.get("styles") or ())  # the styles the model was trained on
         self.shift = float(config.get("schedule_shift", 1.0))
         self.text = shared_encoder("cpu")
-        self._memo: dict[str, TextBatch] = {}
+        self.memo = PromptMemo(self.text, int(config.get("text_max_tokens", DEFAULT_MAX_TOKENS)), self.MEMO_MAX)
 
     def settings(self, steps=None, guidance=None, sampler=None, **extra) -> DiffusionSettings:
         """As `Pipeline.settings` (which fills and checks the style); guidance_interval None (or
@@ -144,25 +144,13 @@ class DiffusionPipeline(Pipeline):
         padded to the fixed context length, so a prompt's states never depend on which other
         prompts share the batch (and shapes stay static); the prompts not yet memoised are
         encoded together in one batched pass."""
-        L = int(self.config.get("text_max_tokens", DEFAULT_MAX_TOKENS))
         null_prompt = self.config.get("null_prompt", NULL_PROMPT) if negative_prompt is None else negative_prompt
-        self._encode_missing(list(prompts) + [null_prompt], L)
-        cond = TextBatch.cat([self._memo[p] for p in prompts])
-        null = self._memo[null_prompt]
+        rows = self.memo(list(prompts) + [null_prompt])
         B = len(prompts)
+        cond = TextBatch(rows.states[:B], rows.mask[:B], rows.pooled[:B])
+        null = TextBatch(rows.states[B:], rows.mask[B:], rows.pooled[B:])
         uncond = TextBatch(null.states.expand(B, -1, -1), null.mask.expand(B, -1), null.pooled.expand(B, -1))
         return cond.to(self.device), uncond.to(self.device)
-
-    def _encode_missing(self, prompts: list[str], L: int) -> None:
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._memo))
-        if not missing:
-            return
-        if len(self._memo) + len(missing) > self.MEMO_MAX:  # a server sees unboundedly many prompts
-            self._memo.clear()
-            missing = list(dict.fromkeys(prompts))
-        tb = self.text.encode_fixed(missing, L)
-        for i, p in enumerate(missing):
-            self._memo[p] = TextBatch(*(t[i : i + 1].clone() for t in (tb.states, tb.mask, tb.pooled)))
 
     def initial_noise(self, seeds: list[int], variations=None) -> torch.Tensor:
         """(B, C, S, S) standard normal latents, row b drawn from its own generator seeded by
