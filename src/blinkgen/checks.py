@@ -9,6 +9,7 @@ and infinities. Errors are UserInputError naming the argument and its range.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import operator
@@ -53,4 +54,12 @@ def as_float(value, name: str, lo: float | None = None, hi: float | None = None)
         raise UserInputError(f"{want}, got {v}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise UserInputError(f"{name} must be{_range_text(lo, hi)}, got {v}")
+    return v
+
+
+def positive_int_arg(s: str) -> int:
+    """argparse type: an integer >= 1 (argparse.ArgumentTypeError otherwise, its usage error)."""
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
     return v

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .checks import positive_int_arg
 from .errors import BlinkgenError, UserInputError
 from .textio import read_lines
 
@@ -216,7 +217,7 @@ def _add_generate_everyday(p) -> None:
                    help="folder of wildcard files NAME.txt for __NAME__ (repeatable); also searched: "
                         "wildcards/ beside the prompts file, $BLINKGEN_WILDCARDS, ./wildcards")
     p.add_argument("--literal", action="store_true", help="take the prompt as it is: no {a|b} or __name__")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per model call (default 16)")
+    p.add_argument("--batch-size", type=positive_int_arg, default=16, help="images per model call (default 16)")
     p.add_argument("--variation-seed", type=int, default=None, metavar="S",
                    help="mix in this seed's noise (S, S+1, ... for n images), by --variation-strength")
     p.add_argument("--variation-strength", type=float, default=None, metavar="A",
@@ -226,13 +227,6 @@ def _add_generate_everyday(p) -> None:
                         "them), check its model's weights, and say whether the result is bit-identical")
     p.add_argument("--any-model", action="store_true", help="with --from: use the PNG's settings with a "
                    "model other than the one that made it")
-
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
-    return v
 
 
 def vary_recipe(args) -> None:
@@ -257,68 +251,6 @@ def vary_recipe(args) -> None:
         dtype=args.dtype, fixed_seed=True, cache=None, truncation=None, temperature=None, lora=None,
         lora_scale=None, size=None, upscaler=None)
     cmd_generate(ns)
-
-
-def cmd_grid(args) -> None:
-    """`blinkgen grid PROMPT --x NAME=V1,V2 --y NAME=V1,V2`: one labelled comparison PNG (grid.py)."""
-    from .grid import parse_axis, run_grid
-    from .outputs import check_new, image_name
-    from .pngmeta import save_png
-    from .prompts import Wildcards, wildcard_dirs
-
-    if not args.prompt.strip():
-        raise UserInputError("the prompt is empty")
-    x = parse_axis(args.x) if args.x else None
-    y = parse_axis(args.y) if args.y else None
-    if x is None and y is None:
-        raise UserInputError("give at least one axis: --x NAME=V1,V2,... (and --y)")
-    base = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance), ("sampler", args.sampler),
-                              ("style", args.style), ("negative_prompt", args.negative)) if v is not None}
-    record_stub = {"prompt": args.prompt, "seed": args.seed, "x": args.x, "y": args.y, "n": args.n,
-                   "model": args.model, **base}
-    path = Path(args.output) if args.output else Path(args.outdir or ".") / image_name(record_stub, args.seed, "xy")
-    check_new([path], args.overwrite)
-    image, record = run_grid(args.prompt, x, y, args.model, args.n, args.seed, base, args.score, args.batch_size,
-                             args.device, args.dtype, Wildcards(wildcard_dirs(args.wildcards or ())),
-                             args.cell_scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(image, path, record, args.overwrite)
-    scores = record["grid"].get("scores")
-    if scores:
-        cols = record["grid"]["x_labels"] or [""]
-        for label, row in zip(record["grid"]["y_labels"] or [""], scores):
-            print(f"{label:>20} " + "  ".join(f"{c}: {next(iter(v.values())):.3f}" for c, v in zip(cols, row)),
-                  file=sys.stderr)
-    print(path)
-
-
-def _add_grid(sub) -> None:
-    p = sub.add_parser("grid", help="compare settings, models or checkpoints in one labelled grid PNG",
-                       description="Every cell uses the same seeds; axes are NAME=V1,V2,... over any setting "
-                                   "(steps, guidance, sampler, style, negative_prompt, ...), seed, prompt, "
-                                   "variation_strength, or model (names, folders, training checkpoints).")
-    p.add_argument("prompt")
-    p.add_argument("--x", default=None, metavar="NAME=V1,V2", help="columns, e.g. steps=2,4,8,12")
-    p.add_argument("--y", default=None, metavar="NAME=V1,V2", help="rows, e.g. guidance=1,3,5 or model=default,runs/a/model")
-    p.add_argument("-n", type=int, default=1, help="images per cell (seeds seed..seed+n-1 in every cell)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="default", help="the model of cells without a model axis")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--sampler", default=None)
-    p.add_argument("--style", default=None)
-    p.add_argument("--negative", default=None, metavar="TEXT")
-    p.add_argument("--score", action="store_true", help="score each cell: the evaluator's prompt alignment, or the "
-                   "shapes checker's exact accuracy for shapes prompts")
-    p.add_argument("--wildcards", action="append", default=None, metavar="DIR")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--cell-scale", type=_positive_int, default=None, help="enlarge images by this factor (nearest)")
-    p.add_argument("-o", "--output", default=None)
-    p.add_argument("--outdir", default=None)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32")
-    p.set_defaults(func=cmd_grid)
 
 
 def cmd_train(args) -> None:
@@ -382,7 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
-    _add_grid(sub)
     _add_train(sub)
     sub.add_parser("models", help="list the embedded models").set_defaults(func=cmd_models)
     from .data import commands as data_commands
@@ -390,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve import commands as serve_commands
     from .train import commands as train_commands
 
-    from . import edit_commands
+    from . import edit_commands, grid
 
-    for module in (train_commands, data_commands, serve_commands, eval_commands, edit_commands):  # each adds its own subcommands
+    for module in (grid, train_commands, data_commands, serve_commands, eval_commands, edit_commands):  # each adds its own subcommands
         module.register(sub)
     return parser
 

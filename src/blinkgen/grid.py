@@ -19,11 +19,13 @@ checker's exact accuracy; the PNG's `parameters` chunk records the axes, labels 
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .checks import positive_int_arg
 from .errors import ModelLoadError, UserInputError
 
 REQUEST_AXES = ("seed", "prompt", "variation_seed", "variation_strength")
@@ -291,3 +293,66 @@ def run_grid(prompt: str, x: Axis | None, y: Axis | None, model: str = "default"
                        "cells": len(xs) * len(ys), "base": {k: v for k, v in (base or {}).items() if v is not None},
                        **({"scores": scores} if scores else {})}}
     return image, record
+
+
+# --- the `blinkgen grid` command ---------------------------------------------------------------
+def cmd_grid(args) -> None:
+    """`blinkgen grid PROMPT --x NAME=V1,V2 --y NAME=V1,V2`: one labelled comparison PNG (grid.py)."""
+    from .outputs import check_new, image_name
+    from .pngmeta import save_png
+    from .prompts import Wildcards, wildcard_dirs
+
+    if not args.prompt.strip():
+        raise UserInputError("the prompt is empty")
+    x = parse_axis(args.x) if args.x else None
+    y = parse_axis(args.y) if args.y else None
+    if x is None and y is None:
+        raise UserInputError("give at least one axis: --x NAME=V1,V2,... (and --y)")
+    base = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance), ("sampler", args.sampler),
+                              ("style", args.style), ("negative_prompt", args.negative)) if v is not None}
+    record_stub = {"prompt": args.prompt, "seed": args.seed, "x": args.x, "y": args.y, "n": args.n,
+                   "model": args.model, **base}
+    path = Path(args.output) if args.output else Path(args.outdir or ".") / image_name(record_stub, args.seed, "xy")
+    check_new([path], args.overwrite)
+    image, record = run_grid(args.prompt, x, y, args.model, args.n, args.seed, base, args.score, args.batch_size,
+                             args.device, args.dtype, Wildcards(wildcard_dirs(args.wildcards or ())),
+                             args.cell_scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(image, path, record, args.overwrite)
+    scores = record["grid"].get("scores")
+    if scores:
+        cols = record["grid"]["x_labels"] or [""]
+        for label, row in zip(record["grid"]["y_labels"] or [""], scores):
+            print(f"{label:>20} " + "  ".join(f"{c}: {next(iter(v.values())):.3f}" for c, v in zip(cols, row)),
+                  file=sys.stderr)
+    print(path)
+
+
+def register(sub) -> None:
+    """Add the `grid` subcommand to the CLI's subparsers."""
+    p = sub.add_parser("grid", help="compare settings, models or checkpoints in one labelled grid PNG",
+                       description="Every cell uses the same seeds; axes are NAME=V1,V2,... over any setting "
+                                   "(steps, guidance, sampler, style, negative_prompt, ...), seed, prompt, "
+                                   "variation_strength, or model (names, folders, training checkpoints).")
+    p.add_argument("prompt")
+    p.add_argument("--x", default=None, metavar="NAME=V1,V2", help="columns, e.g. steps=2,4,8,12")
+    p.add_argument("--y", default=None, metavar="NAME=V1,V2", help="rows, e.g. guidance=1,3,5 or model=default,runs/a/model")
+    p.add_argument("-n", type=int, default=1, help="images per cell (seeds seed..seed+n-1 in every cell)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="default", help="the model of cells without a model axis")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--sampler", default=None)
+    p.add_argument("--style", default=None)
+    p.add_argument("--negative", default=None, metavar="TEXT")
+    p.add_argument("--score", action="store_true", help="score each cell: the evaluator's prompt alignment, or the "
+                   "shapes checker's exact accuracy for shapes prompts")
+    p.add_argument("--wildcards", action="append", default=None, metavar="DIR")
+    p.add_argument("--batch-size", type=positive_int_arg, default=16)
+    p.add_argument("--cell-scale", type=positive_int_arg, default=None, help="enlarge images by this factor (nearest)")
+    p.add_argument("-o", "--output", default=None)
+    p.add_argument("--outdir", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32")
+    p.set_defaults(func=cmd_grid)
