@@ -122,7 +122,7 @@ class DiffusionPipeline(Pipeline):
         -> v (B, C, S, S)."""
         dt = self.dtype
         extra = {} if d is None else {"d": d.to(dt)}
-        v = (module or self.dit)(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device),
+        v = (self.dit if module is None else module)(x.to(dt), t.to(dt), states.to(self.device, dt), mask.to(self.device),
                      pooled.to(self.device, dt), **extra)
         return v.float()
 
