@@ -27,6 +27,9 @@ def plot(results: Path, out: Path) -> Path:
               ("retrieval R@1 (higher is better)", lambda x: x["quality"]["retrieval_R@1"], 1)]
     if "nn" in ref["quality"]:
         panels.append(("nearest-neighbour hit rate (higher is better)", lambda x: x["quality"]["nn"]["rate"], 1))
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    max_ms = max(x["latency"]["total"]["p50_ms"] for x in rows)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), constrained_layout=True)
     colours = {"teacher": "tab:blue", "diffusers": "tab:red", "shortcut": "tab:green", "consistency": "tab:orange"}
     for ax, (label, get, sign) in zip(axes, panels):
@@ -42,6 +45,9 @@ def plot(results: Path, out: Path) -> Path:
             ax.annotate(x["rung"].replace(" (reference)", "*"), (x["latency"]["total"]["p50_ms"], get(x)),
                         fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.set_xticks([t for t in (20, 30, 50, 100, 200, 500, 1000) if t <= 2 * max_ms])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("p50 latency, prompt -> PNG, batch 1 (ms)")
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=7, loc="upper right")
