@@ -12,7 +12,7 @@ Per rung (a model, its settings and an engine), in one process, on the same eval
             on a shared machine hit every rung alike; medians with the range, and the load
             average before and after every round.
 Rungs: the teacher at its default (the quality reference) and at few steps; step caching on its
-multi-step path; the distilled models (shortcut, consistency) at 1, 2, 4 steps; engines (bf16,
+multi-step path; the distilled models (shortcut, consistency) at 1, 2, 4, 8 steps; engines (bf16,
 int8, torch.compile, decoder precision) on the distilled default; and the peer the issue names,
 the loop a diffusers user writes for the same network: FlowMatchEulerDiscreteScheduler at 28
 steps with classifier-free guidance as two passes.
@@ -47,6 +47,7 @@ from blinkgen.pipeline import Request, requests  # noqa: E402
 from blinkgen.pngmeta import png_bytes  # noqa: E402
 from blinkgen.speed.engine import apply_engine  # noqa: E402
 
+STUDENT_STEPS = (1, 2, 4, 8)  # the distilled models' rungs
 PEER_STEPS = 28  # FlowMatchEulerDiscreteScheduler pipelines' usual step count (SD3, Flux)
 
 
@@ -144,7 +145,7 @@ def build_rungs(args) -> list[Rung]:
         if not folder:
             continue
         pipe = load(folder)
-        for k in (1, 2, 4):
+        for k in STUDENT_STEPS:
             rungs.append(Rung(f"{label} euler@{k}", pipe, pipe.settings(k), steps=k, passes=k))
     if args.shortcut:
         k = blinkgen.load(args.shortcut).defaults.steps
