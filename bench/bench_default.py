@@ -52,6 +52,8 @@ def main(argv=None):
     ap.add_argument("--style", default=None)
     ap.add_argument("--guidance-interval", default=None)
     ap.add_argument("--samples", type=int, default=128)
+    ap.add_argument("--nn-seed-offsets", type=int, nargs="*", default=[],
+                    help="also run the nearest-neighbour check with seeds OFFSET+i (e.g. 1000 2000): its noise")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: nn,eval,shapes,latency,grid")
     ap.add_argument("--out", required=True)
@@ -68,11 +70,17 @@ def main(argv=None):
            "command": "python bench/bench_default.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     names = prompts()[:52]
     if "nn" not in skip:
+        ref = load_folder(EMOJI, pipe.image_size)
         ims = pipe.generate(names, seed=0, **kw)
-        r = nearest_neighbour_hits(ims, names, load_folder(EMOJI, pipe.image_size))
+        r = nearest_neighbour_hits(ims, names, ref)
         out["nn"] = {"hits": r["hits"], "n": r["n"], "misses": [(x["prompt"], x["rank"], x["neighbours"][:3])
                                                                  for x in r["per_prompt"] if not x["hit"]]}
         print("nn", r["hits"], "/", r["n"], flush=True)
+        if a.nn_seed_offsets:  # the gate's noise: the same check on other seed sets (seed offset + i)
+            extra_hits = {off: nearest_neighbour_hits(pipe.generate(names, seed=off, **kw), names, ref)["hits"]
+                          for off in a.nn_seed_offsets}
+            out["nn"]["hits_by_seed_offset"] = {0: r["hits"], **extra_hits}
+            print("nn by seed offset", out["nn"]["hits_by_seed_offset"], flush=True)
     if "eval" not in skip:
         m = evaluate(pipe, a.data, samples=a.samples, **{k: v for k, v in kw.items() if k != "guidance_interval"})  # style rides in kw
         mm, real = m["metrics"], m["metrics"].get("real_same_prompts") or {}
