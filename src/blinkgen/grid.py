@@ -67,6 +67,8 @@ def _model_label(v: str) -> str:
     p = Path(v)
     if (p / "state.json").is_file():  # a checkpoint: "run@step-00004000"
         return f"{p.parent.parent.name}@{p.name}"
+    if p.name == "model" and p.parent.name:  # a run's exported model: name it by its run, "runs/gan/model" -> "gan"
+        return p.parent.name
     return p.name or v
 
 
