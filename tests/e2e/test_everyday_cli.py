@@ -149,6 +149,6 @@ def test_grid_labels_and_cells_and_checkpoint_axis(models, tmp_path):
     out2 = tmp_path / "g2.png"
     assert cli("grid", "a red circle", "--x", f"model={tiny},{run / 'model'},{ck}", "--model", tiny, "-o", out2) == 0
     rec2 = read_parameters(out2)["grid"]
-    assert rec2["x_labels"] == ["tiny", "model", "run@step-00000002"] and rec2["cells"] == 3
+    assert rec2["x_labels"] == ["tiny", "run", "run@step-00000002"] and rec2["cells"] == 3
     assert cli("grid", "x", "--model", tiny, "-o", tmp_path / "no.png") == 2
     assert cli("grid", "x", "--x", "nonsense=1,2", "--model", tiny, "-o", tmp_path / "no.png") == 2

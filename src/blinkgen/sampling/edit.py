@@ -51,7 +51,8 @@ def cut_schedule(ts: torch.Tensor, t_start: float) -> torch.Tensor:
         return ts
     first = torch.tensor([t_start], dtype=ts.dtype)  # decide in the schedule's own precision
     below = ts[ts < first]  # ends with 0
-    if len(below) >= 2 and float(first - below[0]) < MERGE_FRACTION * float(below[0] - below[1]):
+    # repeat: on a shifted schedule, dropping one point can leave the next one still too close
+    while len(below) >= 2 and float(first - below[0]) < MERGE_FRACTION * float(below[0] - below[1]):
         below = below[1:]
     return torch.cat([first, below])
 
