@@ -54,9 +54,11 @@ from blinkgen.models.llama import KVCache, Llama, llama_config
 from blinkgen.outputs import check_new, write_text
 from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, decode, decode_no_cache, decode_one_token,
                                   draw_uniforms)
-from blinkgen.sampling.speculative import speculative_decode_batch
 from blinkgen.speed.fused_llama import fused_view
 from blinkgen.speed.int8 import int8_view
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ar_speculative import quick_model, speculative  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIVE_MAX_PARAMS = 2e6  # the O(N^2) rung costs seconds per image beyond this on one thread
@@ -303,60 +305,6 @@ def quality_checks(gen: ARPipeline, guidance: float, compile_modes: list[str]) -
     return out
 
 
-def quick_model(run: Path, steps_tok: int, steps_ar: int) -> Path:
-    """A small trained AR model on the shapes set, through the shared training loop."""
-    from blinkgen.train.config import TrainConfig
-    from blinkgen.train.loop import train
-
-    model = run / "ar" / "model"
-    if (model / "config.json").is_file():
-        return model
-    common = dict(data="shapes:3000", size=64, batch_size=32, sample_every=0, ckpt_every=0, log_every=50,
-                  eval_every=0, warmup=50)
-    tok = run / "tok" / "model"
-    if not (tok / "config.json").is_file():
-        tok = train(TrainConfig(family="tokenizer", out=str(run / "tok"), preset="tiny", steps=steps_tok,
-                                lr=2e-3, **common))
-    return train(TrainConfig(family="ar", out=str(run / "ar"), preset="XXS", steps=steps_ar, lr=2e-3,
-                             autoencoder=str(tok), **common))
-
-
-def speculative(gen: ARPipeline, windows: list[int], guidance: float) -> dict:
-    """Batch 1, one prompt at a time: plain cached decode vs SJD, sampling and greedy (CPU time)."""
-    m = gen.model
-    N = m.cfg.n_tokens
-    out = {}
-    for mode, temp in (("sampling", 1.0), ("greedy", 0.0)):
-        s = DecodeSettings(temperature=temp, guidance=guidance)
-        plain_t, rows = [], {w: {"t": [], "tpp": [], "calls": [], "same": []} for w in windows}
-        for i, prompt in enumerate(PROMPTS):
-            pre, pm = m.conditioning(gen.encode_prompts([prompt]), s.cfg)
-            t = time.process_time()
-            plain = decode(fused_view(m.llama), pre, pm, draw_uniforms([torch.Generator().manual_seed(i)], N), s)
-            plain_t.append(time.process_time() - t)
-            for w in windows:
-                t = time.process_time()
-                toks, st = speculative_decode_batch(fused_view(m.llama), pre, pm, N,
-                                                    [torch.Generator().manual_seed(i)], s, w)
-                r = rows[w]
-                r["t"].append(time.process_time() - t)
-                r["tpp"].append(st[0].tokens_per_pass)
-                r["calls"].append(1 + st[0].passes)
-                r["same"].append(bool(torch.equal(toks, plain)))
-        tp = statistics.mean(plain_t)
-        out[mode] = {"plain_cached": {"seconds_cpu": round(tp, 4), "tokens_per_s_cpu": round(N / tp, 1),
-                                      "network_calls": N}}
-        for w, r in rows.items():
-            ts = statistics.mean(r["t"])
-            out[mode][f"sjd_window_{w}"] = {
-                "seconds_cpu": round(ts, 4), "tokens_per_s_cpu": round(N / ts, 1),
-                "accepted_tokens_per_pass": round(statistics.mean(r["tpp"]), 3),
-                "network_calls": round(statistics.mean(r["calls"]), 1),
-                "speedup_vs_plain": round(tp / ts, 2),
-                **({"identical_to_greedy": all(r["same"])} if temp == 0 else {})}
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -416,7 +364,7 @@ def main(argv=None) -> int:
     print("quality checks", file=sys.stderr, flush=True)
     result["quality_vs_fp32_eager"] = quality_checks(gen, args.guidance, compile_modes)
     print(json.dumps(result["quality_vs_fp32_eager"]), file=sys.stderr, flush=True)
-    result["speculative"] = speculative(gen, args.windows, args.guidance)
+    result["speculative"] = speculative(gen, args.windows, args.guidance, PROMPTS)
     print(json.dumps(result["speculative"], indent=1), file=sys.stderr)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_s"] = round(time.perf_counter() - t0, 1)
