@@ -7,6 +7,11 @@
 # The run folder lives outside the checkout (a fresh clone or a clean never loses it). Stops by
 # itself after CPU_LIMIT CPU-seconds of training steps (all threads, summed over resumes), or at
 # STEPS, exporting the EMA model to $RUN/model (and the other EMA lengths to $RUN/model-ema*/).
+#
+# The defaults below are a single-leg plan. The shipped teacher was one run folder grown by warm
+# restarts: STEPS=12000, then STEPS=18000 CPU_LIMIT=23000, STEPS=25000 CPU_LIMIT=32000 and
+# STEPS=32000 CPU_LIMIT=42000, each with --resume (MODEL_CARD.md lists every leg). Each resume
+# re-reads --steps, so the cosine learning-rate curve restarts from where the step count stands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLINKGEN="${BLINKGEN:-.venv/bin/blinkgen}"

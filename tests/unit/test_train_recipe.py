@@ -138,6 +138,11 @@ def test_cpu_limit_stops_exports_and_resume_continues(tmp_path, tiny_model_dir):
     run_cli(*args, "--cpu-limit", 2.0, "--resume")
     st2 = json.loads((out / "train_stats.json").read_text())
     assert st2["final_step"] > st["final_step"] and st2["cpu_seconds_total"] >= 2.0
+    # the exported config carries the whole run's cost, not only the last session's wall time
+    tr = json.loads((out / "model" / "config.json").read_text())["training"]
+    assert tr["cpu_seconds"] == round(st2["cpu_seconds_total"], 1)
+    assert tr["resumed_from_step"] == st["final_step"] == st2["resumed_from_step"]
+    assert tr["seconds_total"] >= tr["seconds"] + st["seconds"] - 0.2
 
 
 def test_extra_emas_export_and_resume_exactly(tmp_path, tiny_model_dir):

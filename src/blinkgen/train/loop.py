@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     if list(opts) != list(loss_fns):
         raise RuntimeError(f"{type(task).__name__}: optimizers {list(opts)} and losses {list(loss_fns)} must "
                            "have the same names in the same order")
-    start, best, bad_evals, history, cpu_before = 0, math.inf, 0, [], 0.0
+    start, best, bad_evals, history, cpu_before, wall_before = 0, math.inf, 0, [], 0.0, 0.0
     ck = latest_checkpoint(run)
     if ck is not None and not resume:
         raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
@@ -133,6 +133,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         st = load_checkpoint(ck, model, ema.model, opts, {k: e.model for k, e in extra_emas.items()})
         start, best, bad_evals = st["step"], st.get("best", math.inf), st.get("bad_evals", 0)
         cpu_before = st.get("cpu_seconds", 0.0)  # training CPU time of the earlier sessions
+        wall_before = st.get("wall_seconds")  # None: a checkpoint from before wall time was recorded
         if main:
             log.info("resumed %s at step %d", ck, start)
     if main:
@@ -158,6 +159,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
 
     def cpu_used() -> float:
         return cpu_before + time.process_time() - cpu0
+
+    def wall_used() -> float | None:  # wall seconds of all sessions of this run; None when unknown
+        return None if wall_before is None else wall_before + time.perf_counter() - t_start
     step = start
     with _StopFlag() as flag:
         while step < cfg.steps:
@@ -239,7 +243,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                 if main:
                     save_checkpoint(run, step, unwrap(model), ema.model, opts,
                                     {"best": best, "bad_evals": bad_evals, "config": cfg.to_dict(),
-                                     "cpu_seconds": cpu_used()},
+                                     "cpu_seconds": cpu_used(), "wall_seconds": wall_used()},
                                     keep=cfg.keep_checkpoints, extra_emas={k: e.model for k, e in extra_emas.items()})
                 acc.wait_for_everyone()
             if stop_now:
@@ -254,12 +258,19 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         done = step - start
         steady = max(done - 10, 0)
         stats = {"steps_run": done, "final_step": step, "seconds": time.perf_counter() - t_start,
-                 "cpu_seconds_total": cpu_used(),
+                 "cpu_seconds_total": cpu_used(), "seconds_total": wall_used(), "resumed_from_step": start,
                  "images_per_s": steady * B / max(time.perf_counter() - t_steady, 1e-9) if steady else None,
                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                  "processes": world, "torch_threads": torch.get_num_threads(), "batch_size": B}
         write_json_atomic(run / "train_stats.json", stats)
+        # "seconds" is this session only; a resumed run's totals sit beside it, so a reader of the
+        # config never takes the last leg's wall time for the whole run's cost
         extra["training"]["seconds"] = round(stats["seconds"], 1)
+        extra["training"]["cpu_seconds"] = round(stats["cpu_seconds_total"], 1)
+        if start:
+            extra["training"]["resumed_from_step"] = start
+            extra["training"]["seconds_total"] = (None if stats["seconds_total"] is None
+                                                  else round(stats["seconds_total"], 1))
         extra["training"]["device"] = stats["device"]
         if cfg.restore_best and (run / BEST / "ema.safetensors").is_file():
             ema.model.load_state_dict(read_tensors(run / BEST / "ema.safetensors"))
