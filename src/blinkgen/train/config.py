@@ -51,6 +51,10 @@ class TrainConfig:
     val_fraction: float = 0.02
     val_max: int = 256
     autoencoder: str | None = None   # diffusion/ar: a trained autoencoder/tokenizer folder
+    # Warm start: a trained model folder (or embedded name) of the same network whose weights start a
+    # fresh run (not its optimizer state, step or EMA history); a --resume continues its checkpoint
+    # instead. Diffusion: its autoencoder/ is the run's unless --autoencoder is given (train.warm_start).
+    init_from: str | None = None
     ae_steps: int | None = None      # stage 1 (no --autoencoder); None: train.plan.default_ae_steps
     ae_preset: str | None = None     # stage 1's preset; None: "tiny" for --preset tiny, else "S" (train.plan)
     ae_lr: float = 1e-3
@@ -111,6 +115,8 @@ class TrainConfig:
         need(0 <= self.style_prob <= 1, f"style_prob must be in [0, 1], got {self.style_prob}")
         need(self.augment in ("none", "mirror"), f"augment must be none or mirror, got {self.augment!r}")
         need(self.save_dtype in ("fp32", "fp16", "bf16"), "save_dtype must be fp32, fp16 or bf16")
+        need(not self.init_from or self.target()[1] not in ("lora", "distill"),
+             "init_from starts a fresh network; fine-tuning and distillation start from their --from model")
         need(1 <= self.lora_rank <= 256, f"lora_rank must be between 1 and 256, got {self.lora_rank}")
         need(0 <= self.prior_weight <= 100, f"prior_weight must be in [0, 100], got {self.prior_weight}")
         pow2 = lambda n: n >= 1 and n & (n - 1) == 0  # noqa: E731

@@ -32,6 +32,7 @@ from .plan import stage1_config
 from .ema import EMA
 from .order import BatchOrder, make_order  # noqa: F401  (BatchOrder: re-exported)
 from .schedule import lr_at
+from .warm_start import warm_start, with_init_autoencoder
 
 log = logging.getLogger(__name__)
 BEST = "best"  # run/best/: the EMA weights of the best validation so far (cfg.restore_best)
@@ -88,7 +89,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     """Runs (or resumes) a training run; returns the exported model folder."""
     from accelerate import Accelerator
 
-    cfg.validate()
+    cfg = with_init_autoencoder(cfg.validate())  # --init-from: its autoencoder unless one is named
     family, task_name = cfg.target()
     ae_cfg = stage1_config(cfg)  # stage 1: the autoencoder / tokenizer it needs (train.plan: steps, preset)
     if ae_cfg is not None:
@@ -116,6 +117,14 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     torch.manual_seed(cfg.seed)  # model init is a function of the seed
     task = family.task_class(task_name)(cfg, train_set, val_set, acc.device)
     model = task.model.to(acc.device)
+    ck = latest_checkpoint(run)
+    if ck is not None and not resume:
+        raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
+    warm = None  # --init-from: a fresh run starts at a trained folder's weights; a resume ignores it
+    if cfg.init_from and ck is None:
+        warm = warm_start(task, cfg)  # before the EMA copies below, so they start there too
+    elif cfg.init_from and main:
+        log.info("--init-from ignored: resuming %s", ck)
     _frozen_teacher(task, model, acc.device)  # the task's losses read task.teacher
     ema = EMA(model, cfg.ema_decay)
     extra_emas = {f"{d:g}": EMA(model, d) for d in cfg.extra_ema_decays()}  # EMA length, chosen after training
@@ -126,9 +135,6 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         raise RuntimeError(f"{type(task).__name__}: optimizers {list(opts)} and losses {list(loss_fns)} must "
                            "have the same names in the same order")
     start, best, bad_evals, history, cpu_before, wall_before = 0, math.inf, 0, [], 0.0, 0.0
-    ck = latest_checkpoint(run)
-    if ck is not None and not resume:
-        raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
     if ck is not None:
         st = load_checkpoint(ck, model, ema.model, opts, {k: e.model for k, e in extra_emas.items()})
         start, best, bad_evals = st["step"], st.get("best", math.inf), st.get("bad_evals", 0)
@@ -138,6 +144,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
             log.info("resumed %s at step %d", ck, start)
     if main:
         write_json_atomic(run / "train_config.json", cfg.to_dict())
+        if warm is not None:
+            write_json_atomic(run / "init_from.json", warm)
     model, *prepared = acc.prepare(model, *opts.values())
     opts = dict(zip(opts, prepared))
 
@@ -272,6 +280,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
             extra["training"]["seconds_total"] = (None if stats["seconds_total"] is None
                                                   else round(stats["seconds_total"], 1))
         extra["training"]["device"] = stats["device"]
+        if warm is not None or cfg.init_from:  # a resumed warm-started run: the first leg's record
+            extra["training"]["init_from"] = warm or _recorded_init(run)
         if cfg.restore_best and (run / BEST / "ema.safetensors").is_file():
             ema.model.load_state_dict(read_tensors(run / BEST / "ema.safetensors"))
             extra["training"]["exported"] = json.loads((run / BEST / "state.json").read_text())
@@ -283,6 +293,12 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     if flag.stop:
         raise KeyboardInterrupt(f"training interrupted at step {step}; checkpoint saved, resume with --resume")
     return out
+
+
+def _recorded_init(run: Path):
+    """A resumed run's warm-start record, written by its first session (None if it has none)."""
+    p = run / "init_from.json"
+    return json.loads(p.read_text()) if p.is_file() else None
 
 
 def _unfinished(run: Path) -> bool:

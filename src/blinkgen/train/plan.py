@@ -57,6 +57,9 @@ class Stage:
 
 def stage_plan(cfg: TrainConfig) -> list[Stage]:
     """Every stage `train(cfg)` will run (or reuse), in order."""
+    from .warm_start import with_init_autoencoder
+
+    cfg = with_init_autoencoder(cfg)  # --init-from brings its autoencoder, as train() does
     family, task = cfg.target()
     stages = []
     ae = stage1_config(cfg)
@@ -69,7 +72,8 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
         stages.append(Stage(ae.task, ae.preset, ae.steps, ae.out, f"{how}; {which}", reuse))
     elif cfg.autoencoder and family.prerequisites.get(task):
         stages.append(Stage(family.prerequisites[task], "-", 0, cfg.autoencoder, reuse=cfg.autoencoder))
-    stages.append(Stage(task, cfg.preset, cfg.steps, cfg.out, "--steps, --preset"))
+    warm = f"; warm start from {cfg.init_from} unless resuming" if cfg.init_from else ""
+    stages.append(Stage(task, cfg.preset, cfg.steps, cfg.out, "--steps, --preset" + warm))
     return stages
 
 

@@ -48,6 +48,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import UserInputError
+
 DEFAULT_OPTIMIZER = "model"  # the name of a task's single optimizer (and of a pre-protocol checkpoint's)
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, dict], tuple[torch.Tensor, dict]]
@@ -82,6 +84,12 @@ class Task:
 
     def bind_ema(self, ema_model: torch.nn.Module) -> None:
         """Called once by the loop with the EMA copy of `model`; default: not needed."""
+
+    def warm_start(self, folder) -> None:
+        """Load a trained model folder's weights into `model` (train/warm_start.py: --init-from);
+        UserInputError when the folder holds another network. Default: not supported."""
+        raise UserInputError(f"--init-from is not supported for {type(self).__name__} yet; "
+                             "diffusion runs support it")
 
     def optimizers(self, model: torch.nn.Module, cfg, device) -> dict[str, torch.optim.Optimizer]:
         return {DEFAULT_OPTIMIZER: adamw(model.parameters(), cfg, device)}

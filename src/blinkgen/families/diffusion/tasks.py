@@ -2,6 +2,7 @@
 flow matching of the DiT over its cached latents."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from ...data.types import ImageCaptionSet
-from ...errors import ModelLoadError
-from ...modelio import state_dict_for_save, write_folder_atomic
+from ...errors import ModelLoadError, UserInputError
+from ...modelio import load_into, read_config, read_tensors, state_dict_for_save, weights_hash, write_folder_atomic
 from ...models.autoencoder import AE_PRESETS, AutoencoderKL, measure_latent_scale, psnr, to_pixels, to_uint8
 from ...models.denoisers import PRESETS as DENOISER_PRESETS
+from ...models.denoisers import arch_of, config_dict
 from ...models.denoisers import from_preset as denoiser_from_preset
 from ...pipeline import requests
 from ...pngmeta import grid
@@ -102,6 +104,29 @@ class DiffusionTask(Task):
             raise ModelLoadError(f"unknown denoiser preset {cfg.preset!r}; choose from {sorted(DENOISER_PRESETS)}")
         f = self.ae.cfg.downsample
         return denoiser_from_preset(cfg.preset, self.ae.cfg.latent_channels, cfg.size // f)
+
+    def warm_start(self, folder: Path) -> None:
+        """--init-from (train/warm_start.py): the denoiser of a trained diffusion folder, which must
+        be the network --preset and --size build (not a distilled student: it has a step-size
+        input) and share this run's autoencoder weights. UserInputError otherwise."""
+        config = read_config(folder)
+        where = f"--init-from {folder}"
+        if config.get("family") != "diffusion":
+            raise UserInputError(f"{where} holds a {config.get('family')!r} model, not a diffusion model")
+        if config.get("distilled"):
+            raise UserInputError(f"{where} is a distilled student (it has a step-size input); warm-start from "
+                                 f"its teacher ({config['distilled'].get('teacher')}) instead")
+        mine = json.loads(json.dumps({"arch": arch_of(self.model), **config_dict(self.model)}))
+        theirs = {"arch": config.get("arch", "dit"), **(config.get("dit") or {})}
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:4])
+            raise UserInputError(f"{where} is another network than --preset {self.cfg.preset} at --size "
+                                 f"{self.cfg.size} builds ({shown}); pass the preset and size it was trained with")
+        if weights_hash(folder / "autoencoder") != weights_hash(find_autoencoder(self.cfg.autoencoder)):
+            raise UserInputError(f"{where} learnt another autoencoder's latent space than --autoencoder "
+                                 f"{self.cfg.autoencoder}; leave --autoencoder out to use the folder's own")
+        load_into(self.model, read_tensors(folder / "model.safetensors"), str(folder))
 
     @torch.no_grad()
     def _encode(self, images):

@@ -1,0 +1,59 @@
+"""Warm start (`blinkgen train --init-from MODEL`): a fresh run whose network begins at the weights
+of a trained model folder -- the committed teacher, say -- instead of a random init.
+
+What carries over: the network's weights only. Not the optimizer moments, not the step count or
+the learning-rate schedule, not the EMA history (every EMA copy starts at the loaded weights). A
+`--resume` of a run that already holds checkpoints continues its checkpoint and ignores
+--init-from. This is what lets a run continue on a new machine from the weights in git alone,
+where `--resume` needs the old run folder.
+
+The family's task checks that the folder holds the same network (`Task.warm_start`); for the
+diffusion family the folder's own autoencoder is the run's latent space unless --autoencoder
+names one (the same weights are then required).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import UserInputError
+from ..modelio import weights_hash
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def init_folder(cfg: TrainConfig) -> Path | None:
+    """The model folder --init-from names (an embedded name or a folder), or None when not set.
+    Raises ModelLoadError (one line) when it is neither."""
+    if not cfg.init_from:
+        return None
+    from ..api import resolve  # the registry's resolver, imported on use (as train/lora.py does)
+
+    return resolve(str(cfg.init_from))
+
+
+def with_init_autoencoder(cfg: TrainConfig) -> TrainConfig:
+    """cfg with `autoencoder` set to the --init-from folder's autoencoder/ when the task needs one
+    and none is given: the warm-started denoiser only makes sense in the latent space it learnt."""
+    folder = init_folder(cfg)
+    if folder is None or cfg.autoencoder:
+        return cfg
+    family, task = cfg.target()
+    if family.prerequisites.get(task) and (folder / "autoencoder" / "config.json").is_file():
+        return replace(cfg, autoencoder=str(folder / "autoencoder"))
+    return cfg
+
+
+def warm_start(task, cfg: TrainConfig) -> dict:
+    """Load the --init-from weights into `task.model` (before the loop copies it into the EMAs).
+    Returns the provenance recorded in the exported config: {"path", "weights_sha256"}.
+    Raises UserInputError when the folder holds another family or network."""
+    folder = init_folder(cfg)
+    if folder is None:
+        raise UserInputError("warm_start needs init_from")
+    task.warm_start(folder)
+    record = {"path": str(folder.resolve()), "weights_sha256": weights_hash(folder)}
+    log.info("warm start from %s (weights sha256 %s)", folder, record["weights_sha256"][:12])
+    return record
