@@ -12,6 +12,11 @@
 # restarts: STEPS=12000, then STEPS=18000 CPU_LIMIT=23000, STEPS=25000 CPU_LIMIT=32000 and
 # STEPS=32000 CPU_LIMIT=42000, each with --resume (MODEL_CARD.md lists every leg). Each resume
 # re-reads --steps, so the cosine learning-rate curve restarts from where the step count stands.
+#
+# Without that run folder (a new machine), warm-start a new run folder from a committed teacher's
+# weights; the optimizer and schedule start afresh, so give a restart-sized peak and a short warm-up:
+#   RUN=~/.cache/blinkgen/runs/default-v3 STEPS=7000 scripts/train_default.sh \
+#       --init-from <teacher model folder> --lr 1.5e-4 --warmup 200
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLINKGEN="${BLINKGEN:-.venv/bin/blinkgen}"
