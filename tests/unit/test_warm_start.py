@@ -66,6 +66,13 @@ def test_init_from_refuses_a_distilled_student(tmp_path):
     (student / "config.json").write_text(json.dumps({**cfg, "distilled": {"teacher": "/some/teacher"}}))
     with pytest.raises(UserInputError, match="distilled student.*/some/teacher"):
         train(_cfg(tmp_path / "r2", init_from=str(student)))
+    # found before any data are read: a dataset that cannot load is never reached
+    with pytest.raises(UserInputError, match="distilled student"):
+        train(_cfg(tmp_path / "r3", init_from=str(student), data=str(tmp_path / "no-such-folder")))
+    with pytest.raises(UserInputError, match="holds a 'vae' model, not a diffusion model"):
+        cfg = json.loads((student / "config.json").read_text())
+        (student / "config.json").write_text(json.dumps({**cfg, "family": "vae"}))
+        train(_cfg(tmp_path / "r4", init_from=str(student), data=str(tmp_path / "no-such-folder")))
 
 
 def test_init_from_refuses_another_latent_space(tmp_path, tiny_model_dir):
@@ -82,7 +89,11 @@ def test_init_from_is_checked_before_anything_trains(tmp_path, tiny_model_dir):
         stage_plan(_cfg(tmp_path / "r", init_from="no-such-model"))
     plan = format_plan(stage_plan(_cfg(tmp_path / "r", init_from=str(tiny_model_dir))))
     assert f"reuse the trained {tiny_model_dir / 'autoencoder'}" in plan and "warm start from" in plan
+    from conftest import make_tiny
+    vae_cfg = dict(family="vae", data="shapes:16", size=32, preset="tiny", steps=1, batch_size=4, eval_every=0,
+                   sample_every=0, ckpt_every=0)
+    with pytest.raises(UserInputError, match="holds a 'diffusion' model, not a vae model"):
+        train(TrainConfig(**vae_cfg, out=str(tmp_path / "v"), init_from=str(tiny_model_dir)).validate())
+    vae = make_tiny("vae", tmp_path / "vae")
     with pytest.raises(UserInputError, match="not supported"):  # families without it say so
-        train(TrainConfig(family="vae", data="shapes:16", size=32, preset="tiny", out=str(tmp_path / "v"), steps=1,
-                          batch_size=4, eval_every=0, sample_every=0, ckpt_every=0,
-                          init_from=str(tiny_model_dir)).validate())
+        train(TrainConfig(**vae_cfg, out=str(tmp_path / "v2"), init_from=str(vae)).validate())

@@ -32,7 +32,7 @@ from .plan import stage1_config
 from .ema import EMA
 from .order import BatchOrder, make_order  # noqa: F401  (BatchOrder: re-exported)
 from .schedule import lr_at
-from .warm_start import warm_start, with_init_autoencoder
+from .warm_start import precheck, warm_start, with_init_autoencoder
 
 log = logging.getLogger(__name__)
 BEST = "best"  # run/best/: the EMA weights of the best validation so far (cfg.restore_best)
@@ -90,6 +90,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     from accelerate import Accelerator
 
     cfg = with_init_autoencoder(cfg.validate())  # --init-from: its autoencoder unless one is named
+    if cfg.init_from and not (resume and latest_checkpoint(Path(cfg.out)) is not None):
+        precheck(cfg)  # a wrong folder fails now, not after the data are encoded
     family, task_name = cfg.target()
     ae_cfg = stage1_config(cfg)  # stage 1: the autoencoder / tokenizer it needs (train.plan: steps, preset)
     if ae_cfg is not None:

@@ -46,6 +46,25 @@ def with_init_autoencoder(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def precheck(cfg: TrainConfig) -> None:
+    """The checks that need no network or data, run before the dataset is loaded and encoded (minutes
+    on a large set): the folder exists, is of this run's family, and is not a distilled student
+    (it has a step-size input; its teacher is the network to continue). UserInputError otherwise."""
+    folder = init_folder(cfg)
+    if folder is None:
+        return
+    from ..modelio import read_config
+
+    config = read_config(folder)
+    family, _ = cfg.target()
+    where = f"--init-from {folder}"
+    if config.get("family") != family.name:
+        raise UserInputError(f"{where} holds a {config.get('family')!r} model, not a {family.name} model")
+    if config.get("distilled"):
+        raise UserInputError(f"{where} is a distilled student (it has a step-size input); warm-start from "
+                             f"its teacher ({config['distilled'].get('teacher')}) instead")
+
+
 def warm_start(task, cfg: TrainConfig) -> dict:
     """Load the --init-from weights into `task.model` (before the loop copies it into the EMAs).
     Returns the provenance recorded in the exported config: {"path", "weights_sha256"}.

@@ -109,13 +109,8 @@ class DiffusionTask(Task):
         """--init-from (train/warm_start.py): the denoiser of a trained diffusion folder, which must
         be the network --preset and --size build (not a distilled student: it has a step-size
         input) and share this run's autoencoder weights. UserInputError otherwise."""
-        config = read_config(folder)
+        config = read_config(folder)  # family and "distilled" were checked before the data (warm_start.precheck)
         where = f"--init-from {folder}"
-        if config.get("family") != "diffusion":
-            raise UserInputError(f"{where} holds a {config.get('family')!r} model, not a diffusion model")
-        if config.get("distilled"):
-            raise UserInputError(f"{where} is a distilled student (it has a step-size input); warm-start from "
-                                 f"its teacher ({config['distilled'].get('teacher')}) instead")
         mine = json.loads(json.dumps({"arch": arch_of(self.model), **config_dict(self.model)}))
         theirs = {"arch": config.get("arch", "dit"), **(config.get("dit") or {})}
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
