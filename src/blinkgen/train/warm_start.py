@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UserInputError
-from ..modelio import weights_hash
+from ..modelio import read_config, weights_hash
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,6 @@ def precheck(cfg: TrainConfig) -> None:
     folder = init_folder(cfg)
     if folder is None:
         return
-    from ..modelio import read_config
-
     config = read_config(folder)
     family, _ = cfg.target()
     where = f"--init-from {folder}"
@@ -69,9 +67,7 @@ def warm_start(task, cfg: TrainConfig) -> dict:
     """Load the --init-from weights into `task.model` (before the loop copies it into the EMAs).
     Returns the provenance recorded in the exported config: {"path", "weights_sha256"}.
     Raises UserInputError when the folder holds another family or network."""
-    folder = init_folder(cfg)
-    if folder is None:
-        raise UserInputError("warm_start needs init_from")
+    folder = init_folder(cfg)  # the loop calls this only when cfg.init_from is set
     task.warm_start(folder)
     record = {"path": str(folder.resolve()), "weights_sha256": weights_hash(folder)}
     log.info("warm start from %s (weights sha256 %s)", folder, record["weights_sha256"][:12])
