@@ -87,7 +87,10 @@ def main(argv=None):
         out["eval"] = {"fd": mm["fd"], "kid": mm.get("kid"), "alignment": mm["alignment"],
                        "R@1": mm["retrieval_R@1"], "R@5": mm["retrieval_R@5"],
                        "real_R@1_same_prompts": real.get("retrieval_R@1"), "real_alignment": m["ceiling"]["real_alignment"],
-                       "real_fd_between_halves": m["ceiling"].get("real_fd_between_halves")}
+                       "real_fd_between_halves": m["ceiling"].get("real_fd_between_halves"),
+                       # held-out reference images the model's lineage trained on (eval/leakage.py): 0 or the
+                       # FD / R@1 / alignment above are flattered
+                       "reference_seen_by_generator": m["reference_seen_by_generator"]["seen"]}
         print("eval", json.dumps(out["eval"]), flush=True)
     if "shapes" not in skip:
         m = evaluate(pipe, "shapes:1500", samples=128, prompts=str(SHAPES),

@@ -56,12 +56,22 @@ def test_distill_writes_a_normal_few_step_model(tmp_path, tiny_model_dir, object
 
 def test_distill_refuses_bad_requests_in_one_line(tmp_path, tiny_model_dir):
     for args, word in [(("--steps", 3), "power of 2"), (("--steps", 64), "up to distill_base_steps"),
-                       (("--objective", "reflow"), "invalid choice")]:
+                       (("--objective", "reflow"), "invalid choice"), (("--mix", "0.5,0.5"), "order group")]:
         r = run_cli("distill", "--from", tiny_model_dir, "--data", "shapes:8", "--out", tmp_path / "x", *args,
                     check=False)
         assert r.returncode == 2 and word in r.stderr, r.stderr
     r = run_cli("distill", "--from", tiny_model_dir, "--out", tmp_path / "x", check=False)  # no recorded data
     assert r.returncode == 2 and "--data" in r.stderr.strip().splitlines()[-1]
+
+
+def test_distill_takes_the_group_order_and_mix(tmp_path, tiny_model_dir):
+    """--order group --mix sets a source's share without changing the spec (whose held-out split a
+    bigger spec would move: eval/leakage.py); the run records both."""
+    run_cli("distill", "--from", tiny_model_dir, "--data", "shapes:16+shapes:16", "--out", tmp_path / "run",
+            "--order", "group", "--mix", "0.2,0.8", "--train-steps", 2, "--batch-size", 4, "--base-steps", 8,
+            "--eval-every", 2, "--ckpt-every", 2)
+    cfg = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert (cfg["order"], cfg["mix"], cfg["task"]) == ("group", "0.2,0.8", "distill")
 
 
 def test_the_shortcut_student_starts_as_its_teacher(tmp_path, tiny_model_dir):

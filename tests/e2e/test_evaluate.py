@@ -86,3 +86,27 @@ def test_bench_script_runs_one_rung_and_a_peer(setup, tmp_path):
     assert names == [("euler", 2), ("naive", 2), ("diffusers_euler", 2), ("diffusers_dpmpp2m", 2)]
     assert [x["peer"] for x in r["ratios"]] == ["naive@2", "diffusers_euler@2"]  # no dpmpp2m@2 rung of ours
     assert r["matmul_peak_gflops"] > 0 and r["rungs"][0]["batch4"]["mfu"] > 0
+
+
+def test_reference_seen_by_generator_is_counted_and_warned(setup, tmp_path):
+    """A model whose recorded training spec differs from the evaluation spec trained on the
+    reference's held-out images: evaluate counts them and the report says the scores are flattered."""
+    import shutil
+
+    from blinkgen.eval.evaluate import evaluate, report_markdown
+    from blinkgen.modelio import read_config
+
+    model, ev, _ = setup
+    rows = {}
+    for name, spec in (("same", DATA), ("bigger", "shapes:400")):
+        m = tmp_path / name
+        shutil.copytree(model, m)
+        cfg = read_config(m)
+        cfg["training"] = {**(cfg.get("training") or {}), "data": spec, "seed": 0}
+        (m / "config.json").write_text(json.dumps(cfg))
+        rows[name] = evaluate(m, DATA, samples=2, steps=1, evaluator=ev)
+    same, bigger = (rows[k]["reference_seen_by_generator"] for k in ("same", "bigger"))
+    assert same["seen"] == 0 and same["n_reference"] == 4
+    assert bigger["seen"] >= 3  # shapes:400's split is another permutation: nearly all 4 in its training
+    assert "flattered" not in report_markdown(rows["same"]).split("evaluator's training")[0]
+    assert "saw %d of the 4 held-out" % bigger["seen"] in report_markdown(rows["bigger"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import platform
 import subprocess
@@ -40,11 +41,13 @@ from ..seeds import check_seed, seed_run
 from ..textio import read_lines
 from . import metrics as M
 from .contrastive import Evaluator, held_out_split, load_evaluator, retrieval_at_k
+from .leakage import image_hashes, seen_by_generator
 
 GRID_MAX = 64
 OUTPUT_FILES = ("metrics.json", "prompts.txt", "grid.png", "report.md")
 PROMPT_ORDER_SEED = 0  # fixed: the prompt list is part of the benchmark, not of the run's seed
 KID_SUBSETS = 50
+log = logging.getLogger(__name__)
 PR_K = 3
 
 
@@ -61,6 +64,7 @@ class Reference:
     source: str
     own: list[str]  # the held-out images' primary captions, row-aligned with real_emb
     unseen_by_evaluator: bool | None  # True: these held-out images were kept out of its training
+    held_hashes: list[str] | None = None  # pixel hashes of the held-out images (eval.leakage)
 
 
 def reference_unseen(ev: Evaluator, data_spec: str, split_seed: int) -> bool | None:
@@ -114,7 +118,8 @@ def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_se
     ceiling = {"real_alignment": M.alignment(real_emb, ev.embed_texts(own)),
                **_retrieval(real_emb, own, ev, prefix="real_"), "n_real": len(held),
                "real_fd_between_halves": floor}
-    return Reference(ev, real_emb, plist, ceiling, data_spec, source, own, reference_unseen(ev, data_spec, split_seed))
+    return Reference(ev, real_emb, plist, ceiling, data_spec, source, own, reference_unseen(ev, data_spec, split_seed),
+                     image_hashes(held.images))
 
 
 def _retrieval(img_emb: torch.Tensor, prompts: list[str], ev: Evaluator, prefix: str = "") -> dict:
@@ -245,12 +250,19 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
         quality["nn"] = _nn_check(images, plist, nn_reference, gen.image_size)
     if captioner is not None:
         quality["caption"] = _caption_check(images, plist, captioner)
+    seen = seen_by_generator(_model_config(gen), data_spec, split_seed, ref.held_hashes, gen.image_size)
+    if seen["seen"] != 0:
+        log.warning("the generator's training saw %s of the %d held-out reference images of %r (%s): "
+                    "FD, R@1 and alignment are flattered", "an unknown number" if seen["seen"] is None
+                    else seen["seen"], seen["n_reference"], data_spec,
+                    "; ".join(f"{r['role']}: {r['data']} seen {r['seen']}" for r in seen["runs"]))
     t3 = time.perf_counter()
     result = {
         "model": getattr(gen, "name", str(model)), "family": gen.family, "settings": settings.to_dict(),
         "data": data_spec, "prompts_source": ref.source, "samples": samples, "seed": seed,
         "split_seed": split_seed, "metrics": quality, "ceiling": ref.ceiling,
         "reference_unseen_by_evaluator": ref.unseen_by_evaluator,
+        "reference_seen_by_generator": seen,
         "evaluator": {"path": str(ev.folder), "sha256": ev.weights_sha256(),
                       "held_out_retrieval": ev.config.get("held_out_retrieval")},
         "versions": versions(),
@@ -260,6 +272,14 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
     if out_dir is not None:
         write_outputs(Path(out_dir), result, images, plist, overwrite)
     return result
+
+
+def _model_config(gen) -> dict | None:
+    """The config.json of the folder a pipeline was loaded from (None: built in memory)."""
+    from ..modelio import read_config
+
+    folder = getattr(gen, "folder", None)
+    return read_config(Path(folder)) if folder is not None else None
 
 
 def _nn_check(images, prompts: list[str], folder, size: int) -> dict:
@@ -342,6 +362,12 @@ def report_markdown(r: dict) -> str:
         lines.append(f"| shapes overall (n={sh['n_overall']}) | {_fmt(sh['overall'])} | |")
         for a in ("colour", "shape", "count", "size", "relation", "background"):
             lines.append(f"| shapes {a} (n={sh[f'n_{a}']}) | {_fmt(sh[a])} | |")
+    seen = r.get("reference_seen_by_generator") or {}
+    if seen.get("seen") != 0:
+        lines += ["", f"**Warning:** the generator's training saw {seen.get('seen', 'an unknown number')} of the "
+                  f"{seen.get('n_reference')} held-out reference images (its lineage: "
+                  + "; ".join(f"{x['role']} on {x['data']}: {x['seen']}" for x in seen.get("runs", []))
+                  + "), so FD, R@1 and alignment are flattered. Score it on the split of the spec it trained on."]
     if r.get("reference_unseen_by_evaluator") is not True:
         lines += ["", "**Warning:** the evaluator's training did not exclude this data's held-out split, so it "
                   "has probably seen these reference images (the real-image ceiling is flattered)."]

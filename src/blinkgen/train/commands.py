@@ -111,7 +111,7 @@ def cmd_distill(args) -> None:
         raise UserInputError(f"{folder} does not record the data it was trained on; pass --data")
     opts = {k: getattr(args, k) for k in ("out", "batch_size", "lr", "warmup", "ema_decay", "cpu_limit", "time_limit",
                                           "threads", "seed", "save_dtype", "eval_every", "sample_every",
-                                          "ckpt_every", "mixed_precision", "self_consistency_fraction")}
+                                          "ckpt_every", "mixed_precision", "self_consistency_fraction", "order", "mix")}
     cfg = TrainConfig.from_dict({
         **opts, "family": "diffusion", "task": "distill", "teacher": str(folder), "data": data,
         "size": int(read_config(folder)["image_size"]), "steps": args.train_steps,
@@ -145,5 +145,10 @@ def register_distill(sub) -> None:
     p.add_argument("--sample-every", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--mixed-precision", default="auto")
+    p.add_argument("--order", default="image", choices=["image", "group"],
+                   help="image: epochs over images (default); group: draw a group, then one of its members")
+    p.add_argument("--mix", default="", metavar="W1,W2",
+                   help="with --order group: weights of the parts of an 'A+B' --data spec, e.g. 0.4,0.6 -- "
+                        "a source's share without changing the spec (a bigger spec moves the held-out split)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.set_defaults(func=cmd_distill)

@@ -264,6 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         if history:
             (run / "val_history.jsonl").open("a").write("".join(json.dumps(h) + "\n" for h in history))
         extra = {"training": {"data": cfg.data, "steps": step, "batch_size": B, "seed": cfg.seed,
+                              "val_fraction": cfg.val_fraction, "val_max": cfg.val_max,  # the held-out split
                               "preset": cfg.preset, "finished": step >= cfg.steps}}
         done = step - start
         steady = max(done - 10, 0)

@@ -69,6 +69,11 @@ def warm_start(task, cfg: TrainConfig) -> dict:
     Raises UserInputError when the folder holds another family or network."""
     folder = init_folder(cfg)  # the loop calls this only when cfg.init_from is set
     task.warm_start(folder)
-    record = {"path": str(folder.resolve()), "weights_sha256": weights_hash(folder)}
+    from ..eval.leakage import lineage
+
+    # the source's training runs travel with the record, so eval.leakage can tell which held-out
+    # images this model has seen even after the source folder is gone
+    record = {"path": str(folder.resolve()), "weights_sha256": weights_hash(folder),
+              "lineage": lineage(read_config(folder), "init_from")}
     log.info("warm start from %s (weights sha256 %s)", folder, record["weights_sha256"][:12])
     return record
