@@ -37,7 +37,7 @@ import torch
 
 from blinkgen.api import load
 from blinkgen.errors import OutputExistsError
-from blinkgen.eval.evaluate import blas_threads, build_reference, run_prompts, score_images, versions
+from blinkgen.eval.evaluate import blas_threads, build_reference, reference_seen, run_prompts, score_images, versions
 from blinkgen.outputs import check_new, write_text
 from blinkgen.pipeline import requests
 from blinkgen.sampling.flow import nfe as sampler_nfe
@@ -282,7 +282,8 @@ def main(argv=None, prog: str | None = None) -> dict:
                     "load_average_at_start": [round(x, 2) for x in load_avg],
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "matmul_peak_gflops": peak, "gflops_per_image_nfe": flops_nfe / 1e9, "text_encode_s_per_prompt": text_s,
-        "ceiling": ref.ceiling, "reference_unseen_by_evaluator": ref.unseen_by_evaluator, "versions": versions(), "rungs": rungs, "ratios": ratios(rungs, args.batch),
+        "ceiling": ref.ceiling, "reference_unseen_by_evaluator": ref.unseen_by_evaluator,
+        "reference_seen_by_generator": reference_seen(gen, ref), "versions": versions(), "rungs": rungs, "ratios": ratios(rungs, args.batch),
         "wall_s": time.perf_counter() - t_start,
     }
     out = Path(args.out)

@@ -59,7 +59,7 @@ import torch
 
 from blinkgen.api import load
 from blinkgen.errors import OutputExistsError
-from blinkgen.eval.evaluate import build_reference, run_prompts, score_images, versions
+from blinkgen.eval.evaluate import build_reference, reference_seen, run_prompts, score_images, versions
 from blinkgen.outputs import check_new, write_text
 from blinkgen.pipeline import requests
 from blinkgen.textio import read_lines
@@ -296,6 +296,8 @@ def main(argv=None) -> dict:
                     "load_average_at_start": [round(x, 2) for x in load_avg],
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "ceiling": first_ref.ceiling, "reference_unseen_by_evaluator": first_ref.unseen_by_evaluator,
+        # per family: held-out reference images its lineage trained on (eval/leakage.py; 0 = clean)
+        "reference_seen_by_generator": {fam: reference_seen(g, refs[g.image_size]) for fam, g in gens.items()},
         "ceiling_by_image_size": {str(k): r.ceiling for k, r in refs.items()},
         "evaluator": {"path": str(ev.folder), "sha256": ev.weights_sha256()},
         "versions": versions(), "rows": rows, "sjd_vs_plain": rep.compare_sjd(rows),

@@ -250,12 +250,7 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
         quality["nn"] = _nn_check(images, plist, nn_reference, gen.image_size)
     if captioner is not None:
         quality["caption"] = _caption_check(images, plist, captioner)
-    seen = seen_by_generator(_model_config(gen), data_spec, split_seed, ref.held_hashes, gen.image_size)
-    if seen["seen"] != 0:
-        log.warning("the generator's training saw %s of the %d held-out reference images of %r (%s): "
-                    "FD, R@1 and alignment are flattered", "an unknown number" if seen["seen"] is None
-                    else seen["seen"], seen["n_reference"], data_spec,
-                    "; ".join(f"{r['role']}: {r['data']} seen {r['seen']}" for r in seen["runs"]))
+    seen = reference_seen(gen, ref, split_seed)
     t3 = time.perf_counter()
     result = {
         "model": getattr(gen, "name", str(model)), "family": gen.family, "settings": settings.to_dict(),
@@ -272,6 +267,18 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
     if out_dir is not None:
         write_outputs(Path(out_dir), result, images, plist, overwrite)
     return result
+
+
+def reference_seen(gen, ref: Reference, split_seed: int = 0) -> dict:
+    """eval.leakage.seen_by_generator for a loaded pipeline and a reference (its held-out images
+    the pipeline's lineage trained on), logging a warning unless the count is 0."""
+    seen = seen_by_generator(_model_config(gen), ref.data_spec, split_seed, ref.held_hashes, gen.image_size)
+    if seen["seen"] != 0:
+        log.warning("the generator's training saw %s of the %d held-out reference images of %r (%s): "
+                    "FD, R@1 and alignment are flattered", "an unknown number" if seen["seen"] is None
+                    else seen["seen"], seen["n_reference"], ref.data_spec,
+                    "; ".join(f"{r['role']}: {r['data']} seen {r['seen']}" for r in seen["runs"]))
+    return seen
 
 
 def _model_config(gen) -> dict | None:
