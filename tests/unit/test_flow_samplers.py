@@ -87,3 +87,19 @@ def test_callback_reports_every_step():
     seen = []
     sample_dpmpp_2m(gaussian_velocity, torch.ones(1, 1), flow_schedule(5), lambda i, n, x, x0: seen.append((i, n)))
     assert seen == [(i, 5) for i in range(5)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.1, 20.0), st.integers(0, 2**31 - 1))
+def test_time_shift_is_monotone_fixes_the_ends_and_shift_one_is_the_plain_draw(shift, seed):
+    from blinkgen.sampling.flow import draw_timesteps, shift_time
+
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    s = shift_time(t, shift)
+    assert s[0] == 0 and abs(float(s[-1]) - 1) < 1e-12 and bool((s[1:] >= s[:-1]).all())
+    assert bool((s >= t - 1e-12).all()) if shift >= 1 else bool((s <= t + 1e-12).all())  # > 1: toward noise
+    g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    plain = torch.sigmoid(torch.randn((64,), generator=torch.Generator().manual_seed(seed)))
+    assert torch.equal(draw_timesteps(g1, 64), plain)  # shift 1 = the stream as it always was
+    shifted = draw_timesteps(g2, 64, shift)
+    assert torch.allclose(shifted, shift_time(plain, shift)) and torch.equal(g1.get_state(), g2.get_state())

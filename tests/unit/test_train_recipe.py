@@ -99,7 +99,8 @@ def test_mirror_leaves_other_captions_alone():
 def test_config_recipe_fields_validate():
     from blinkgen.errors import UserInputError
     import pytest
-    for bad in ({"order": "groups"}, {"style_prob": 1.5}, {"augment": "flip"}, {"mixed_precision": "int8"}):
+    for bad in ({"order": "groups"}, {"style_prob": 1.5}, {"augment": "flip"}, {"mixed_precision": "int8"},
+                {"t_shift": 0.0}, {"t_shift": 50.0}):
         with pytest.raises(UserInputError):
             TrainConfig(**bad).validate()
     assert resolve_mixed_precision("no") == "no"
@@ -165,3 +166,27 @@ def test_extra_emas_export_and_resume_exactly(tmp_path, tiny_model_dir):
     main = load_file(str(straight / "model" / "model.safetensors"))
     long = load_file(str(straight / "model-ema0.99" / "model.safetensors"))
     assert any(not torch.equal(main[k], long[k]) for k in main)  # a different average
+
+
+def test_t_shift_trains_at_high_noise_and_the_model_samples_with_it(tmp_path, tiny_model_dir):
+    """--t-shift 3: the task draws its training times shifted toward noise, and the exported model
+    records schedule_shift 3, so generation spends its steps on the same times."""
+    import json
+    from blinkgen.data.registry import load_dataset
+    from blinkgen.families.diffusion.tasks import DiffusionTask
+    from blinkgen.train.loop import split
+    from conftest import run_cli
+
+    cfg = TrainConfig(family="diffusion", data="shapes:24", size=32, preset="tiny", t_shift=3.0,
+                      autoencoder=str(tiny_model_dir / "autoencoder")).validate()
+    tr, va = split(load_dataset("shapes:24", 32), cfg)
+    task = DiffusionTask(cfg, tr, va, torch.device("cpu"))
+    t3 = task.draw(torch.Generator().manual_seed(0), 4096)["t"]
+    t1 = DiffusionTask(TrainConfig(**{**cfg.to_dict(), "t_shift": 1.0}), tr, va, torch.device("cpu")).draw(
+        torch.Generator().manual_seed(0), 4096)["t"]
+    assert torch.allclose(t3, 3 * t1 / (1 + 2 * t1)) and (t3 > 0.8).float().mean() > 2 * (t1 > 0.8).float().mean()
+    out = tmp_path / "run"
+    run_cli("train", "--family", "diffusion", "--data", "shapes:24", "--size", "32", "--preset", "tiny",
+            "--autoencoder", tiny_model_dir / "autoencoder", "--out", out, "--steps", 2, "--batch-size", 4,
+            "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 0, "--t-shift", 3)
+    assert json.loads((out / "model" / "config.json").read_text())["schedule_shift"] == 3.0

@@ -34,18 +34,27 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
-def draw_timesteps(g: torch.Generator, B: int) -> torch.Tensor:
-    """(B,) training times from the logit-normal density (SD3, Esser et al. 2024: sigmoid of a
-    standard normal), which spends more training on the middle of the path than on its ends."""
-    return torch.sigmoid(torch.randn((B,), generator=g))
+def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3's time shift (Esser et al. 2024, eq. 23): t' = s t / (1 + (s - 1) t), elementwise on
+    times in [0, 1]. Monotone, fixes 0 and 1; s > 1 moves times toward the noise end (t = 1);
+    s = 1 is the identity."""
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def draw_timesteps(g: torch.Generator, B: int, shift: float = 1.0) -> torch.Tensor:
+    """(B,) training times in (0, 1) from the logit-normal density (SD3, Esser et al. 2024: sigmoid
+    of a standard normal), which spends more training on the middle of the path than on its ends,
+    then `shift_time` by `shift` (> 1: more training at high noise, where a scene's layout --
+    where objects go, how many -- is decided). The draws use the generator identically for
+    every shift, so shift 1 reproduces the unshifted stream bit for bit."""
+    t = torch.sigmoid(torch.randn((B,), generator=g))
+    return t if shift == 1.0 else shift_time(t, shift)
 
 
 def flow_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
     """`steps + 1` times from 1 to 0. `shift` > 1 spends more steps at high noise (SD3's
     time shift t' = s t / (1 + (s - 1) t)); 1 gives a uniform grid."""
-    t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    t = shift * t / (1.0 + (shift - 1.0) * t)
-    return t.float()
+    return shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
 
 
 def step_size_lookup(ts: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

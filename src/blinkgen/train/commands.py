@@ -36,6 +36,8 @@ def finetune_config(base: str, data: str, out: str, **overrides):
     family = read_config(folder).get("family")
     size = int(read_config(folder).get("image_size", 64))
     d = {**FINETUNE_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    if family == "diffusion":  # train the adapter on the times the base model was trained (and samples) on
+        d.setdefault("t_shift", float(read_config(folder).get("schedule_shift", 1.0)))
     return TrainConfig.from_dict({"family": family, "task": "lora", "base": str(folder), "data": data,
                                   "out": out, "size": size, **d})
 

@@ -30,6 +30,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_extra: str = ""              # more EMA lengths kept beside ema_decay, e.g. "0.9995,0.9999" -> model-ema<d>/
     caption_dropout: float = 0.1     # probability of training on the null prompt (enables CFG)
+    t_shift: float = 1.0             # diffusion: SD3 time shift of the training times (> 1: more high
+    # noise, where layout is decided); the exported model samples with the same schedule_shift
     # "auto" = bf16 autocast where the hardware has bf16 matmuls (CUDA; CPUs with AVX512-BF16 or
     # AMX), else "no". Measured on this project's 2-core AVX512-BF16 CPU: bf16 trains the DiT-S
     # ~1.9x faster than fp32 at batch 64 (bench/results/train_speed.json, bench/RESULTS.md).
@@ -95,6 +97,7 @@ class TrainConfig:
         need(1 <= self.batch_size <= 65536, f"batch_size must be between 1 and 65536, got {self.batch_size}")
         need(0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}")
         need(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        need(0.1 <= self.t_shift <= 20, f"t_shift must be in [0.1, 20], got {self.t_shift}")
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto, no, bf16 or fp16")
         need(self.order in ("image", "group"), f"order must be image or group, got {self.order!r}")

@@ -131,7 +131,7 @@ class DiffusionTask(Task):
     def draw(self, g: torch.Generator, B: int) -> dict:
         C, S = self.latents.shape[1], self.latents.shape[2]
         return {"u": torch.rand((B,), generator=g), "drop": torch.rand((B,), generator=g),
-                "t": draw_timesteps(g, B),
+                "t": draw_timesteps(g, B, self.cfg.t_shift),
                 "noise": torch.randn((B, C, S, S), generator=g),
                 "u_style": torch.rand((B,), generator=g), "u_pick": torch.rand((B,), generator=g)}
 
@@ -165,7 +165,8 @@ class DiffusionTask(Task):
         return {"val_loss": F.mse_loss(v.float(), velocity_target(x0, noise)).item()}
 
     def pipeline(self, ema) -> DiffusionPipeline:
-        return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size}, device=self.device)
+        return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size, "schedule_shift": self.cfg.t_shift},
+                                 device=self.device)
 
     @torch.no_grad()
     def samples(self, ema, step):
@@ -181,4 +182,5 @@ class DiffusionTask(Task):
         if styles:  # trained with style phrases: record them, and ask for one drawing by default
             default = "twemoji" if "twemoji" in styles else styles[0]
             extra = {"styles": styles, "defaults": {**DEFAULT_SETTINGS, "style": default}, **extra}
+        extra = {"schedule_shift": self.cfg.t_shift, **extra}  # sample on the times it trained on most
         return save_diffusion_folder(folder, ema, self.ae, extra, dtype=dtype_of(self.cfg.save_dtype))
