@@ -35,6 +35,7 @@ from PIL import Image
 import blinkgen
 from blinkgen.eval import metrics as M
 from blinkgen.eval.contrastive import held_out_split, load_evaluator
+from blinkgen.eval.leakage import image_hashes, seen_by_generator
 from blinkgen.eval.evaluate import blas_threads, versions
 from blinkgen.models.autoencoder import to_pixels, to_uint8
 from blinkgen.pipeline import Request
@@ -272,10 +273,15 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     if args.what == "sr":
         res = bench_sr(args)
+        scored = blinkgen.load(args.upscaler)
     else:
         pipe, ev = blinkgen.load(args.model), load_evaluator()
         res = {"inpaint": bench_inpaint, "sweep": bench_sweep, "style": bench_style}[args.what](args, pipe, ev)
         res["model"] = args.model
+        scored = pipe
+    # the held-out images these scores use that the model's lineage trained on (0 = clean)
+    res["reference_seen_by_generator"] = seen_by_generator(
+        scored.config, args.data, 0, image_hashes(held_out(args.data, scored.image_size).images), scored.image_size)
     import os
 
     res.update({"benchmark": args.what, "data": args.data, "seconds": time.perf_counter() - t0,

@@ -71,3 +71,8 @@ def test_lineage_follows_warm_starts_recorded_and_on_disk(tmp_path):
     assert [x["data"] for x in lineage(recorded)] == ["emoji", "shapes:50"]
     lost = {"training": {"data": "emoji", "init_from": {"path": str(tmp_path / "gone")}}}
     assert lineage(lost)[1]["data"] is None  # neither recorded nor on disk: unknown
+
+
+def test_a_spec_missing_on_this_machine_is_unknown_with_the_reason(ref_hashes, tmp_path):
+    r = seen_by_generator({"training": {"data": str(tmp_path / "gone"), "seed": 0}}, REF, 0, ref_hashes, SIZE)
+    assert r["seen"] is None and "cannot load" in r["runs"][0]["error"]

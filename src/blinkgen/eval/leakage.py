@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserInputError
 from ..modelio import read_config
 
 DEFAULT_VAL = {"val_fraction": 0.02, "val_max": 256}  # train.config.TrainConfig's defaults
@@ -86,8 +87,13 @@ def seen_by_generator(config: dict | None, data_spec: str, split_seed: int, held
         elif all(run[k] == v for k, v in same.items()):
             row["seen"] = 0
         else:
-            hit = held & _training_hashes(run, size)
-            row["seen"] = len(hit)
-            union |= hit
+            try:
+                hit = held & _training_hashes(run, size)
+            except (UserInputError, OSError) as e:  # e.g. a folder spec that is not on this machine
+                row.update(seen=None, error=f"cannot load {run['data']!r}: {e}")
+                unknown = True
+            else:
+                row["seen"] = len(hit)
+                union |= hit
         out_runs.append(row)
     return {"n_reference": len(held), "seen": None if unknown else len(union), "runs": out_runs}
