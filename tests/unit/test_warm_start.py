@@ -97,3 +97,27 @@ def test_init_from_is_checked_before_anything_trains(tmp_path, tiny_model_dir):
     vae = make_tiny("vae", tmp_path / "vae")
     with pytest.raises(UserInputError, match="not supported"):  # families without it say so
         train(TrainConfig(**vae_cfg, out=str(tmp_path / "v2"), init_from=str(vae)).validate())
+
+
+def test_validation_images_the_source_trained_on_are_counted(tmp_path):
+    """A warm start on a bigger spec than its source's: the new run's validation split holds images
+    the source trained on (eval/leakage.py), and the exported config says how many."""
+    import json
+
+    from blinkgen.eval.leakage import val_seen_by_ancestors
+    from blinkgen.modelio import read_config
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"family": "diffusion", "training": {"data": "shapes:300", "seed": 0}}))
+    from blinkgen.data.registry import load_dataset
+    from blinkgen.train.config import TrainConfig
+    from blinkgen.train.loop import split
+
+    for spec, expect_some in (("shapes:300", False), ("shapes:600", True)):
+        cfg = TrainConfig(family="diffusion", data=spec, size=32, init_from=str(src))
+        val = split(load_dataset(spec, 32), cfg)[1]
+        r = val_seen_by_ancestors(cfg, val.images)
+        assert (r["seen"] > 0) is expect_some and r["n_reference"] == len(val), (spec, r)
+    assert val_seen_by_ancestors(TrainConfig(data="shapes:300"), val.images) is None  # no ancestor
+    assert read_config(src)["training"]["data"] == "shapes:300"

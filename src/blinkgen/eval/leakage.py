@@ -71,15 +71,16 @@ def _training_hashes(run: dict, size: int) -> set[str]:
 
 
 def seen_by_generator(config: dict | None, data_spec: str, split_seed: int, held_hashes: list[str],
-                      size: int) -> dict:
+                      size: int, val: dict | None = None) -> dict:
     """How many held-out reference images (their pixel hashes, at `size`) each run in the model's
     lineage trained on. A run with the reference's own spec, seed and default fractions held out
-    exactly these images (counted 0 without loading). Returns {"n_reference", "seen" (the union;
+    exactly these images (counted 0 without loading); `val` gives the reference split's
+    {"val_fraction", "val_max"} where they are not the defaults. Returns {"n_reference", "seen" (the union;
     None when some run records no data), "runs": [{role, data, seed, seen}]}. Loads each other
     spec once (seconds for the emoji set; shapes specs render)."""
     held = set(held_hashes)
     out_runs, union, unknown = [], set(), False
-    same = {"data": data_spec.strip(), "seed": split_seed, **DEFAULT_VAL}
+    same = {"data": data_spec.strip(), "seed": split_seed, **(val or DEFAULT_VAL)}
     for run in lineage(config or {}):
         row = {k: run[k] for k in ("role", "data", "seed")}
         if run["data"] is None:
@@ -97,3 +98,16 @@ def seen_by_generator(config: dict | None, data_spec: str, split_seed: int, held
                 union |= hit
         out_runs.append(row)
     return {"n_reference": len(held), "seen": None if unknown else len(union), "runs": out_runs}
+
+
+def val_seen_by_ancestors(cfg, val_images: torch.Tensor) -> dict | None:
+    """For a training run that starts from another model (`--init-from`, or a distill's teacher):
+    how many of its validation images (uint8 (N, 3, H, W)) that model's lineage trained on -- a
+    validation loss over them is flattered, and early stopping reads it. None without an ancestor."""
+    from ..api import resolve
+
+    folder = cfg.init_from or cfg.teacher
+    if not folder:
+        return None
+    return seen_by_generator(read_config(resolve(str(folder))), cfg.data, cfg.seed, image_hashes(val_images),
+                             cfg.size, {"val_fraction": cfg.val_fraction, "val_max": cfg.val_max})

@@ -24,6 +24,7 @@ import torch
 from ..data.augment import augment
 from ..data.types import ImageCaptionSet
 from ..errors import UserInputError
+from ..eval.leakage import val_seen_by_ancestors
 from ..modelio import read_tensors, state_dict_for_save, unwrap, write_folder_atomic, write_json_atomic
 from ..seeds import torch_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -127,6 +128,12 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         warm = warm_start(task, cfg)  # before the EMA copies below, so they start there too
     elif cfg.init_from and main:
         log.info("--init-from ignored: resuming %s", ck)
+    ancestry = val_seen_by_ancestors(cfg, val_set.images) if main else None
+    if ancestry and ancestry["seen"] != 0:
+        log.warning("%s of the %d validation images were in the training split of the model this run starts "
+                    "from (%s): its validation loss is flattered; train on that model's --data spec to keep "
+                    "them unseen", "an unknown number" if ancestry["seen"] is None else ancestry["seen"],
+                    ancestry["n_reference"], "; ".join(f"{r['role']} on {r['data']}" for r in ancestry["runs"]))
     _frozen_teacher(task, model, acc.device)  # the task's losses read task.teacher
     ema = EMA(model, cfg.ema_decay)
     extra_emas = {f"{d:g}": EMA(model, d) for d in cfg.extra_ema_decays()}  # EMA length, chosen after training
@@ -285,6 +292,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         extra["training"]["device"] = stats["device"]
         if warm is not None or cfg.init_from:  # a resumed warm-started run: the first leg's record
             extra["training"]["init_from"] = warm or _recorded_init(run)
+        if ancestry is not None:  # eval/leakage.py: validation images its starting model trained on
+            extra["training"]["val_seen_by_ancestors"] = ancestry["seen"]
         if cfg.restore_best and (run / BEST / "ema.safetensors").is_file():
             ema.model.load_state_dict(read_tensors(run / BEST / "ema.safetensors"))
             extra["training"]["exported"] = json.loads((run / BEST / "state.json").read_text())
