@@ -25,7 +25,7 @@ from blinkgen.pngmeta import grid
 PROMPTS = Path(__file__).parent / "prompts" / "shapes_eval.txt"
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1 per version (default 4)")
@@ -33,12 +33,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grid", default=None, help="also write the first scene's versions x seeds here")
+    ap.add_argument("--scenes", type=int, default=None, help="only the first N relation prompts (default: all 37)")
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     pipe = load(a.model)
     lines = [ln for ln in PROMPTS.read_text().splitlines() if ln.strip()]
-    scenes = [s for s in map(parse_caption, lines) if s.relation]
+    scenes = [s for s in map(parse_caption, lines) if s.relation][:a.scenes]
     kw = {k: v for k, v in (("guidance", a.guidance), ("steps", a.steps)) if v is not None}
     sens, prompts_all, images_all = [], [], []
     for sc in scenes:
@@ -64,6 +65,7 @@ def main() -> None:
     if a.grid:
         grid(images_all[:4 * a.seeds], cols=a.seeds).save(a.grid)
     print(json.dumps({k: v for k, v in out.items() if k != "sensitivity_by_scene"}))
+    return out
 
 
 if __name__ == "__main__":
