@@ -36,7 +36,7 @@ import blinkgen
 from blinkgen.eval import metrics as M
 from blinkgen.eval.contrastive import held_out_split, load_evaluator
 from blinkgen.eval.leakage import image_hashes, seen_by_generator
-from blinkgen.eval.evaluate import blas_threads, versions
+from blinkgen.eval.evaluate import blas_threads, model_config, versions
 from blinkgen.models.autoencoder import to_pixels, to_uint8
 from blinkgen.pipeline import Request
 from blinkgen.text.style import styled
@@ -281,7 +281,7 @@ def main(argv=None) -> dict:
         scored = pipe
     # the held-out images these scores use that the model's lineage trained on (0 = clean)
     res["reference_seen_by_generator"] = seen_by_generator(
-        scored.config, args.data, 0, image_hashes(held_out(args.data, scored.image_size).images), scored.image_size)
+        model_config(scored), args.data, 0, image_hashes(held_out(args.data, scored.image_size).images), scored.image_size)
     import os
 
     res.update({"benchmark": args.what, "data": args.data, "seconds": time.perf_counter() - t0,

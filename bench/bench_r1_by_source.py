@@ -11,10 +11,10 @@ import json
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 
 from blinkgen import load
 from blinkgen.data.shapes import parse_caption
+from blinkgen.eval.contrastive import retrieval_hits
 from blinkgen.eval.evaluate import build_reference, reference_seen, run_prompts
 from blinkgen.pipeline import requests
 
@@ -32,10 +32,7 @@ def kind(prompt: str) -> str:
 
 
 def hits(emb: torch.Tensor, prompts: list[str], uniq: list[str], txt: torch.Tensor) -> list[bool]:
-    sim = F.normalize(emb.double(), dim=-1) @ txt.T  # (N, T)
-    own = torch.tensor([uniq.index(p) for p in prompts])
-    rivals = (sim >= sim[torch.arange(len(own)), own][:, None]).sum(1) - 1  # ties count against
-    return (rivals < 1).tolist()
+    return retrieval_hits(emb, txt, [uniq.index(p) for p in prompts], 1).tolist()
 
 
 def table(rows: list[tuple[str, bool]]) -> dict:
@@ -64,12 +61,12 @@ def main() -> None:
     for seed in a.seeds:
         plist, seeds = run_prompts(ref, a.samples, seed)
         uniq = sorted(set(plist))
-        txt = F.normalize(ev.embed_texts(uniq).double(), dim=-1)
+        txt = ev.embed_texts(uniq)
         images = []
         for i in range(0, len(plist), 32):
             images += pipe.sample(requests(plist[i:i + 32], seeds[i:i + 32]), settings).images
         gen_rows += zip(plist, hits(ev.embed_images(images), plist, uniq, txt))
-    txt = F.normalize(ev.embed_texts(uniq).double(), dim=-1)
+    txt = ev.embed_texts(uniq)
     same = [i for i, c in enumerate(ref.own) if c in set(uniq)]
     real_prompts = [ref.own[i] for i in same]
     real_rows = list(zip(real_prompts, hits(ref.real_emb[same], real_prompts, uniq, txt)))

@@ -214,14 +214,19 @@ def candidate_embeddings(ev: Evaluator, captions: list[str]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- retrieval
-def retrieval_at_k(image_emb: torch.Tensor, text_emb: torch.Tensor, targets, k: int) -> float:
-    """Share of images whose own text (row targets[i] of text_emb, a list of DISTINCT texts) is
-    among the k most similar. Ties count against the image, so collapse scores 0."""
+def retrieval_hits(image_emb: torch.Tensor, text_emb: torch.Tensor, targets, k: int) -> torch.Tensor:
+    """(N,) bool: is image i's own text (row targets[i] of text_emb, a list of DISTINCT texts)
+    among its k most similar? Ties count against the image, so collapse scores 0."""
     sim = F.normalize(image_emb.double(), dim=-1) @ F.normalize(text_emb.double(), dim=-1).T  # (N, T)
     t = torch.as_tensor(targets)
     own = sim[torch.arange(len(t)), t]
     rivals = (sim >= own[:, None]).sum(1) - 1
-    return float((rivals < k).double().mean())
+    return rivals < k
+
+
+def retrieval_at_k(image_emb: torch.Tensor, text_emb: torch.Tensor, targets, k: int) -> float:
+    """Share of images whose own text is among the k most similar (`retrieval_hits`)."""
+    return float(retrieval_hits(image_emb, text_emb, targets, k).double().mean())
 
 
 def zero_shot_report(ev: Evaluator, held: ImageCaptionSet) -> dict:

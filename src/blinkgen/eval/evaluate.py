@@ -272,7 +272,7 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
 def reference_seen(gen, ref: Reference, split_seed: int = 0) -> dict:
     """eval.leakage.seen_by_generator for a loaded pipeline and a reference (its held-out images
     the pipeline's lineage trained on), logging a warning unless the count is 0."""
-    seen = seen_by_generator(_model_config(gen), ref.data_spec, split_seed, ref.held_hashes, gen.image_size)
+    seen = seen_by_generator(model_config(gen), ref.data_spec, split_seed, ref.held_hashes, gen.image_size)
     if seen["seen"] != 0:
         log.warning("the generator's training saw %s of the %d held-out reference images of %r (%s): "
                     "FD, R@1 and alignment are flattered", "an unknown number" if seen["seen"] is None
@@ -281,12 +281,13 @@ def reference_seen(gen, ref: Reference, split_seed: int = 0) -> dict:
     return seen
 
 
-def _model_config(gen) -> dict | None:
-    """The config.json of the folder a pipeline was loaded from (None: built in memory)."""
+def model_config(gen) -> dict | None:
+    """A pipeline's model config: the config.json of the folder it was loaded from, else the
+    config it carries in memory (pipelines that record no folder), else None."""
     from ..modelio import read_config
 
     folder = getattr(gen, "folder", None)
-    return read_config(Path(folder)) if folder is not None else None
+    return read_config(Path(folder)) if folder is not None else getattr(gen, "config", None)
 
 
 def _nn_check(images, prompts: list[str], folder, size: int) -> dict:

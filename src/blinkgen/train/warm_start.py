@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UserInputError
+from ..eval.leakage import lineage
 from ..modelio import read_config, weights_hash
 from .config import TrainConfig
 
@@ -69,8 +70,6 @@ def warm_start(task, cfg: TrainConfig) -> dict:
     Raises UserInputError when the folder holds another family or network."""
     folder = init_folder(cfg)  # the loop calls this only when cfg.init_from is set
     task.warm_start(folder)
-    from ..eval.leakage import lineage
-
     # the source's training runs travel with the record, so eval.leakage can tell which held-out
     # images this model has seen even after the source folder is gone
     record = {"path": str(folder.resolve()), "weights_sha256": weights_hash(folder),
