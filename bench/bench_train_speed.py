@@ -46,7 +46,7 @@ def step(dit, opt, ema, amp, B, k):
     x0 = torch.randn(B, 4, 16, 16, generator=g)
     noise = torch.randn(B, 4, 16, 16, generator=g)
     t = torch.rand(B, generator=g)
-    ctx, mask, pooled = torch.randn(B, 32, 384, generator=g), torch.ones(B, 32, dtype=torch.bool), torch.randn(B, 384, generator=g)
+    ctx, mask, pooled = torch.randn(B, 32, 384, generator=g), torch.arange(32).expand(B, 32) < 18, torch.randn(B, 384, generator=g)
     xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
     with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
         v = dit(xt, t, ctx, mask, pooled)

@@ -14,7 +14,7 @@ def _inputs(B=3, S=16, L=7, seed=0):
             mask, torch.randn(B, 384, generator=g))
 
 
-@pytest.mark.parametrize("preset", ["tiny", "uvit-tiny", "unet-tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "uvit-tiny", "uvit-tiny-joint", "unet-tiny"])
 def test_interface_zero_start_and_batch_independence(preset):
     torch.manual_seed(0)
     net = from_preset(preset, 4, 16)
@@ -45,7 +45,7 @@ def test_registry_round_trip(arch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["uvit-tiny", "unet-tiny"])
+@pytest.mark.parametrize("preset", ["uvit-tiny", "uvit-tiny-joint", "unet-tiny"])
 def test_train_save_load_generate(preset, tmp_path, tiny_model_dir):
     from conftest import run_cli
     import blinkgen
@@ -58,3 +58,30 @@ def test_train_save_load_generate(preset, tmp_path, tiny_model_dir):
     a = gen.generate("a red circle", seed=3, steps=2)[0]
     b = blinkgen.load(str(out / "model")).generate("a red circle", seed=3, steps=2)[0]
     assert a.tobytes() == b.tobytes()
+
+
+def test_joint_text_mode_uses_the_text_and_trims_padding_only_in_training():
+    """U-ViT's joint mode: the text tokens join the sequence (no cross-attention); a training
+    forward drops the batch's all-padding tail, which must not change the result; the step cache
+    runs it like the network."""
+    from blinkgen.speed.step_cache import StepCache
+    from blinkgen.models.uvit import UViT, UViTConfig
+    torch.manual_seed(0)
+    net = UViT(UViTConfig(hidden=64, depth=4, heads=2, stem_channels=16, text_mode="joint"))
+    assert all(b.cross is None for b in [*net.in_blocks, *net.out_blocks])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x, t, ctx, mask, pooled = _inputs(L=12)
+    mask[:, 9:] = False  # every row padded from 9: a training forward keeps 9 text tokens
+    net.eval()
+    with torch.no_grad():
+        v = net(x, t, ctx, mask, pooled)
+        ctx2 = ctx.clone()
+        ctx2[1, 2] += 1.0  # a real token of sample 1 changes its output
+        assert (net(x, t, ctx2, mask, pooled)[1] - v[1]).abs().max() > 1e-4
+        assert torch.equal(StepCache(net, 2, 1)(x, t, ctx, mask, pooled), v)
+        net.train()
+        torch.testing.assert_close(net(x, t, ctx, mask, pooled), v, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="at most 32"):
+        net(x, t, torch.randn(3, 33, 384), torch.ones(3, 33, dtype=torch.bool), pooled)

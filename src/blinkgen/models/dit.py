@@ -125,18 +125,25 @@ class DiTBlock(nn.Module):
         D = cfg.hidden
         self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(D, cfg.heads)
-        self.norm2 = nn.LayerNorm(D, eps=1e-6)
-        self.cross = Attention(D, cfg.heads, kv_dim=D)
+        # text_mode "joint" (U-ViT's in-context text tokens): the text rides in x itself, so
+        # self-attention (masked by `mask`) does the conditioning and there is no cross-attention
+        self.joint = getattr(cfg, "text_mode", "cross") == "joint"
+        self.norm2 = None if self.joint else nn.LayerNorm(D, eps=1e-6)
+        self.cross = None if self.joint else Attention(D, cfg.heads, kv_dim=D)
         self.norm3 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         hid = int(D * cfg.mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(D, hid), nn.GELU(approximate="tanh"), nn.Linear(hid, D))
         self.mod_offset = nn.Parameter(torch.randn(6, D) / D**0.5)  # adaLN-single per-block table
 
     def forward(self, x, mod, ctx, mask):
-        # mod: (B, 6, D) shared modulation; this block adds its own learned offset
+        # mod: (B, 6, D) shared modulation; this block adds its own learned offset. Cross mode:
+        # x (B, N, D) image tokens, ctx (B, L, D) text, mask (B, L). Joint mode: x (B, N + L, D)
+        # image then text tokens, ctx unused, mask (B, N + L) over keys.
         sh1, sc1, g1, sh2, sc2, g2 = (mod + self.mod_offset).unbind(1)  # each (B, D)
-        x = x + g1[:, None] * self.attn(self.norm1(x) * (1 + sc1[:, None]) + sh1[:, None])
-        x = x + self.cross(self.norm2(x), ctx, mask)
+        h = self.norm1(x) * (1 + sc1[:, None]) + sh1[:, None]
+        x = x + g1[:, None] * (self.attn(h, None, mask) if self.joint else self.attn(h))
+        if not self.joint:
+            x = x + self.cross(self.norm2(x), ctx, mask)
         x = x + g2[:, None] * self.mlp(self.norm3(x) * (1 + sc2[:, None]) + sh2[:, None])
         return x  # (B, N, D)
 

@@ -22,9 +22,17 @@ import torch.nn.functional as F
 from .dit import DiTBlock, DiTConfig, StepSizeEmbedder, sincos_2d, step_size_term, timestep_embedding
 
 
+MAX_TEXT_TOKENS = 32  # the text encoder's DEFAULT_MAX_TOKENS: joint mode's learned text positions
+
+
 @dataclass
 class UViTConfig(DiTConfig):
     stem_channels: int = 64  # width of the 3x3 conv stem before patchify
+    # "cross": the text enters by cross-attention in every block (as DiT). "joint": U-ViT's own
+    # design (Bao et al. 2023) -- the projected text tokens join the image tokens in one sequence,
+    # so every block's self-attention and MLP also update the text (binding words to places is
+    # learnt inside the network, as in SD3's joint attention); costs (N + L) / N tokens per block.
+    text_mode: str = "cross"
 
 
 class UViT(nn.Module):
@@ -32,6 +40,8 @@ class UViT(nn.Module):
         super().__init__()
         if cfg.depth < 2:
             raise ValueError(f"U-ViT needs depth >= 2 (an encoder and a decoder half), got {cfg.depth}")
+        if cfg.text_mode not in ("cross", "joint"):
+            raise ValueError(f"text_mode must be 'cross' or 'joint', got {cfg.text_mode!r}")
         self.cfg = cfg
         D, p, C, Cs = cfg.hidden, cfg.patch, cfg.latent_channels, cfg.stem_channels
         self.stem = nn.Sequential(nn.Conv2d(C, Cs, 3, padding=1), nn.SiLU())
@@ -51,6 +61,10 @@ class UViT(nn.Module):
         self.final = nn.Linear(D, p * p * C)
         self.head = nn.Conv2d(C, C, 3, padding=1)  # residual 3x3 after unpatchify
         self._init()
+        # joint mode: where each text token sits in the prompt, learnt (built after _init so a
+        # cross-mode model's init and RNG use are unchanged)
+        self.text_pos = (nn.Parameter(torch.randn(MAX_TEXT_TOKENS, D) * 0.02) if cfg.text_mode == "joint"
+                         else None)
         self.d_embed = StepSizeEmbedder(D) if cfg.step_size_cond else None  # as in DiT: last, own init
 
     def _init(self):
@@ -61,7 +75,8 @@ class UViT(nn.Module):
         nn.init.zeros_(self.mod[-1].weight)
         nn.init.zeros_(self.mod[-1].bias)
         for b in [*self.in_blocks, *self.out_blocks] + ([self.mid_block] if self.mid_block else []):
-            nn.init.zeros_(b.cross.out.weight)
+            if b.cross is not None:
+                nn.init.zeros_(b.cross.out.weight)
         for s in self.skips:  # start as "ignore the skip": the first half passes through unchanged
             nn.init.zeros_(s.weight)
             with torch.no_grad():
@@ -87,6 +102,23 @@ class UViT(nn.Module):
         c = c + step_size_term(self.d_embed, d, dtype)
         return c, self.mod(c).view(B, 6, -1), self.ctx_proj(ctx)  # (B, D), (B, 6, D), (B, L, D)
 
+    def join(self, h: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor):
+        """What the blocks take: cross mode -> (h, kv, mask) unchanged; joint mode -> h (B, N + L, D)
+        = image tokens then the text tokens (kv + their learned positions), kv None, mask
+        (B, N + L) bool over keys (image tokens always True). ValueError if L > MAX_TEXT_TOKENS."""
+        if self.text_pos is None:
+            return h, kv, mask
+        if self.training and mask.shape[1] > 1:  # drop the batch's all-padding tail: the same sums,
+            keep = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1  # fewer tokens to train
+            kv, mask = kv[:, :keep], mask[:, :keep]  # (generation keeps its fixed length: bit-stable)
+        B, N, _ = h.shape
+        L = kv.shape[1]
+        if L > MAX_TEXT_TOKENS:
+            raise ValueError(f"joint text mode takes at most {MAX_TEXT_TOKENS} text tokens, got {L}")
+        seq = torch.cat([h, kv.to(h.dtype) + self.text_pos[:L].to(h.dtype)], dim=1)  # (B, N + L, D)
+        keys = torch.cat([torch.ones(B, N, dtype=torch.bool, device=mask.device), mask.bool()], dim=1)
+        return seq, None, keys
+
     def out_block(self, i: int, h: torch.Tensor, skip: torch.Tensor, mod, kv, mask) -> torch.Tensor:
         """Out block i: merge its skip (the matching in block's output) into h, then the block."""
         return self.out_blocks[i](self.skips[i](torch.cat([h, skip], dim=-1)), mod, kv, mask)  # (B, N, D)
@@ -94,9 +126,10 @@ class UViT(nn.Module):
     def output(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Final modulated norm, linear, un-patchify and the residual 3x3 conv: h (B, N, D) ->
         velocity (B, C, S, S)."""
-        B, N, _ = h.shape
         p, C = self.cfg.patch, self.cfg.latent_channels
         g = self.cfg.latent_size // p
+        h = h[:, : g * g]  # joint mode: drop the text tokens
+        B, N, _ = h.shape
         shift, scale = self.final_mod(F.silu(c)).chunk(2, dim=-1)  # (B, D) each
         h = self.final(self.final_norm(h) * (1 + scale[:, None]) + shift[:, None])  # (B, N, p*p*C)
         v = h.view(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, g * p, g * p)  # (B, C, S, S)
@@ -109,6 +142,7 @@ class UViT(nn.Module):
         Returns the velocity, (B, C, S, S)."""
         h = self.embed(x)  # (B, N, D)
         c, mod, kv = self.condition(t, ctx, pooled, h.dtype, d)
+        h, kv, mask = self.join(h, kv, mask)  # joint mode: (B, N + L, D), None, (B, N + L)
         skips = []
         for blk in self.in_blocks:
             h = blk(h, mod, kv, mask)

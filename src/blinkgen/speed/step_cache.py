@@ -87,6 +87,8 @@ class StepCache:
         net, k = self.net, self.shallow
         h = net.embed(x)  # (B, N, D)
         c, mod, kv = net.condition(t, ctx, pooled, h.dtype, d)
+        if hasattr(net, "join"):  # U-ViT's joint text mode: the text tokens join the sequence
+            h, kv, mask = net.join(h, kv, mask)
         out = self._dit(h, c, mod, kv, mask) if self.kind == "dit" else self._uvit(h, c, mod, kv, mask)
         self.calls += 1
         return out
