@@ -4,7 +4,10 @@ same seeds, and measure
 - sensitivity: mean absolute pixel difference between the versions at one seed, divided by the
   difference between two seeds of one version (0: the word changes nothing; 1: as much as a new
   seed);
-- the checker's relation and overall accuracy over all versions.
+- the checker's relation and overall accuracy over all versions;
+- placement: the relation judged by colour alone (`shapes_check.check_placement`), over the
+  scenes whose two objects differ in colour -- where the model puts things, apart from whether it
+  draws the right shapes and sizes (the checker's relation needs both).
 
     python bench/bench_relation.py --model <folder> --out bench/results/<name>.json [--grid <png>]
 """
@@ -19,7 +22,7 @@ import torch
 
 from blinkgen import load
 from blinkgen.data.shapes import RELATIONS, describe, parse_caption
-from blinkgen.eval.shapes_check import score
+from blinkgen.eval.shapes_check import check_placement, score
 from blinkgen.pngmeta import grid
 
 PROMPTS = Path(__file__).parent / "prompts" / "shapes_eval.txt"
@@ -57,10 +60,12 @@ def main(argv=None) -> dict:
                           for s, t in itertools.combinations(range(a.seeds), 2)])
         sens.append(within / across)
     sc = score(images_all, prompts_all)
+    placed = [p for p in (check_placement(im, c) for im, c in zip(images_all, prompts_all)) if p is not None]
     out = {"model": a.model, "settings": pipe.settings(a.steps, a.guidance, None).to_dict(), "scenes": len(scenes),
            "seeds": a.seeds, "sensitivity_mean": float(np.mean(sens)), "sensitivity_by_scene": [float(x) for x in sens],
            "relation": sc["relation"], "overall": sc["overall"], "n": sc["n_relation"],
-           "colour": sc["colour"], "shape": sc["shape"], "size": sc["size"]}
+           "colour": sc["colour"], "shape": sc["shape"], "size": sc["size"],
+           "placement": float(np.mean(placed)) if placed else None, "n_placement": len(placed)}
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     if a.grid:
         grid(images_all[:4 * a.seeds], cols=a.seeds).save(a.grid)

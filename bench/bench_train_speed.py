@@ -5,7 +5,8 @@ for-each and fused kernels, at the training batch size. Not a test.
         --out bench/results/train_speed.json
 
 Each setting runs one flow-matching training step (forward, backward, clip, AdamW, EMA) on random
-latents and random MiniLM-shaped text states, exactly as `DiffusionTask.loss` + the loop do, so
+latents and random MiniLM-shaped text states (32 positions, the first 18 real, as a shapes or
+emoji caption's padded encoding: a joint-text-mode U-ViT trains on the real ones), exactly as `DiffusionTask.loss` + the loop do, so
 the number is the loop's images/s without data loading (the data are in memory in the loop too).
 Settings are interleaved round by round, so a change in machine load hits them all alike; the
 median over rounds is reported with the range.

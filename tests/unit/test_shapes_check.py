@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from blinkgen.data.shapes import Obj, Scene, describe, make_shapes, render
 from blinkgen.errors import UserInputError
-from blinkgen.eval.shapes_check import check, score
+from blinkgen.eval.shapes_check import check, check_placement, score
 from test_shapes import scenes
 
 N = 200
@@ -84,6 +84,19 @@ def test_relation_is_read_from_positions():
     r = check(img, "a small blue square right of a large yellow triangle")
     assert (r.colour, r.shape, r.count, r.size, r.relation, r.overall) == (True, True, True, True, False, False)
     assert not check(img, "a small blue square above a large yellow triangle").relation
+
+
+def test_placement_reads_positions_by_colour_alone():
+    img = _one("a small blue square left of a large yellow triangle on a gray background")
+    assert check_placement(img, "a small blue square left of a large yellow triangle")
+    assert check_placement(img, "a large blue circle left of a small yellow square")  # shapes, sizes ignored
+    assert check_placement(img, "a large yellow circle right of a small blue circle")
+    assert check_placement(img, "a small blue square right of a large yellow triangle") is False
+    assert check_placement(img, "a small blue square above a large yellow triangle") is False
+    assert check_placement(img, "a small blue square left of a large blue triangle") is None  # one colour
+    assert check_placement(img, "a small blue square and a large yellow triangle") is None
+    with pytest.raises(UserInputError):
+        check_placement(img, "a photo of a cat")
 
 
 def test_accepts_pil_torch_and_float_images():

@@ -230,6 +230,24 @@ def check(image, caption: str) -> CheckResult:
     return CheckResult(colour, shape, count, size, relation, background, overall, found, bg_seen)
 
 
+def check_placement(image, caption: str) -> bool | None:
+    """Where, apart from what: for a relation caption whose two objects differ in colour, True when
+    some detected object of the first colour and one of the second stand in the relation, whatever
+    their shapes and sizes (so a scene drawn in the right places with a wrong shape still counts).
+    None for captions without a relation or with two objects of one colour. UserInputError for a
+    caption outside the shapes grammar."""
+    try:
+        scene = S.parse_caption(caption)
+    except ValueError as e:
+        raise UserInputError(str(e)) from None
+    if not scene.relation or scene.objects[0].colour == scene.objects[1].colour:
+        return None
+    found, _ = detect(image)
+    a, b = (o.colour for o in scene.objects)
+    return any(_relation_ok(scene.relation, da, db) for da in found for db in found
+               if da is not db and da.colour == a and db.colour == b)
+
+
 def score(images, captions: list[str]) -> dict:
     """Accuracy per attribute over the captions that ask for it, plus `overall` and counts
     `n_<attribute>`. images: a sequence of images, or one (N, ...) array/tensor."""
