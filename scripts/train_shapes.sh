@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 BLINKGEN="${BLINKGEN:-.venv/bin/blinkgen}"
 RUN="${RUN:-$HOME/.cache/blinkgen/runs/shapes-p4}"
 PRESET="${PRESET:-uvit-S-p4}"
-STEPS="${STEPS:-22000}"  # measured 0.32 CPU-s per step at 1 thread (0.43 at 2): the cosine ends just inside CPU_LIMIT
+STEPS="${STEPS:-22000}"  # 0.32 CPU-s per step at 1 thread (0.43 at 2) on one machine, 0.54 on another: size STEPS so the cosine ends inside CPU_LIMIT
 CPU_LIMIT="${CPU_LIMIT:-7200}"    # 2 CPU-hours
 THREADS="${THREADS:-1}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
