@@ -7,7 +7,9 @@ same seeds, and measure
 - the checker's relation and overall accuracy over all versions;
 - placement: the relation judged by colour alone (`shapes_check.check_placement`), over the
   scenes whose two objects differ in colour -- where the model puts things, apart from whether it
-  draws the right shapes and sizes (the checker's relation needs both).
+  draws the right shapes and sizes (the checker's relation needs both); and, as its control, the
+  same images judged against the opposite relation (left of <-> right of, above <-> below):
+  a model that ignores the word scores the two alike.
 
     python bench/bench_relation.py --model <folder> --out bench/results/<name>.json [--grid <png>]
 """
@@ -61,11 +63,15 @@ def main(argv=None) -> dict:
         sens.append(within / across)
     sc = score(images_all, prompts_all)
     placed = [p for p in (check_placement(im, c) for im, c in zip(images_all, prompts_all)) if p is not None]
+    opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+    flipped = [p for p in (check_placement(im, describe(replace(s, relation=opposite[s.relation])))
+                           for im, s in zip(images_all, map(parse_caption, prompts_all))) if p is not None]
     out = {"model": a.model, "settings": pipe.settings(a.steps, a.guidance, None).to_dict(), "scenes": len(scenes),
            "seeds": a.seeds, "sensitivity_mean": float(np.mean(sens)), "sensitivity_by_scene": [float(x) for x in sens],
            "relation": sc["relation"], "overall": sc["overall"], "n": sc["n_relation"],
            "colour": sc["colour"], "shape": sc["shape"], "size": sc["size"],
-           "placement": float(np.mean(placed)) if placed else None, "n_placement": len(placed)}
+           "placement": float(np.mean(placed)) if placed else None, "n_placement": len(placed),
+           "placement_opposite_relation": float(np.mean(flipped)) if flipped else None}
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     if a.grid:
         grid(images_all[:4 * a.seeds], cols=a.seeds).save(a.grid)

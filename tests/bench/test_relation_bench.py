@@ -17,4 +17,8 @@ def test_relation_bench_on_a_tiny_model(tmp_path):
     assert r["scenes"] == 2 and r["n"] == 2 * 4 * 2  # scenes x versions x seeds
     assert all(0 <= x < 10 for x in r["sensitivity_by_scene"]) and 0 <= r["relation"] <= 1
     assert json.loads(out.read_text())["sensitivity_mean"] == r["sensitivity_mean"]
+    # placement and its opposite-relation control are over the same images (two-colour scenes)
+    assert r["n_placement"] <= r["n"]
+    if r["n_placement"]:
+        assert 0 <= r["placement"] <= 1 and 0 <= r["placement_opposite_relation"] <= 1
     assert (tmp_path / "g.png").is_file()
