@@ -5,7 +5,7 @@ same seeds, and measure
   difference between two seeds of one version (0: the word changes nothing; 1: as much as a new
   seed);
 - the checker's relation and overall accuracy over all versions;
-- placement: the relation judged by colour alone (`shapes_check.check_placement`), over the
+- placement: the relation judged by colour alone (`shapes_check.placement`), over the
   scenes whose two objects differ in colour -- where the model puts things, apart from whether it
   draws the right shapes and sizes (the checker's relation needs both); and, as its control, the
   same images judged against the opposite relation (left of <-> right of, above <-> below):
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from blinkgen import load
-from blinkgen.data.shapes import RELATIONS, describe, parse_caption
-from blinkgen.eval.shapes_check import check_placement, score
+from blinkgen.data.shapes import OPPOSITE, RELATIONS, describe, parse_caption
+from blinkgen.eval.shapes_check import detect, placement, score
 from blinkgen.pngmeta import grid
 
 PROMPTS = Path(__file__).parent / "prompts" / "shapes_eval.txt"
@@ -62,10 +62,12 @@ def main(argv=None) -> dict:
                           for s, t in itertools.combinations(range(a.seeds), 2)])
         sens.append(within / across)
     sc = score(images_all, prompts_all)
-    placed = [p for p in (check_placement(im, c) for im, c in zip(images_all, prompts_all)) if p is not None]
-    opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-    flipped = [p for p in (check_placement(im, describe(replace(s, relation=opposite[s.relation])))
-                           for im, s in zip(images_all, map(parse_caption, prompts_all))) if p is not None]
+    placed, flipped = [], []  # each image against its relation and against the opposite one
+    for im, prompt in zip(images_all, prompts_all):
+        found, scene = detect(im)[0], parse_caption(prompt)
+        if (p := placement(found, scene)) is not None:
+            placed.append(p)
+            flipped.append(placement(found, replace(scene, relation=OPPOSITE[scene.relation])))
     out = {"model": a.model, "settings": pipe.settings(a.steps, a.guidance, None).to_dict(), "scenes": len(scenes),
            "seeds": a.seeds, "sensitivity_mean": float(np.mean(sens)), "sensitivity_by_scene": [float(x) for x in sens],
            "relation": sc["relation"], "overall": sc["overall"], "n": sc["n_relation"],

@@ -121,7 +121,8 @@ def describe(scene: Scene) -> str:
     return text
 
 
-_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+# each relation's opposite: "A left of B" is "B right of A"
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
 def paraphrases(scene: Scene) -> list[str]:
@@ -132,7 +133,7 @@ def paraphrases(scene: Scene) -> list[str]:
         out.append(describe(replace(scene, background=None)))
     if scene.relation:
         a, b = scene.objects
-        out.append(describe(Scene((b, a), _INVERSE[scene.relation], scene.background)))
+        out.append(describe(Scene((b, a), OPPOSITE[scene.relation], scene.background)))
     return out
 
 

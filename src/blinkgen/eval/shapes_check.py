@@ -230,22 +230,26 @@ def check(image, caption: str) -> CheckResult:
     return CheckResult(colour, shape, count, size, relation, background, overall, found, bg_seen)
 
 
-def check_placement(image, caption: str) -> bool | None:
-    """Where, apart from what: for a relation caption whose two objects differ in colour, True when
+def placement(found: list[Detected], scene: S.Scene) -> bool | None:
+    """Where, apart from what: for a relation scene whose two objects differ in colour, True when
     some detected object of the first colour and one of the second stand in the relation, whatever
     their shapes and sizes (so a scene drawn in the right places with a wrong shape still counts).
-    None for captions without a relation or with two objects of one colour. UserInputError for a
-    caption outside the shapes grammar."""
+    None for scenes without a relation or with two objects of one colour. found: `detect`'s list."""
+    if not scene.relation or scene.objects[0].colour == scene.objects[1].colour:
+        return None
+    a, b = (o.colour for o in scene.objects)
+    return any(_relation_ok(scene.relation, da, db) for da in found for db in found
+               if da is not db and da.colour == a and db.colour == b)
+
+
+def check_placement(image, caption: str) -> bool | None:
+    """`placement` of one image against one caption of the shapes grammar (UserInputError
+    otherwise)."""
     try:
         scene = S.parse_caption(caption)
     except ValueError as e:
         raise UserInputError(str(e)) from None
-    if not scene.relation or scene.objects[0].colour == scene.objects[1].colour:
-        return None
-    found, _ = detect(image)
-    a, b = (o.colour for o in scene.objects)
-    return any(_relation_ok(scene.relation, da, db) for da in found for db in found
-               if da is not db and da.colour == a and db.colour == b)
+    return placement(detect(image)[0], scene) if scene.relation else None
 
 
 def score(images, captions: list[str]) -> dict:
