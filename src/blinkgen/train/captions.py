@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..text.encoder import TextBatch, encode_cached, text_cache_dir
+from ..text.encoder import TEXT_LAYERS, TextBatch, encode_cached, text_cache_dir
 from ..text.style import styled  # noqa: F401  (the tasks import it from here too)
 
 
@@ -62,9 +62,9 @@ class CaptionTable:
         return torch.where(u_style < style_prob, self.with_style[idx, k, j], cid)
 
 
-def encode_captions(strings: list[str], device) -> TextBatch:
-    """MiniLM encodings of a table's strings (U rows), kept in the content-hashed text cache
+def encode_captions(strings: list[str], device, layers: int = TEXT_LAYERS) -> TextBatch:
+    """MiniLM encodings (after `layers` of its layers) of a table's strings (U rows), kept in the content-hashed text cache
     (`text.encoder.text_cache_dir`), so runs over the same captions share them. Encoded on the
     device if it is a GPU, else on the CPU; returned on the CPU."""
     enc_dev = str(device) if str(device).startswith("cuda") else "cpu"
-    return encode_cached(strings, text_cache_dir(), device=enc_dev)
+    return encode_cached(strings, text_cache_dir(), device=enc_dev, layers=layers)

@@ -42,6 +42,7 @@ from ...models.denoisers import has_step_size_input, with_step_size_input
 from ...pipeline import requests
 from ...pngmeta import grid
 from ...precision import dtype_of
+from ...text.encoder import TEXT_LAYERS
 from ...sampling.flow import SAMPLERS, flow_schedule, interpolate, sample_euler, step_size_lookup
 from ...train.config import TrainConfig
 from .folder import DEFAULT_SETTINGS, load_diffusion_folder, save_diffusion_folder
@@ -106,7 +107,7 @@ def distilled_config(cfg: TrainConfig, teacher_config: dict, teacher_folder, w: 
                          "guidance_interval": list(interval) if interval else None,
                          "steps": c.distill_steps, "base_steps": c.distill_base_steps,
                          "self_consistency_fraction": c.self_consistency_fraction if c.distill_objective == "shortcut" else None}}
-    for k in ("text_max_tokens", "null_prompt", "styles"):
+    for k in ("text_max_tokens", "text_layers", "null_prompt", "styles"):
         if k in tc:
             out[k] = tc[k]
     return out
@@ -158,6 +159,9 @@ class DistillTask(DiffusionTask):
         self.ema = None
         self._val = None
         _release_freed_heap()
+
+    def text_layers(self) -> int:
+        return int(self.teacher_config.get("text_layers", TEXT_LAYERS))  # the student reads as its teacher
 
     def _build_model(self, cfg: TrainConfig) -> torch.nn.Module:
         teacher, _, _ = load_diffusion_folder(resolve(cfg.teacher))

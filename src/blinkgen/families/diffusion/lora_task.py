@@ -28,6 +28,7 @@ from ...errors import UserInputError
 from ...pipeline import requests
 from ...pngmeta import grid
 from ...sampling.flow import interpolate
+from ...text.encoder import TEXT_LAYERS
 from ...text.style import styled
 from ...train import lora
 from ...train.captions import encode_captions
@@ -67,8 +68,11 @@ class DiffusionLoRATask(DiffusionTask):
         self.style = style
         if cfg.prior_weight > 0:
             self.prior_prompts = prior_prompts(cfg.seed, style)
-            tb = encode_captions(self.prior_prompts, device)
+            tb = encode_captions(self.prior_prompts, device, self.text_layers())
             self.prior_text = (tb.states.to(device, torch.float16), tb.mask.to(device), tb.pooled.to(device))
+
+    def text_layers(self) -> int:
+        return int(self.base_config.get("text_layers", TEXT_LAYERS))  # the adapters read as the base does
 
     def draw(self, g: torch.Generator, B: int) -> dict:
         rnd = super().draw(g, B)

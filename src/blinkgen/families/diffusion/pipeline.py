@@ -23,7 +23,7 @@ from ...sampling.flow import SAMPLERS, flow_schedule, step_size_lookup
 from ...sampling.guidance import cfg_wrap
 from ...sampling.noise import vary_gaussian
 from ...speed.step_cache import step_cache
-from ...text.encoder import DEFAULT_MAX_TOKENS, PromptMemo, TextBatch, shared_encoder
+from ...text.encoder import DEFAULT_MAX_TOKENS, TEXT_LAYERS, PromptMemo, TextBatch, shared_encoder
 from ...text.style import styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
 
@@ -89,7 +89,7 @@ class DiffusionPipeline(Pipeline):
                                           guidance_interval=_interval(d.get("guidance_interval")))
         self.styles = tuple(config.get("styles") or ())  # the styles the model was trained on
         self.shift = float(config.get("schedule_shift", 1.0))
-        self.text = shared_encoder("cpu")
+        self.text = shared_encoder("cpu", int(config.get("text_layers", TEXT_LAYERS)))
         self.memo = PromptMemo(self.text, int(config.get("text_max_tokens", DEFAULT_MAX_TOKENS)), self.MEMO_MAX)
 
     def settings(self, steps=None, guidance=None, sampler=None, **extra) -> DiffusionSettings:

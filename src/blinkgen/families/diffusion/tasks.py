@@ -20,6 +20,7 @@ from ...pipeline import requests
 from ...pngmeta import grid
 from ...precision import dtype_of
 from ...sampling.flow import draw_timesteps, interpolate, velocity_target
+from ...text.encoder import TEXT_LAYERS
 from ...train.captions import CaptionTable, encode_captions, styled
 from ...train.config import TrainConfig
 from ...train.task import Task
@@ -91,11 +92,16 @@ class DiffusionTask(Task):
         self.val_prompts = [styled(c[0], s) if cfg.style_prob > 0 else c[0] for c, s in zip(val.captions, val_styles)]
         self.captions = CaptionTable(train.captions, train.styles, [NULL_PROMPT, *self.val_prompts]).to(device)
         self.null_id = self.captions.pos[NULL_PROMPT]
-        tb = encode_captions(self.captions.strings, device)
+        tb = encode_captions(self.captions.strings, device, self.text_layers())
         self.states = tb.states.to(device, torch.float16)  # (U, L, 384)
         self.mask = tb.mask.to(device)
         self.pooled = tb.pooled.to(device)
         self.val_cap = torch.tensor([self.captions.pos[c] for c in self.val_prompts], device=device)
+
+    def text_layers(self) -> int:
+        """MiniLM layers the denoiser reads: the run's --text-layers (a fine-tune or distillation
+        takes its base's from the folder's config)."""
+        return self.cfg.text_layers
 
     def _build_model(self, cfg: TrainConfig) -> torch.nn.Module:
         """The denoiser this task trains: a fresh one of `cfg.preset` (the distill task starts
@@ -165,8 +171,8 @@ class DiffusionTask(Task):
         return {"val_loss": F.mse_loss(v.float(), velocity_target(x0, noise)).item()}
 
     def pipeline(self, ema) -> DiffusionPipeline:
-        return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size, "schedule_shift": self.cfg.t_shift},
-                                 device=self.device)
+        return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size, "schedule_shift": self.cfg.t_shift,
+                                                "text_layers": self.text_layers()}, device=self.device)
 
     @torch.no_grad()
     def samples(self, ema, step):
@@ -183,4 +189,6 @@ class DiffusionTask(Task):
             default = "twemoji" if "twemoji" in styles else styles[0]
             extra = {"styles": styles, "defaults": {**DEFAULT_SETTINGS, "style": default}, **extra}
         extra = {"schedule_shift": self.cfg.t_shift, **extra}  # sample on the times it trained on most
+        if self.text_layers() != TEXT_LAYERS:  # read the encoder as it trained (absent = all 6)
+            extra = {"text_layers": self.text_layers(), **extra}
         return save_diffusion_folder(folder, ema, self.ae, extra, dtype=dtype_of(self.cfg.save_dtype))
