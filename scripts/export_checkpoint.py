@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from blinkgen.families.diffusion.folder import DEFAULT_SETTINGS, find_autoencoder, load_autoencoder, save_diffusion_folder
+from blinkgen.families.diffusion.folder import (DEFAULT_SETTINGS, find_autoencoder, load_autoencoder,
+                                                save_diffusion_folder, trained_keys)
 from blinkgen.modelio import read_tensors
 from blinkgen.models.denoisers import from_preset
 from blinkgen.precision import dtype_of
@@ -43,7 +44,8 @@ def main():
     name = f"ema.{a.ema}.safetensors" if a.ema else "ema.safetensors"
     net.load_state_dict(read_tensors(ck / name))
     styles = [s for s in a.styles.split(",") if s]
-    extra = {"training": {"data": cfg["data"], "steps": state["step"], "batch_size": cfg["batch_size"],
+    extra = {**trained_keys(cfg.get("t_shift", 1.0), cfg.get("text_layers", 6)),  # sample as it trains
+             "training": {"data": cfg["data"], "steps": state["step"], "batch_size": cfg["batch_size"],
                           "seed": cfg["seed"], "preset": cfg["preset"], "finished": state["step"] >= cfg["steps"],
                           "cpu_seconds": round(state.get("cpu_seconds", 0.0), 1), "checkpoint": ck.name,
                           "ema_decay": float(a.ema) if a.ema else cfg["ema_decay"]}}

@@ -3,7 +3,10 @@ sensitivity is a finite non-negative ratio, and the checker scored every image."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import numpy as np
+import pytest
 from benchload import load_bench
 
 from conftest import make_tiny
@@ -22,3 +25,22 @@ def test_relation_bench_on_a_tiny_model(tmp_path):
     if r["n_placement"]:
         assert 0 <= r["placement"] <= 1 and 0 <= r["placement_opposite_relation"] <= 1
     assert (tmp_path / "g.png").is_file()
+    mp = r["mean_prediction"]  # the tiny model is a plain (not distilled) diffusion model: measured
+    assert 0 <= mp["n"] <= 2 * 4 and mp["truth_holds"] == 1.0 and mp["truth_offset_px"] > 5
+
+
+@pytest.mark.parametrize("relation", ["left of", "right of", "above", "below"])
+def test_mean_offset_reads_the_relation_of_a_mean_image(relation):
+    """On the mean of true renders the offset is large and positive; judged against the opposite
+    relation it is the same number negated; a mirrored image flips left/right only."""
+    from blinkgen.data.shapes import OPPOSITE, parse_caption, render
+    bench = load_bench("bench_relation")
+    scene = parse_caption(f"a red circle {relation} a blue square on a white background")
+    mean = np.mean([render(scene, 64, np.random.default_rng(i)) for i in range(32)], 0)
+    d = bench.mean_offset(mean, scene)
+    assert d > 15
+    assert bench.mean_offset(mean, replace(scene, relation=OPPOSITE[relation])) == pytest.approx(-d)
+    mirrored = bench.mean_offset(mean[:, ::-1], scene)
+    assert mirrored == pytest.approx(-d if relation in ("left of", "right of") else d, abs=1e-6)
+    blank = np.full((64, 64, 3), 255.0)
+    assert bench.mean_offset(blank, scene) == 0  # nothing of either colour: no offset

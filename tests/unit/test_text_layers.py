@@ -63,8 +63,15 @@ def test_a_model_records_its_depth_and_its_student_reads_the_same(tmp_path, tiny
     out = tmp_path / "run"
     run_cli("train", "--family", "diffusion", "--data", "shapes:24", "--size", "32", "--preset", "tiny",
             "--autoencoder", tiny_model_dir / "autoencoder", "--out", out, "--steps", 2, "--batch-size", 4,
-            "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 0, "--text-layers", 3)
-    assert json.loads((out / "model" / "config.json").read_text())["text_layers"] == 3
+            "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 1, "--text-layers", 3, "--t-shift", 2)
+    final = json.loads((out / "model" / "config.json").read_text())
+    assert final["text_layers"] == 3 and final["schedule_shift"] == 2.0
+    import subprocess
+    import sys
+    script = Path(__file__).parents[2] / "scripts" / "export_checkpoint.py"  # a mid-run export samples alike
+    subprocess.run([sys.executable, str(script), str(out), "--out", str(tmp_path / "mid"), "--styles", ""], check=True)
+    mid = json.loads((tmp_path / "mid" / "config.json").read_text())
+    assert (mid["text_layers"], mid["schedule_shift"]) == (3, 2.0)
     pipe = blinkgen.load(str(out / "model"))
     assert pipe.text.layers == 3
     r = run_cli("distill", "--from", out / "model", "--data", "shapes:16", "--out", tmp_path / "student",

@@ -22,7 +22,7 @@ from ...models.autoencoder import AE_PRESETS, AutoencoderKL, AutoencoderConfig
 from ...models.denoisers import arch_of, config_dict
 from ...models.denoisers import build as build_denoiser
 from ...models.dit import DIT_PRESETS, DiT, DiTConfig
-from ...text.encoder import DEFAULT_MAX_TOKENS
+from ...text.encoder import DEFAULT_MAX_TOKENS, TEXT_LAYERS
 
 NULL_PROMPT = ""  # the unconditional branch of CFG: training drops captions to this string
 DEFAULT_SETTINGS = {"steps": 12, "guidance": 3.0, "sampler": "dpmpp2m"}
@@ -53,6 +53,14 @@ def save_diffusion_folder(path, dit: torch.nn.Module, ae: torch.nn.Module, extra
         "autoencoder/config.json": {"family": "autoencoder", **ae_cfg.to_dict()},
         "autoencoder/model.safetensors": state_dict_for_save(ae, dtype),
     })
+
+
+def trained_keys(t_shift: float, text_layers: int = TEXT_LAYERS) -> dict:
+    """The config keys a trained diffusion network needs to be sampled as it trained: the time
+    shift of its training times (`schedule_shift`, sampled on too) and the MiniLM depth its text
+    states come from (`text_layers`, absent at the full 6). One home for the run's export and
+    scripts/export_checkpoint.py, so a mid-run export samples as the final one will."""
+    return {"schedule_shift": float(t_shift), **({"text_layers": int(text_layers)} if text_layers != TEXT_LAYERS else {})}
 
 
 def load_autoencoder(folder: str | Path, device="cpu") -> AutoencoderKL:

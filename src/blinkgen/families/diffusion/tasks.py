@@ -20,11 +20,10 @@ from ...pipeline import requests
 from ...pngmeta import grid
 from ...precision import dtype_of
 from ...sampling.flow import draw_timesteps, interpolate, velocity_target
-from ...text.encoder import TEXT_LAYERS
 from ...train.captions import CaptionTable, encode_captions, styled
 from ...train.config import TrainConfig
 from ...train.task import Task
-from .folder import DEFAULT_SETTINGS, NULL_PROMPT, find_autoencoder, load_autoencoder, save_diffusion_folder
+from .folder import DEFAULT_SETTINGS, NULL_PROMPT, find_autoencoder, load_autoencoder, save_diffusion_folder, trained_keys
 from .pipeline import DiffusionPipeline
 
 log = logging.getLogger(__name__)
@@ -171,8 +170,8 @@ class DiffusionTask(Task):
         return {"val_loss": F.mse_loss(v.float(), velocity_target(x0, noise)).item()}
 
     def pipeline(self, ema) -> DiffusionPipeline:
-        return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size, "schedule_shift": self.cfg.t_shift,
-                                                "text_layers": self.text_layers()}, device=self.device)
+        return DiffusionPipeline(ema, self.ae, {"image_size": self.cfg.size, **trained_keys(self.cfg.t_shift, self.text_layers())},
+                                 device=self.device)
 
     @torch.no_grad()
     def samples(self, ema, step):
@@ -188,7 +187,5 @@ class DiffusionTask(Task):
         if styles:  # trained with style phrases: record them, and ask for one drawing by default
             default = "twemoji" if "twemoji" in styles else styles[0]
             extra = {"styles": styles, "defaults": {**DEFAULT_SETTINGS, "style": default}, **extra}
-        extra = {"schedule_shift": self.cfg.t_shift, **extra}  # sample on the times it trained on most
-        if self.text_layers() != TEXT_LAYERS:  # read the encoder as it trained (absent = all 6)
-            extra = {"text_layers": self.text_layers(), **extra}
+        extra = {**trained_keys(self.cfg.t_shift, self.text_layers()), **extra}  # sample as it trained
         return save_diffusion_folder(folder, ema, self.ae, extra, dtype=dtype_of(self.cfg.save_dtype))
