@@ -43,7 +43,7 @@ def _fake_text(gen) -> None:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.set_num_threads(1)
-    with mock.patch.object(diffusion_pipeline, "shared_encoder", lambda device: None):  # MiniLM unused here
+    with mock.patch.object(diffusion_pipeline, "shared_encoder", lambda *a, **k: None):  # MiniLM unused here
         gen = DiffusionPipeline.from_folder(make_tiny("diffusion", tmp_path_factory.mktemp("tiny") / "m"))
     _fake_text(gen)
     cond, uncond = gen.encode_prompts(PROMPTS)
