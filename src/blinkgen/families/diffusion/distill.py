@@ -42,8 +42,8 @@ from ...models.denoisers import has_step_size_input, with_step_size_input
 from ...pipeline import requests
 from ...pngmeta import grid
 from ...precision import dtype_of
-from ...text.encoder import TEXT_LAYERS
 from ...sampling.flow import SAMPLERS, flow_schedule, interpolate, sample_euler, step_size_lookup
+from ...text.encoder import TEXT_LAYERS
 from ...train.config import TrainConfig
 from .folder import DEFAULT_SETTINGS, load_diffusion_folder, save_diffusion_folder
 from .pipeline import DiffusionPipeline
