@@ -103,3 +103,58 @@ def test_time_shift_is_monotone_fixes_the_ends_and_shift_one_is_the_plain_draw(s
     assert torch.equal(draw_timesteps(g1, 64), plain)  # shift 1 = the stream as it always was
     shifted = draw_timesteps(g2, 64, shift)
     assert torch.allclose(shifted, shift_time(plain, shift)) and torch.equal(g1.get_state(), g2.get_state())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.0, 0.99), st.floats(0.5, 5.0), st.integers(0, 2**31 - 1))
+def test_high_noise_share_redraws_only_picked_rows_into_the_top_band(share, shift, seed):
+    from blinkgen.sampling.flow import HIGH_FROM, draw_timesteps
+
+    base = draw_timesteps(torch.Generator().manual_seed(seed), 256, shift)
+    g = torch.Generator().manual_seed(seed)
+    t = draw_timesteps(g, 256, shift, share)
+    assert bool(((t > 0) & (t <= 1)).all())
+    changed = t != base
+    assert bool((t[changed] > HIGH_FROM).all())  # a redrawn row lies in the band (HIGH_FROM, 1]
+    if share == 0:  # share 0 draws nothing more: the plain stream, generator state included
+        g0 = torch.Generator().manual_seed(seed)
+        draw_timesteps(g0, 256, shift)
+        assert torch.equal(t, base) and torch.equal(g.get_state(), g0.get_state())
+
+
+def test_high_noise_share_puts_that_share_of_draws_in_the_top_band():
+    from blinkgen.sampling.flow import HIGH_FROM, draw_timesteps
+
+    n = 200_000
+    plain = float((draw_timesteps(torch.Generator().manual_seed(0), n) > HIGH_FROM).float().mean())
+    assert plain < 0.02  # why the option exists: the logit-normal density barely reaches t = 1
+    t = draw_timesteps(torch.Generator().manual_seed(0), n, 1.0, 0.3)
+    expected = 0.3 + 0.7 * plain
+    assert abs(float((t > HIGH_FROM).float().mean()) - expected) < 0.005  # ~5 standard errors
+    top = t[t > 0.95]  # inside the band the redraws are uniform: (0.95, 1] holds about half of them
+    assert abs(len(top) / n - (0.15 + 0.7 * float((draw_timesteps(torch.Generator().manual_seed(0), n) > 0.95)
+                                                    .float().mean()))) < 0.005
+
+
+def test_train_config_bounds_the_high_noise_share():
+    import pytest
+    from blinkgen.errors import UserInputError
+    from blinkgen.train.config import TrainConfig
+
+    TrainConfig(data="shapes:100", t_high_share=0.5).validate()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(UserInputError, match="t_high_share"):
+            TrainConfig(data="shapes:100", t_high_share=bad).validate()
+
+
+def test_the_diffusion_task_draws_its_times_with_the_runs_share():
+    from blinkgen.families.diffusion.tasks import DiffusionTask
+    from blinkgen.sampling.flow import HIGH_FROM
+    from blinkgen.train.config import TrainConfig
+
+    task = object.__new__(DiffusionTask)  # draw() reads only the config and the latents' shape
+    task.latents = torch.zeros(1, 4, 8, 8)
+    for share in (0.0, 0.6):
+        task.cfg = TrainConfig(family="diffusion", t_high_share=share)
+        t = task.draw(torch.Generator().manual_seed(1), 4000)["t"]
+        assert abs(float((t > HIGH_FROM).float().mean()) - (share + (1 - share) * 0.014)) < 0.03
