@@ -17,7 +17,12 @@ same seeds, and measure
   averaged over the seeds and decoded: how far (pixels, along the relation's axis) the second
   object's colour lies the right way from the first's, by the soft colour centroids
   (`mean_offset`), against the same measure on the mean of 64 true renders of the prompt. A
-  network blind to the word scores about 0; the data scores about +25 px at 64 px.
+  network blind to the word scores about 0; the data scores about +25 px at 64 px. Its
+  seed_spread is the standard deviation of that prediction across the seeds (latent units; the
+  training latents have unit standard deviation), averaged over elements and prompts: a network
+  that learnt t = 1 ignores the noise there and scores 0; one that takes a layout from the noise
+  (never trained near t = 1) scores high, and its first sampling step follows the noise, not
+  the prompt.
 
     python bench/bench_relation.py --model <folder> --out bench/results/<name>.json [--grid <png>]
 """
@@ -66,7 +71,7 @@ def mean_prediction(pipe, prompts: list[str], seeds: int) -> dict | None:
 
     if not hasattr(pipe, "encode_prompts") or has_step_size_input(pipe.dit):
         return None
-    model, truth = [], []
+    model, truth, spread = [], [], []
     noise = pipe.initial_noise(list(range(seeds)))
     t = torch.ones(seeds)
     for p in prompts:
@@ -75,13 +80,15 @@ def mean_prediction(pipe, prompts: list[str], seeds: int) -> dict | None:
             continue
         cond, _ = pipe.encode_prompts([p] * seeds)
         x0 = noise - pipe.net(noise, t, cond.states, cond.mask, cond.pooled)
+        spread.append(float(x0.float().std(0, unbiased=False).mean()))  # 0 when the noise is ignored
         rgb = pipe.ae.decode(x0.to(pipe.device)).float().add(1).mul(127.5).clamp(0, 255)  # not rounded: the
         img = rgb.mean(0).permute(1, 2, 0).cpu().numpy()  # word's effect can be under one uint8 step
         model.append(mean_offset(img, scene))
         truth.append(mean_offset(np.mean([render(scene, img.shape[0], np.random.default_rng(i))
                                           for i in range(TRUTH_RENDERS)], 0), scene))
     return {"n": len(model), "offset_px": float(np.mean(model)), "holds": float(np.mean(np.array(model) > 0)),
-            "truth_offset_px": float(np.mean(truth)), "truth_holds": float(np.mean(np.array(truth) > 0))}
+            "truth_offset_px": float(np.mean(truth)), "truth_holds": float(np.mean(np.array(truth) > 0)),
+            "seed_spread": float(np.mean(spread))}
 
 
 def main(argv=None) -> dict:
