@@ -24,7 +24,7 @@ same seeds, and measure
   (never trained near t = 1) scores high, and its first sampling step follows the noise, not
   the prompt.
 
-    python bench/bench_relation.py --model <folder> --out bench/results/<name>.json [--grid <png>]
+    python bench/bench_relation.py --model <folder> --out bench/results/<name>.json [--grid <png>] [--mean-grid <png>]
 """
 import argparse
 import itertools
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from blinkgen import load
 from blinkgen.data.shapes import COLOURS, OPPOSITE, RELATIONS, describe, parse_caption, relation_offsets, render
@@ -62,33 +63,59 @@ def mean_offset(img: np.ndarray, scene) -> float:
 
 
 @torch.no_grad()
-def mean_prediction(pipe, prompts: list[str], seeds: int) -> dict | None:
-    """The network's E[image | prompt] (module doc) for each prompt whose two objects differ in
-    colour: offsets (pixels) against those of the mean true render. None for models this does
-    not apply to (not diffusion, or a distilled student, whose step-size input changes what one
-    pass predicts)."""
+def predict_at_noise(pipe, prompt: str, seeds: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The network's prediction x0 = x1 - v(x1, t=1, prompt) from seeds 0..seeds-1's noise,
+    decoded, not rounded (the word's effect can be under one uint8 step) -> (mean over the seeds,
+    seed 0's), each (H, W, 3) float RGB in [0, 255], and the seeds' spread (module doc)."""
+    noise = pipe.initial_noise(list(range(seeds)))
+    cond, _ = pipe.encode_prompts([prompt] * seeds)
+    x0 = noise - pipe.net(noise, torch.ones(seeds), cond.states, cond.mask, cond.pooled)
+    spread = float(x0.float().std(0, unbiased=False).mean())  # 0 when the noise is ignored
+    rgb = pipe.ae.decode(x0.to(pipe.device)).float().add(1).mul(127.5).clamp(0, 255).permute(0, 2, 3, 1).cpu().numpy()
+    return rgb.mean(0), rgb[0], spread
+
+
+def true_mean(scene, size: int) -> np.ndarray:
+    """The mean of TRUTH_RENDERS true renders of a scene: (size, size, 3) float."""
+    return np.mean([render(scene, size, np.random.default_rng(i)) for i in range(TRUTH_RENDERS)], 0)
+
+
+def applies(pipe) -> bool:
+    """Whether the mean prediction means E[image | prompt]: a diffusion model that is not a
+    distilled student (whose step-size input changes what one pass predicts)."""
     from blinkgen.models.denoisers import has_step_size_input
 
-    if not hasattr(pipe, "encode_prompts") or has_step_size_input(pipe.dit):
+    return hasattr(pipe, "encode_prompts") and not has_step_size_input(pipe.dit)
+
+
+def mean_prediction(pipe, prompts: list[str], seeds: int) -> dict | None:
+    """The network's E[image | prompt] (module doc) for each prompt whose two objects differ in
+    colour: offsets (pixels) against those of the mean true render, and the seeds' spread. None
+    for models this does not apply to (`applies`)."""
+    if not applies(pipe):
         return None
     model, truth, spread = [], [], []
-    noise = pipe.initial_noise(list(range(seeds)))
-    t = torch.ones(seeds)
     for p in prompts:
         scene = parse_caption(p)
         if scene.objects[0].colour == scene.objects[1].colour:
             continue
-        cond, _ = pipe.encode_prompts([p] * seeds)
-        x0 = noise - pipe.net(noise, t, cond.states, cond.mask, cond.pooled)
-        spread.append(float(x0.float().std(0, unbiased=False).mean()))  # 0 when the noise is ignored
-        rgb = pipe.ae.decode(x0.to(pipe.device)).float().add(1).mul(127.5).clamp(0, 255)  # not rounded: the
-        img = rgb.mean(0).permute(1, 2, 0).cpu().numpy()  # word's effect can be under one uint8 step
+        img, _, sp = predict_at_noise(pipe, p, seeds)
         model.append(mean_offset(img, scene))
-        truth.append(mean_offset(np.mean([render(scene, img.shape[0], np.random.default_rng(i))
-                                          for i in range(TRUTH_RENDERS)], 0), scene))
+        spread.append(sp)
+        truth.append(mean_offset(true_mean(scene, img.shape[0]), scene))
     return {"n": len(model), "offset_px": float(np.mean(model)), "holds": float(np.mean(np.array(model) > 0)),
             "truth_offset_px": float(np.mean(truth)), "truth_holds": float(np.mean(np.array(truth) > 0)),
             "seed_spread": float(np.mean(spread))}
+
+
+def mean_grid(pipe, prompts: list[str], seeds: int) -> Image.Image:
+    """One row per prompt: the network's mean prediction at t = 1 over the seeds, the mean of
+    the true renders, and seed 0's prediction alone (what the first sampling step heads for)."""
+    cells = []
+    for p in prompts:
+        img, first, _ = predict_at_noise(pipe, p, seeds)
+        cells += [img, true_mean(parse_caption(p), img.shape[0]), first]
+    return grid([Image.fromarray(c.round().astype(np.uint8)) for c in cells], cols=3)
 
 
 def main(argv=None) -> dict:
@@ -99,6 +126,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grid", default=None, help="also write the first scene's versions x seeds here")
+    ap.add_argument("--mean-grid", default=None, help="also write the first scene's versions' predictions at "
+                    "t = 1 here (rows: versions; columns: mean over the seeds, mean of true renders, seed 0)")
     ap.add_argument("--scenes", type=int, default=None, help="only the first N relation prompts (default: all 37)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -139,6 +168,8 @@ def main(argv=None) -> dict:
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     if a.grid:
         grid(images_all[:4 * a.seeds], cols=a.seeds).save(a.grid)
+    if a.mean_grid and applies(pipe):
+        mean_grid(pipe, prompts_all[:4 * a.seeds:a.seeds], max(a.seeds, 16)).save(a.mean_grid)
     print(json.dumps({k: v for k, v in out.items() if k != "sensitivity_by_scene"}))
     return out
 

@@ -16,7 +16,8 @@ def test_relation_bench_on_a_tiny_model(tmp_path):
     model = make_tiny("diffusion", tmp_path / "tiny")
     out = tmp_path / "rel.json"
     r = load_bench("bench_relation").main(["--model", str(model), "--scenes", "2", "--seeds", "2", "--steps", "2",
-                                           "--out", str(out), "--grid", str(tmp_path / "g.png")])
+                                           "--out", str(out), "--grid", str(tmp_path / "g.png"),
+                                           "--mean-grid", str(tmp_path / "m.png")])
     assert r["scenes"] == 2 and r["n"] == 2 * 4 * 2  # scenes x versions x seeds
     assert all(0 <= x < 10 for x in r["sensitivity_by_scene"]) and 0 <= r["relation"] <= 1
     assert json.loads(out.read_text())["sensitivity_mean"] == r["sensitivity_mean"]
@@ -25,6 +26,9 @@ def test_relation_bench_on_a_tiny_model(tmp_path):
     if r["n_placement"]:
         assert 0 <= r["placement"] <= 1 and 0 <= r["placement_opposite_relation"] <= 1
     assert (tmp_path / "g.png").is_file()
+    from PIL import Image
+    with Image.open(tmp_path / "m.png") as m:  # 4 versions x (mean prediction, true mean, seed 0)
+        assert m.size[0] > m.size[1] * 0.5 and m.size[1] > m.size[0]
     mp = r["mean_prediction"]  # the tiny model is a plain (not distilled) diffusion model: measured
     assert 0 <= mp["n"] <= 2 * 4 and mp["truth_holds"] == 1.0 and mp["truth_offset_px"] > 5
     assert mp["n"] == 0 or mp["seed_spread"] > 0  # a 2-step model has not learnt to ignore the noise at t = 1
