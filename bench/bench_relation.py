@@ -85,7 +85,7 @@ def applies(pipe) -> bool:
     distilled student (whose step-size input changes what one pass predicts)."""
     from blinkgen.models.denoisers import has_step_size_input
 
-    return hasattr(pipe, "encode_prompts") and not has_step_size_input(pipe.dit)
+    return getattr(pipe, "family", None) == "diffusion" and not has_step_size_input(pipe.dit)
 
 
 def mean_prediction(pipe, prompts: list[str], seeds: int) -> dict | None:

@@ -49,3 +49,14 @@ def test_mean_offset_reads_the_relation_of_a_mean_image(relation):
     assert mirrored == pytest.approx(-d if relation in ("left of", "right of") else d, abs=1e-6)
     blank = np.full((64, 64, 3), 255.0)
     assert bench.mean_offset(blank, scene) == 0  # nothing of either colour: no offset
+
+
+def test_mean_prediction_applies_to_plain_diffusion_models_only(tmp_path):
+    """Other families have prompts too (a GAN encodes them) but no prediction from pure noise."""
+    import blinkgen
+
+    bench = load_bench("bench_relation")
+    assert bench.applies(blinkgen.load(str(make_tiny("diffusion", tmp_path / "d"))))
+    for family in ("gan", "vae"):
+        pipe = blinkgen.load(str(make_tiny(family, tmp_path / family)))
+        assert not bench.applies(pipe) and bench.mean_prediction(pipe, ["a red circle left of a blue square"], 2) is None
