@@ -9,7 +9,8 @@ mean prediction's offset (`bench_relation.mean_prediction` on the committed rela
 versions, 4 seeds) every `--every` steps. A network that can read the binding from its text
 states moves the offset toward the data's; one that cannot stays at 0.
 
-Throwaway weights: nothing is written but the JSON. Data: 3,000 scenes at the model's size,
+Nothing is written but the JSON, unless `--save DIR` asks for the fine-tuned folder (to sample
+it: `bench_relation --model DIR`). Data: 3,000 scenes at the model's size,
 drawn as `bench_binding_readout.scenes` draws them (each with all its paraphrases).
 
     python bench/bench_t1_finetune.py --model <diffusion folder> --t-from 0.999 --lr 1e-3 --steps 600 \
@@ -73,6 +74,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--scenes", type=int, default=3000)
     ap.add_argument("--eval-prompts", type=int, default=None, help="only the first N versions (default: all 128)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save", default=None, help="also write the fine-tuned model folder here (to sample it, "
+                    "e.g. with bench_relation)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -114,6 +117,12 @@ def main(argv=None) -> dict:
     out = {"model": a.model, "t_from": a.t_from, "lr": a.lr, "batch_size": a.batch_size, "scenes": a.scenes,
            "text_layers": pipe.text.layers, "cpu_s": time.process_time() - t0, "curve": curve}
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    if a.save:
+        from blinkgen.families.diffusion.folder import save_diffusion_folder
+
+        keep = {k: v for k, v in pipe.config.items() if k not in ("family", "blinkgen_version", "arch", "dit", "image_size")}
+        save_diffusion_folder(a.save, net.eval(), ae, {**keep, "t1_finetune": {k: out[k] for k in ("t_from", "lr", "batch_size", "scenes")}
+                                                       | {"steps": a.steps, "from": a.model}})
     return out
 
 

@@ -12,11 +12,16 @@ def test_t1_finetune_reports_a_curve(tmp_path):
     model = make_tiny("diffusion", tmp_path / "tiny")
     bench = load_bench("bench_t1_finetune")
     r = bench.main(["--model", str(model), "--steps", "2", "--every", "1", "--batch-size", "4", "--scenes", "8",
-                    "--eval-prompts", "8", "--threads", "1", "--out", str(tmp_path / "t1.json")])
+                    "--eval-prompts", "8", "--threads", "1", "--out", str(tmp_path / "t1.json"),
+                    "--save", str(tmp_path / "ft")])
     assert [c["step"] for c in r["curve"]] == [0, 1, 2]
     assert all(c["truth_holds"] == 1.0 and c["n"] > 0 for c in r["curve"])
     spreads = [c["seed_spread"] for c in r["curve"]]
     assert spreads[0] != spreads[2]  # the fine-tune moved the network's prediction from pure noise
+    import blinkgen
+    saved = blinkgen.load(str(tmp_path / "ft"))  # the saved folder loads and predicts as the run ended
+    assert saved.config["t1_finetune"]["steps"] == 2
+    assert bench.mean_prediction(saved, bench.eval_prompts()[:8], 4)["seed_spread"] == pytest.approx(spreads[2], rel=1e-3)
 
 
 def test_eval_prompts_are_the_four_versions_of_each_committed_relation_prompt():
