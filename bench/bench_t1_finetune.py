@@ -4,7 +4,8 @@
 relation prompt the right way in its prediction from pure noise, E[image | prompt]: 0 px against
 +27 px for the data. This bench separates "cannot" from "was not asked": it fine-tunes a trained
 diffusion folder's denoiser on two-object relation scenes only, at training times drawn from
-(t_from, 1] only (the flow-matching loss of training, nothing else changed), and reports the
+(t_from, 1] (the flow-matching loss of training; `--plain-share` keeps that share of each batch
+at training's own times, so the network keeps what it does at lower noise), and reports the
 mean prediction's offset (`bench_relation.mean_prediction` on the committed relation prompts'
 versions, 4 seeds) every `--every` steps. A network that can read the binding from its text
 states moves the offset toward the data's; one that cannot stays at 0.
@@ -33,7 +34,7 @@ from bench_relation import PROMPTS, applies, mean_prediction  # noqa: E402
 from blinkgen import load  # noqa: E402
 from blinkgen.data import shapes as S  # noqa: E402
 from blinkgen.models.autoencoder import to_pixels  # noqa: E402
-from blinkgen.sampling.flow import interpolate, velocity_target  # noqa: E402
+from blinkgen.sampling.flow import draw_timesteps, interpolate, velocity_target  # noqa: E402
 from blinkgen.text.encoder import encode_cached  # noqa: E402
 
 
@@ -67,6 +68,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="a diffusion folder (not a distilled student)")
     ap.add_argument("--t-from", type=float, default=0.999, help="training times from (t_from, 1]")
+    ap.add_argument("--plain-share", type=float, default=0.0, help="share of each batch at training's own "
+                    "logit-normal times instead (keeps what the network does at lower noise)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=100)
@@ -104,6 +107,9 @@ def main(argv=None) -> dict:
         pick = torch.rand(a.batch_size, generator=g)
         cid = torch.tensor([cap_ids[i][int(p * len(cap_ids[i]))] for i, p in zip(idx.tolist(), pick.tolist())])
         t = 1.0 - (1.0 - a.t_from) * torch.rand(a.batch_size, generator=g)
+        if a.plain_share > 0:
+            t = torch.where(torch.rand(a.batch_size, generator=g) < a.plain_share,
+                            draw_timesteps(g, a.batch_size, pipe.shift), t)
         noise = torch.randn(latents[idx].shape, generator=g)
         v = net(interpolate(latents[idx], noise, t), t, states[cid], mask[cid], pooled[cid])
         loss = F.mse_loss(v.float(), velocity_target(latents[idx], noise))
@@ -114,14 +120,14 @@ def main(argv=None) -> dict:
             net.eval()
             curve.append({"step": step, "loss": loss.item(), **mean_prediction(pipe, prompts, 4)})
             print(json.dumps(curve[-1]), flush=True)
-    out = {"model": a.model, "t_from": a.t_from, "lr": a.lr, "batch_size": a.batch_size, "scenes": a.scenes,
+    out = {"model": a.model, "t_from": a.t_from, "plain_share": a.plain_share, "lr": a.lr, "batch_size": a.batch_size, "scenes": a.scenes,
            "text_layers": pipe.text.layers, "cpu_s": time.process_time() - t0, "curve": curve}
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     if a.save:
         from blinkgen.families.diffusion.folder import save_diffusion_folder
 
         keep = {k: v for k, v in pipe.config.items() if k not in ("family", "blinkgen_version", "arch", "dit", "image_size")}
-        save_diffusion_folder(a.save, net.eval(), ae, {**keep, "t1_finetune": {k: out[k] for k in ("t_from", "lr", "batch_size", "scenes")}
+        save_diffusion_folder(a.save, net.eval(), ae, {**keep, "t1_finetune": {k: out[k] for k in ("t_from", "plain_share", "lr", "batch_size", "scenes")}
                                                        | {"steps": a.steps, "from": a.model}})
     return out
 

@@ -12,7 +12,7 @@ def test_t1_finetune_reports_a_curve(tmp_path):
     model = make_tiny("diffusion", tmp_path / "tiny")
     bench = load_bench("bench_t1_finetune")
     r = bench.main(["--model", str(model), "--steps", "2", "--every", "1", "--batch-size", "4", "--scenes", "8",
-                    "--eval-prompts", "8", "--threads", "1", "--out", str(tmp_path / "t1.json"),
+                    "--eval-prompts", "8", "--threads", "1", "--plain-share", "0.5", "--out", str(tmp_path / "t1.json"),
                     "--save", str(tmp_path / "ft")])
     assert [c["step"] for c in r["curve"]] == [0, 1, 2]
     assert all(c["truth_holds"] == 1.0 and c["n"] > 0 for c in r["curve"])
