@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_relation import mean_offset  # noqa: E402
+from bench_relation import draw_relation_scene, mean_offset  # noqa: E402
 
 from blinkgen.data import shapes as S  # noqa: E402
 from blinkgen.text.encoder import encode_cached  # noqa: E402
@@ -41,15 +41,9 @@ def scenes(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     in [-1, 1] (the 64-px render averaged over 8x8 cells) and one paraphrase each."""
     rng = np.random.default_rng(seed)
 
-    def obj(avoid=None):
-        while True:
-            o = S.Obj(str(rng.choice(list(S.COLOURS))), str(rng.choice(S.SHAPES)), str(rng.choice(S.SIZES)))
-            if avoid is None or o.colour != avoid.colour:
-                return o
     xs, caps = [], []
     for _ in range(n):
-        a = obj()
-        sc = S.Scene((a, obj(a)), str(rng.choice(S.RELATIONS)), str(rng.choice(list(S.BACKGROUNDS))))
+        sc = draw_relation_scene(rng)
         img = S.render(sc, 64, rng).astype(np.float32) / 127.5 - 1
         xs.append(img.reshape(GRID, 64 // GRID, GRID, 64 // GRID, 3).mean((1, 3)))
         caps.append(str(rng.choice(S.paraphrases(sc))))

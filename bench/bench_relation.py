@@ -45,6 +45,20 @@ PROMPTS = Path(__file__).parent / "prompts" / "shapes_eval.txt"
 TRUTH_RENDERS = 64
 
 
+def draw_relation_scene(rng: np.random.Generator):
+    """A two-object relation scene of two different colours, every attribute drawn from rng
+    (the scenes the binding benches train on)."""
+    from blinkgen.data import shapes as S
+
+    def obj(avoid=None):
+        while True:
+            o = S.Obj(str(rng.choice(list(S.COLOURS))), str(rng.choice(S.SHAPES)), str(rng.choice(S.SIZES)))
+            if avoid is None or o.colour != avoid.colour:
+                return o
+    a = obj()
+    return S.Scene((a, obj(a)), str(rng.choice(S.RELATIONS)), str(rng.choice(list(S.BACKGROUNDS))))
+
+
 def mean_offset(img: np.ndarray, scene) -> float:
     """img (H, W, 3) float RGB (a mean image: colours mixed with the background); scene: two
     objects and a relation. Each pixel is unmixed by least squares into the two objects' colours

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_relation import PROMPTS, applies, mean_prediction  # noqa: E402
+from bench_relation import PROMPTS, applies, draw_relation_scene, mean_prediction  # noqa: E402
 
 from blinkgen import load  # noqa: E402
 from blinkgen.data import shapes as S  # noqa: E402
@@ -43,15 +43,9 @@ def relation_scenes(n: int, size: int, seed: int = 123) -> tuple[torch.Tensor, l
     each scene's paraphrases."""
     rng = np.random.default_rng(seed)
 
-    def obj(avoid=None):
-        while True:
-            o = S.Obj(str(rng.choice(list(S.COLOURS))), str(rng.choice(S.SHAPES)), str(rng.choice(S.SIZES)))
-            if avoid is None or o.colour != avoid.colour:
-                return o
     imgs, caps = [], []
     for _ in range(n):
-        a = obj()
-        sc = S.Scene((a, obj(a)), str(rng.choice(S.RELATIONS)), str(rng.choice(list(S.BACKGROUNDS))))
+        sc = draw_relation_scene(rng)
         imgs.append(S.render(sc, size, rng))
         caps.append(S.paraphrases(sc))
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(), caps
