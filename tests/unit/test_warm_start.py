@@ -57,6 +57,41 @@ def test_init_from_refuses_another_network(tmp_path, tiny_model_dir):
         train(_cfg(tmp_path / "r", size=64, init_from=str(tiny_model_dir)))
 
 
+def _copy_with_config(src, dst, edit):
+    import shutil
+
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    edit(config["dit"])
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_init_from_takes_a_folder_written_before_a_config_field_existed(tmp_path, tiny_model_dir):
+    # regression: the shipped teacher (git f7da357) predates U-ViT's text_mode; its config has no
+    # such key, and --init-from refused it ("text_mode: None there, 'cross' here")
+    from blinkgen.models.denoisers import PRESETS, build, config_dict
+
+    arch, over = PRESETS["uvit-tiny"]
+    net = build(arch, dict(latent_channels=4, latent_size=8, **over))
+    defaults = config_dict(net)
+    assert "text_mode" in defaults and defaults["text_mode"] == "cross"
+    old = _copy_with_config(tiny_model_dir, tmp_path / "old", lambda d: d.pop("step_size_cond", None))
+    train(_cfg(tmp_path / "r", init_from=str(old)))  # tiny (DiT): a defaulted key absent is the same network
+    other = _copy_with_config(tiny_model_dir, tmp_path / "other", lambda d: d.update(step_size_cond=True))
+    with pytest.raises(UserInputError, match="distilled|step_size_cond"):
+        train(_cfg(tmp_path / "r2", init_from=str(other)))
+
+
+def test_full_config_fills_defaults_and_keeps_what_it_cannot_read():
+    from blinkgen.models.denoisers import full_config
+
+    got = full_config("uvit", dict(latent_channels=4, latent_size=8, hidden=64, depth=2, heads=2))
+    assert got["text_mode"] == "cross" and got["hidden"] == 64
+    assert full_config("uvit", {"no_such_field": 1}) == {"no_such_field": 1}
+    assert full_config("nope", {"a": 1}) == {"a": 1}
+
+
 def test_init_from_refuses_a_distilled_student(tmp_path):
     from conftest import make_tiny
     student = make_tiny("diffusion", tmp_path / "student", shortcut=True)

@@ -61,6 +61,20 @@ def config_dict(model: nn.Module) -> dict:
     return {f.name: getattr(c, f.name) for f in fields(c)}
 
 
+def full_config(arch: str, cfg: dict) -> dict:
+    """A folder's `dit` config with every field of its architecture's config, the absent ones at
+    their defaults: a folder written before a field existed (e.g. U-ViT's `text_mode`) holds the
+    network that default builds. Unknown architecture or keys -> the config as given, for the
+    caller's comparison to name."""
+    if arch not in ARCHS:
+        return dict(cfg)
+    try:
+        c = ARCHS[arch][1](**cfg)
+    except (TypeError, ValueError):
+        return dict(cfg)
+    return {f.name: getattr(c, f.name) for f in fields(c)}
+
+
 def has_step_size_input(model: nn.Module) -> bool:
     """True when the denoiser takes the shortcut step size d (config step_size_cond)."""
     return bool(getattr(model.cfg, "step_size_cond", False))

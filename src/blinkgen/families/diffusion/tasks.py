@@ -14,7 +14,7 @@ from ...errors import ModelLoadError, UserInputError
 from ...modelio import load_into, read_config, read_tensors, state_dict_for_save, weights_hash, write_folder_atomic
 from ...models.autoencoder import AE_PRESETS, AutoencoderKL, measure_latent_scale, psnr, to_pixels, to_uint8
 from ...models.denoisers import PRESETS as DENOISER_PRESETS
-from ...models.denoisers import arch_of, config_dict
+from ...models.denoisers import arch_of, config_dict, full_config
 from ...models.denoisers import from_preset as denoiser_from_preset
 from ...pipeline import requests
 from ...pngmeta import grid
@@ -117,7 +117,8 @@ class DiffusionTask(Task):
         config = read_config(folder)  # family and "distilled" were checked before the data (warm_start.precheck)
         where = f"--init-from {folder}"
         mine = json.loads(json.dumps({"arch": arch_of(self.model), **config_dict(self.model)}))
-        theirs = {"arch": config.get("arch", "dit"), **(config.get("dit") or {})}
+        arch = config.get("arch", "dit")
+        theirs = json.loads(json.dumps({"arch": arch, **full_config(arch, config.get("dit") or {})}))
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:4])
