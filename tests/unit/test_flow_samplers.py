@@ -136,6 +136,17 @@ def test_high_noise_share_puts_that_share_of_draws_in_the_top_band():
                                                     .float().mean()))) < 0.005
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.5, 0.999), st.integers(0, 2**31 - 1))
+def test_high_noise_band_starts_where_asked(high_from, seed):
+    from blinkgen.sampling.flow import draw_timesteps
+
+    base = draw_timesteps(torch.Generator().manual_seed(seed), 512)
+    t = draw_timesteps(torch.Generator().manual_seed(seed), 512, 1.0, 0.5, high_from)
+    changed = t != base
+    assert bool(changed.any()) and bool((t[changed] > high_from).all()) and bool((t <= 1).all())
+
+
 def test_train_config_bounds_the_high_noise_share():
     import pytest
     from blinkgen.errors import UserInputError
@@ -145,6 +156,10 @@ def test_train_config_bounds_the_high_noise_share():
     for bad in (-0.1, 1.0):
         with pytest.raises(UserInputError, match="t_high_share"):
             TrainConfig(data="shapes:100", t_high_share=bad).validate()
+    TrainConfig(data="shapes:100", t_high_from=0.99).validate()
+    for bad in (0.4, 1.0):
+        with pytest.raises(UserInputError, match="t_high_from"):
+            TrainConfig(data="shapes:100", t_high_from=bad).validate()
 
 
 def test_the_diffusion_task_draws_its_times_with_the_runs_share():
@@ -158,3 +173,6 @@ def test_the_diffusion_task_draws_its_times_with_the_runs_share():
         task.cfg = TrainConfig(family="diffusion", t_high_share=share)
         t = task.draw(torch.Generator().manual_seed(1), 4000)["t"]
         assert abs(float((t > HIGH_FROM).float().mean()) - (share + (1 - share) * 0.014)) < 0.03
+    task.cfg = TrainConfig(family="diffusion", t_high_share=0.6, t_high_from=0.99)  # the run's band
+    t = task.draw(torch.Generator().manual_seed(1), 4000)["t"]
+    assert abs(float((t > 0.99).float().mean()) - 0.6) < 0.03

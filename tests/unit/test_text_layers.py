@@ -64,8 +64,9 @@ def test_a_model_records_its_depth_and_its_student_reads_the_same(tmp_path, tiny
     run_cli("train", "--family", "diffusion", "--data", "shapes:24", "--size", "32", "--preset", "tiny",
             "--autoencoder", tiny_model_dir / "autoencoder", "--out", out, "--steps", 2, "--batch-size", 4,
             "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 1, "--text-layers", 3, "--t-shift", 2,
-            "--t-high-share", 0.5)
-    assert json.loads((out / "train_config.json").read_text())["t_high_share"] == 0.5
+            "--t-high-share", 0.5, "--t-high-from", 0.99)
+    recorded = json.loads((out / "train_config.json").read_text())
+    assert recorded["t_high_share"] == 0.5 and recorded["t_high_from"] == 0.99
     final = json.loads((out / "model" / "config.json").read_text())
     assert final["text_layers"] == 3 and final["schedule_shift"] == 2.0
     import subprocess

@@ -29,7 +29,7 @@ def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch
     return (1 - tt) * x0 + tt * noise
 
 
-HIGH_FROM = 0.9  # draw_timesteps' high-noise band: (0.9, 1]
+HIGH_FROM = 0.9  # draw_timesteps' default high-noise band: (0.9, 1] (--t-high-from)
 
 
 def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ def draw_timesteps(g: torch.Generator, B: int, shift: float = 1.0, high_share: f
     where objects go, how many -- is decided).
 
     high_share in [0, 1): that share of the rows (each row independently) is redrawn uniformly
-    from (high_from, 1], the start of every sampler's path. The logit-normal density vanishes at
+    from (high_from, 1], the start of every sampler's path (high_from in [0, 1)). The logit-normal density vanishes at
     t = 1 (0.16% of draws above 0.95), so a network trained on it alone has barely seen pure
     noise, where it should predict E[image | prompt], and its first step at generation takes the
     layout from the noise instead of the prompt (after Lin et al. 2024, "Common diffusion noise

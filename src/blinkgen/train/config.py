@@ -32,8 +32,9 @@ class TrainConfig:
     caption_dropout: float = 0.1     # probability of training on the null prompt (enables CFG)
     t_shift: float = 1.0             # diffusion: SD3 time shift of the training times (> 1: more high
     # noise, where layout is decided); the exported model samples with the same schedule_shift
-    t_high_share: float = 0.0        # diffusion: share of training times redrawn from (0.9, 1], where
-    # sampling starts and the prompt alone must place the scene (sampling/flow.draw_timesteps)
+    t_high_share: float = 0.0        # diffusion: share of training times redrawn from (t_high_from, 1],
+    # where sampling starts and the prompt alone must place the scene (sampling/flow.draw_timesteps)
+    t_high_from: float = 0.9         # diffusion: lower end of that band, in [0.5, 1)
     text_layers: int = 6             # diffusion: MiniLM layers the denoiser reads (1-6; states after
     # layer k, recorded in the model's config; fine-tunes and distillations take their base's)
     # "auto" = bf16 autocast where the hardware has bf16 matmuls (CUDA; CPUs with AVX512-BF16 or
@@ -103,6 +104,7 @@ class TrainConfig:
         need(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         need(0.1 <= self.t_shift <= 20, f"t_shift must be in [0.1, 20], got {self.t_shift}")
         need(0 <= self.t_high_share < 1, f"t_high_share must be in [0, 1), got {self.t_high_share}")
+        need(0.5 <= self.t_high_from < 1, f"t_high_from must be in [0.5, 1), got {self.t_high_from}")
         need(1 <= self.text_layers <= 6, f"text_layers must be between 1 and 6, got {self.text_layers}")
         need(self.text_layers == 6 or self.target()[0].name == "diffusion" and self.target()[1] not in ("lora", "distill"),
              "text_layers is a setting of a new diffusion model; other families, fine-tunes and "

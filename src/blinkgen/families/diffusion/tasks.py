@@ -137,7 +137,7 @@ class DiffusionTask(Task):
     def draw(self, g: torch.Generator, B: int) -> dict:
         C, S = self.latents.shape[1], self.latents.shape[2]
         return {"u": torch.rand((B,), generator=g), "drop": torch.rand((B,), generator=g),
-                "t": draw_timesteps(g, B, self.cfg.t_shift, self.cfg.t_high_share),
+                "t": draw_timesteps(g, B, self.cfg.t_shift, self.cfg.t_high_share, self.cfg.t_high_from),
                 "noise": torch.randn((B, C, S, S), generator=g),
                 "u_style": torch.rand((B,), generator=g), "u_pick": torch.rand((B,), generator=g)}
 
