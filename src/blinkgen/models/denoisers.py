@@ -56,9 +56,12 @@ def arch_of(model: nn.Module) -> str:
     raise TypeError(f"{type(model).__name__} is not a registered denoiser")
 
 
-def config_dict(model: nn.Module) -> dict:
-    c = model.cfg
+def _fields(c) -> dict:
     return {f.name: getattr(c, f.name) for f in fields(c)}
+
+
+def config_dict(model: nn.Module) -> dict:
+    return _fields(model.cfg)
 
 
 def full_config(arch: str, cfg: dict) -> dict:
@@ -72,7 +75,7 @@ def full_config(arch: str, cfg: dict) -> dict:
         c = ARCHS[arch][1](**cfg)
     except (TypeError, ValueError):
         return dict(cfg)
-    return {f.name: getattr(c, f.name) for f in fields(c)}
+    return _fields(c)
 
 
 def has_step_size_input(model: nn.Module) -> bool:

@@ -52,10 +52,10 @@ def draw_timesteps(g: torch.Generator, B: int, shift: float = 1.0, high_share: f
     where objects go, how many -- is decided).
 
     high_share in [0, 1): that share of the rows (each row independently) is redrawn uniformly
-    from (high_from, 1], the start of every sampler's path (high_from in [0, 1)). The logit-normal density vanishes at
-    t = 1 (0.16% of draws above 0.95), so a network trained on it alone has barely seen pure
-    noise, where it should predict E[image | prompt], and its first step at generation takes the
-    layout from the noise instead of the prompt (after Lin et al. 2024, "Common diffusion noise
+    from (high_from, 1] (high_from in [0, 1)), the start of every sampler's path. The logit-normal
+    density vanishes at t = 1 (0.16% of draws above 0.95), so a network trained on it alone has
+    barely seen pure noise, where it should predict E[image | prompt], and its first step at
+    generation takes the layout from the noise instead of the prompt (after Lin et al. 2024, "Common diffusion noise
     schedules and sample steps are flawed": train where the sampler starts). The draws use the
     generator identically for every shift, and draw nothing more when high_share is 0, so shift
     1 and share 0 reproduce the plain stream bit for bit."""
