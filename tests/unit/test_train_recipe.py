@@ -1,5 +1,7 @@
 """The small-data recipe's pieces: group-balanced batch order, the caption table with style
 phrases, and identity-keeping mirror augmentation of shapes scenes."""
+import json
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,6 +168,13 @@ def test_extra_emas_export_and_resume_exactly(tmp_path, tiny_model_dir):
     main = load_file(str(straight / "model" / "model.safetensors"))
     long = load_file(str(straight / "model-ema0.99" / "model.safetensors"))
     assert any(not torch.equal(main[k], long[k]) for k in main)  # a different average
+    # each folder records the decay its warm-up reached: 0.9 and 0.99 both end at (1 + 5) / (10 + 5)
+    # after 6 steps, so they hold the same weights (what a short run's warning says)
+    reached = {name: json.loads((straight / name / "config.json").read_text())["training"]["ema_decay_reached"]
+               for name in ("model", "model-ema0.9", "model-ema0.99")}
+    assert reached == {"model": 0.1, "model-ema0.9": 0.4, "model-ema0.99": 0.4}
+    short = load_file(str(straight / "model-ema0.9" / "model.safetensors"))
+    assert all(torch.equal(short[k], long[k]) for k in short)
 
 
 def test_t_shift_trains_at_high_noise_and_the_model_samples_with_it(tmp_path, tiny_model_dir):

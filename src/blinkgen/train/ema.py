@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -12,8 +13,11 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def warm_decay(self, step: int) -> float:
-        # Short runs would otherwise average mostly the random init (as in timm / DiT practice).
-        return min(self.decay, (1.0 + step) / (10.0 + step))
+        """The decay applied at `step` (0-based): min(decay, (1 + step) / (10 + step)), the warm-up
+        of diffusers' EMAModel (without use_ema_warmup). Short runs would otherwise average mostly
+        the random init. Until `reached_at(decay)` the average spans about the last ninth of the
+        steps whatever `decay` is, so two EMAs of different decays are identical before then."""
+        return warm_decay(self.decay, step)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
@@ -23,3 +27,41 @@ class EMA:
         torch._foreach_lerp_(ema_p, src, 1.0 - d)  # one fused launch instead of one per tensor
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
+
+
+def warm_decay(decay: float, step: int) -> float:
+    """EMA.warm_decay as a function: decay in (0, 1), step >= 0 -> the decay in (0, decay]."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def reached_at(decay: float) -> int:
+    """The first step at which the warm-up reaches `decay` (0.999 -> 8,990; 0.9995 -> 17,990):
+    the smallest integer s >= 0 with (1 + s) / (10 + s) >= decay. Raises ValueError unless
+    0 < decay < 1."""
+    if not 0 < decay < 1:
+        raise ValueError(f"an EMA decay must be in (0, 1), got {decay}")
+    s = max(0, math.ceil((10 * decay - 1) / (1 - decay) - 1e-9))
+    while s > 0 and warm_decay(decay, s - 1) >= decay:  # float rounding: step back to the first
+        s -= 1
+    while warm_decay(decay, s) < decay:
+        s += 1
+    return s
+
+
+def short_run_warnings(steps: int, decay: float, extra: list[float]) -> list[str]:
+    """What a run of `steps` steps should be told about its EMA lengths: one line for a main
+    decay its warm-up never reaches, one for each extra decay that will export a copy of an EMA
+    of another listed decay (all decays unreached by the last step give the same weights)."""
+    out = []
+    last = max(0, steps - 1)
+    if warm_decay(decay, last) < decay:
+        out.append(f"--ema-decay {decay:g} is reached only at step {reached_at(decay):,}: with {steps:,} "
+                   f"steps the EMA ends at decay {warm_decay(decay, last):.5f} (its warm-up, about the "
+                   "last ninth of the steps)")
+    unreached = [d for d in [decay, *extra] if warm_decay(d, last) < d]
+    for d in extra:
+        if d in unreached and len(unreached) > 1 and d != unreached[0]:
+            out.append(f"--ema-extra {d:g} will export the same weights as --ema-decay {decay:g}"
+                       if decay in unreached else
+                       f"--ema-extra {d:g} will export the same weights as --ema-extra {unreached[0]:g}")
+    return out

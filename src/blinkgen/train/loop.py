@@ -30,7 +30,7 @@ from ..seeds import torch_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_mixed_precision
 from .plan import stage1_config
-from .ema import EMA
+from .ema import EMA, short_run_warnings
 from .order import BatchOrder, make_order  # noqa: F401  (BatchOrder: re-exported)
 from .schedule import lr_at
 from .warm_start import precheck, warm_start, with_init_autoencoder
@@ -137,6 +137,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     _frozen_teacher(task, model, acc.device)  # the task's losses read task.teacher
     ema = EMA(model, cfg.ema_decay)
     extra_emas = {f"{d:g}": EMA(model, d) for d in cfg.extra_ema_decays()}  # EMA length, chosen after training
+    if main:
+        for line in short_run_warnings(cfg.steps, cfg.ema_decay, cfg.extra_ema_decays()):
+            log.warning(line)
     task.bind_ema(ema.model)  # the same module a resume loads into, so the task always reads the current EMA
     opts = task.optimizers(model, cfg, acc.device)
     loss_fns = task.losses()
@@ -297,9 +300,12 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         if cfg.restore_best and (run / BEST / "ema.safetensors").is_file():
             ema.model.load_state_dict(read_tensors(run / BEST / "ema.safetensors"))
             extra["training"]["exported"] = json.loads((run / BEST / "state.json").read_text())
-        task.export(ema.model, out, extra)
+        last = max(step - 1, 0)  # the decay the warm-up had reached: below the named one in short runs
+        task.export(ema.model, out, {**extra, "training": {**extra["training"],
+                                                           "ema_decay_reached": ema.warm_decay(last)}})
         for k, e in extra_emas.items():  # the same run's other EMA lengths, for choosing after training
-            task.export(e.model, run / f"model-ema{k}", {**extra, "ema_decay": float(k)})
+            task.export(e.model, run / f"model-ema{k}", {**extra, "ema_decay": float(k), "training": {
+                **extra["training"], "ema_decay_reached": e.warm_decay(last)}})
         writer.close()
     acc.wait_for_everyone()
     if flag.stop:
