@@ -58,10 +58,8 @@ def short_run_warnings(steps: int, decay: float, extra: list[float]) -> list[str
         out.append(f"--ema-decay {decay:g} is reached only at step {reached_at(decay):,}: with {steps:,} "
                    f"steps the EMA ends at decay {warm_decay(decay, last):.5f} (its warm-up, about the "
                    "last ninth of the steps)")
-    unreached = [d for d in [decay, *extra] if warm_decay(d, last) < d]
-    for d in extra:
-        if d in unreached and len(unreached) > 1 and d != unreached[0]:
-            out.append(f"--ema-extra {d:g} will export the same weights as --ema-decay {decay:g}"
-                       if decay in unreached else
-                       f"--ema-extra {d:g} will export the same weights as --ema-extra {unreached[0]:g}")
+    unreached = [d for d in [decay, *extra] if warm_decay(d, last) < d]  # all give the same weights
+    if len(unreached) > 1:
+        first = ("--ema-decay " if unreached[0] == decay else "--ema-extra ") + f"{unreached[0]:g}"
+        out += [f"--ema-extra {d:g} will export the same weights as {first}" for d in unreached[1:]]
     return out
