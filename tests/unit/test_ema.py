@@ -37,8 +37,14 @@ def test_short_run_warnings():
     assert len(lines) == 2
     assert "reached only at step 8,990" in lines[0]
     assert "--ema-extra 0.9995 will export the same weights as --ema-decay 0.999" in lines[1]
-    # long enough for the main decay: only the extra lengths that are still unreached coincide
+    # long enough for the main decay: the first unreached extra length is told where it ends,
+    # and the later unreached ones that they copy it
     lines = short_run_warnings(12000, 0.999, [0.9995, 0.9999])
-    assert lines == ["--ema-extra 0.9999 will export the same weights as --ema-extra 0.9995"]
+    assert len(lines) == 2
+    assert lines[0].startswith("--ema-extra 0.9995 is reached only at step 17,990: with 12,000 steps")
+    assert f"ends at decay {12000 / 12009:.5f}" in lines[0]
+    assert lines[1] == "--ema-extra 0.9999 will export the same weights as --ema-extra 0.9995"
+    # one unreached extra length, not a copy of anything: still told (it was silent before)
+    assert len(short_run_warnings(11500, 0.999, [0.9995])) == 1
     assert short_run_warnings(20000, 0.999, [0.9995]) == []
     assert short_run_warnings(100, 0.9, []) == []

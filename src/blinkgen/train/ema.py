@@ -49,17 +49,16 @@ def reached_at(decay: float) -> int:
 
 
 def short_run_warnings(steps: int, decay: float, extra: list[float]) -> list[str]:
-    """What a run of `steps` steps should be told about its EMA lengths: one line for a main
-    decay its warm-up never reaches, one for each extra decay that will export a copy of an EMA
-    of another listed decay (all decays unreached by the last step give the same weights)."""
-    out = []
+    """What a run of `steps` steps should be told about its EMA lengths: for the first listed decay
+    (--ema-decay, then each --ema-extra) that its warm-up never reaches, where that EMA ends; for
+    every later unreached decay, that it will export a copy of that EMA (all decays unreached by the
+    last step give the same weights)."""
     last = max(0, steps - 1)
-    if warm_decay(decay, last) < decay:
-        out.append(f"--ema-decay {decay:g} is reached only at step {reached_at(decay):,}: with {steps:,} "
-                   f"steps the EMA ends at decay {warm_decay(decay, last):.5f} (its warm-up, about the "
-                   "last ninth of the steps)")
-    unreached = [d for d in [decay, *extra] if warm_decay(d, last) < d]  # all give the same weights
-    if len(unreached) > 1:
-        first = ("--ema-decay " if unreached[0] == decay else "--ema-extra ") + f"{unreached[0]:g}"
-        out += [f"--ema-extra {d:g} will export the same weights as {first}" for d in unreached[1:]]
-    return out
+    flags = [("--ema-decay", decay)] + [("--ema-extra", d) for d in extra]
+    unreached = [(flag, d) for flag, d in flags if warm_decay(d, last) < d]
+    if not unreached:
+        return []
+    (flag, d), rest = unreached[0], unreached[1:]
+    out = [f"{flag} {d:g} is reached only at step {reached_at(d):,}: with {steps:,} steps the EMA ends at "
+           f"decay {warm_decay(d, last):.5f} (its warm-up, about the last ninth of the steps)"]
+    return out + [f"{f} {x:g} will export the same weights as {flag} {d:g}" for f, x in rest]
