@@ -9,11 +9,13 @@ turns every bar off.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from tqdm import tqdm
 
 LOG_INTERVAL_S = 30.0
+_BAR = re.compile(r"\|[^|]*\|")
 ENV_INTERVAL = "BLINKGEN_PROGRESS_INTERVAL"
 
 
@@ -27,7 +29,9 @@ class _LineWriter:
 
     def write(self, s: str) -> None:
         line = s.replace("\r", "").replace("\x1b[A", "").strip()
-        key = line.split(" [")[0]  # "desc: 40%|####      | 4/10", without the times and rate
+        # "desc: 40%| 4/10": the count without the bar, whose width follows the rate's digits
+        # (tqdm's close redraws the last count at a new rate), nor the times and rate
+        key = _BAR.sub("|", line.split(" [")[0])
         if line and key != self._last:
             self._last = key
             self.stream.write(line + "\n")

@@ -35,6 +35,18 @@ def test_the_interval_is_configurable_and_each_update_is_a_whole_line(monkeypatc
     assert len(lines) == 5                              # 0/4 .. 4/4, one line each
 
 
+def test_a_final_redraw_at_another_rate_is_not_a_second_line():
+    # tqdm's close redraws the last count; at ncols=100 the bar's width follows the rate's digits,
+    # so the two lines differ only in '#' padding and rate (the suite failed 1 run in ~100 on this)
+    from blinkgen.progress import _LineWriter
+    log = io.StringIO()
+    w = _LineWriter(log)
+    w.write("\rsteps: 100%|" + "#" * 55 + "| 4/4 [00:00<00:00, 10323.13it/s]")
+    w.write("\rsteps: 100%|" + "#" * 56 + "| 4/4 [00:00<00:00, 9608.94it/s]")
+    w.write("\n")
+    assert log.getvalue().splitlines() == ["steps: 100%|" + "#" * 55 + "| 4/4 [00:00<00:00, 10323.13it/s]"]
+
+
 def test_on_a_terminal_it_is_a_live_bar():
     tty = Tty()
     for _ in bar(range(50), desc="work", stream=tty):
