@@ -12,6 +12,7 @@ Settings are interleaved round by round, so a change in machine load hits them a
 median over rounds is reported with the range.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,17 +22,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from blinkgen.errors import OutputExistsError
 from blinkgen.models.denoisers import from_preset
 from blinkgen.outputs import check_new, write_text
 from blinkgen.train.ema import EMA
 
-SETTINGS = {  # name -> (autocast dtype or None, fused AdamW)
-    "fp32+foreach": (None, False),
-    "fp32+fused": (None, True),
-    "bf16+foreach": (torch.bfloat16, False),
-    "bf16+fused": (torch.bfloat16, True),
+SETTINGS = {  # name -> (autocast dtype or None, fused AdamW, SDPA's math backend instead of its default)
+    "fp32+foreach": (None, False, False),
+    "fp32+fused": (None, True, False),
+    "bf16+foreach": (torch.bfloat16, False, False),
+    "bf16+fused": (torch.bfloat16, True, False),
+    # the CPU's flash-attention backward costs ~21 ms a call at 16-32 tokens (torch.profiler):
+    "bf16+fused+sdpa-math": (torch.bfloat16, True, True),
 }
 
 
@@ -42,7 +46,12 @@ def make(preset: str, fused: bool):
     return dit, opt, EMA(dit, 0.999)
 
 
-def step(dit, opt, ema, amp, B, k):
+def step(dit, opt, ema, amp, B, k, math=False):
+    with sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext():
+        _step(dit, opt, ema, amp, B, k)
+
+
+def _step(dit, opt, ema, amp, B, k):
     g = torch.Generator().manual_seed(k)
     x0 = torch.randn(B, 4, 16, 16, generator=g)
     noise = torch.randn(B, 4, 16, 16, generator=g)
@@ -78,16 +87,16 @@ def main():
     chosen = {k: SETTINGS[k] for k in a.settings.split(",")}
     rows = []
     for preset in a.presets.split(","):
-        states = {name: make(preset, fused) for name, (_, fused) in chosen.items()}
-        for name, (amp, _) in chosen.items():  # warm-up: allocation, oneDNN primitive caches
+        states = {name: make(preset, fused) for name, (_, fused, _) in chosen.items()}
+        for name, (amp, _, math) in chosen.items():  # warm-up: allocation, oneDNN primitive caches
             for k in range(2):
-                step(*states[name], amp, a.batch, k)
+                step(*states[name], amp, a.batch, k, math)
         times = {name: [] for name in chosen}
         for r in range(a.rounds):
-            for name, (amp, _) in chosen.items():
+            for name, (amp, _, math) in chosen.items():
                 t = time.perf_counter()
                 for k in range(a.steps):
-                    step(*states[name], amp, a.batch, 100 + k)
+                    step(*states[name], amp, a.batch, 100 + k, math)
                 times[name].append(a.batch * a.steps / (time.perf_counter() - t))
         for name, ips in times.items():
             row = {"preset": preset, "setting": name, "images_per_s_median": statistics.median(ips),
