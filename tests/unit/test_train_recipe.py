@@ -199,3 +199,20 @@ def test_t_shift_trains_at_high_noise_and_the_model_samples_with_it(tmp_path, ti
             "--autoencoder", tiny_model_dir / "autoencoder", "--out", out, "--steps", 2, "--batch-size", 4,
             "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 0, "--t-shift", 3)
     assert json.loads((out / "model" / "config.json").read_text())["schedule_shift"] == 3.0
+
+
+def test_restored_best_records_the_decay_of_its_own_step(tmp_path, tiny_model_dir):
+    """restore_best (the fine-tune command's early stopping) exports the EMA of the best validation,
+    so ema_decay_reached must be the warm-up's decay at that checkpoint's step, not the last one's."""
+    from blinkgen.train.ema import warm_decay
+    from blinkgen.train.loop import train
+
+    out = tmp_path / "run"
+    train(TrainConfig(family="diffusion", data="shapes:24", size=32, preset="tiny", out=str(out), steps=8,
+                      autoencoder=str(tiny_model_dir / "autoencoder"), batch_size=4, eval_every=1, sample_every=0,
+                      ckpt_every=4, warmup=0, min_lr_ratio=1.0, lr=0.5, ema_decay=0.99,  # lr 0.5: the best is early
+                      restore_best=True).validate())
+    training = json.loads((out / "model" / "config.json").read_text())["training"]
+    best = training["exported"]["step"]
+    assert best < 8
+    assert training["ema_decay_reached"] == warm_decay(0.99, best - 1)

@@ -300,13 +300,12 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         if cfg.restore_best and (run / BEST / "ema.safetensors").is_file():
             ema.model.load_state_dict(read_tensors(run / BEST / "ema.safetensors"))
             extra["training"]["exported"] = json.loads((run / BEST / "state.json").read_text())
-        last = max(step - 1, 0)
-
-        def record(e: EMA) -> dict:  # the decay the warm-up had reached: below the named one in short runs
-            return {**extra, "training": {**extra["training"], "ema_decay_reached": e.warm_decay(last)}}
-        task.export(ema.model, out, record(ema))
+        def record(e: EMA, at: int) -> dict:  # the decay its warm-up had reached after `at` steps
+            reached = e.warm_decay(max(at - 1, 0))  # below the named one in short runs
+            return {**extra, "training": {**extra["training"], "ema_decay_reached": reached}}
+        task.export(ema.model, out, record(ema, extra["training"].get("exported", {}).get("step", step)))
         for k, e in extra_emas.items():  # the same run's other EMA lengths, for choosing after training
-            task.export(e.model, run / f"model-ema{k}", {**record(e), "ema_decay": float(k)})
+            task.export(e.model, run / f"model-ema{k}", {**record(e, step), "ema_decay": float(k)})
         writer.close()
     acc.wait_for_everyone()
     if flag.stop:
