@@ -108,3 +108,33 @@ def test_two_named_optimizers_and_a_frozen_teacher(tmp_path):
     rewind(run, 4)
     again = weights(train(cfg, resume=True, data=data))
     assert all(torch.equal(ref[f][k], again[f][k]) for f in ref for k in ref[f])
+
+
+@pytest.mark.parametrize("backend, want_in_steps", [("auto", False), ("default", True)])
+def test_training_steps_run_under_the_resolved_sdpa_backend(tmp_path, tiny_model_dir, monkeypatch, backend,
+                                                            want_in_steps):
+    """On a CPU, "auto" trains with SDPA's math backend (the flash-attention backward is the CPU step's
+    biggest cost, bench/RESULTS.md) and records it resolved; validation and sample grids -- inference --
+    keep torch's own choice. "default" leaves every call to torch."""
+    import json
+
+    import torch.nn.functional as F
+
+    calls = []  # (grad enabled, flash allowed) per attention call
+    orig = F.scaled_dot_product_attention
+
+    def spy(*a, **kw):
+        calls.append((torch.is_grad_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    cfg = TrainConfig(family="diffusion", data="shapes:24", size=32, preset="tiny", steps=2, batch_size=4,
+                      autoencoder=str(tiny_model_dir / "autoencoder"), eval_every=2, ckpt_every=2,
+                      sample_every=0, log_every=1, sdpa_backend=backend, out=str(tmp_path / "run"))
+    train(cfg, data=load_dataset("shapes:24", 32, 0))
+    in_steps = {flash for grad, flash in calls if grad}
+    in_inference = {flash for grad, flash in calls if not grad}
+    assert in_steps == {want_in_steps} and in_inference == {True}
+    recorded = json.loads((tmp_path / "run" / "train_config.json").read_text())["sdpa_backend"]
+    assert recorded == ("math" if backend == "auto" else "default")
+    assert torch.backends.cuda.flash_sdp_enabled()  # the loop leaves the process as it found it

@@ -113,6 +113,7 @@ def test_incomplete_checkpoint_is_reported(tmp_path):
 @pytest.mark.parametrize("field, value, msg", [
     ("family", "vae9", "family must be"), ("size", 48, "size must be"), ("steps", 0, "steps must be"),
     ("lr", 2.0, "lr must be"), ("caption_dropout", 1.0, "caption_dropout"), ("mixed_precision", "fp8", "mixed_precision"),
+    ("sdpa_backend", "flash", "sdpa_backend must be auto, math or default"),
 ])
 def test_train_config_validation(field, value, msg):
     with pytest.raises(UserInputError, match=msg):
@@ -149,3 +150,36 @@ def test_train_config_refuses_unknown_tasks_in_one_line(family, task, msg):
     with pytest.raises(UserInputError, match=msg) as e:
         TrainConfig(family=family, task=task).validate()
     assert "\n" not in str(e.value)
+
+
+def test_sdpa_backend_auto_is_math_on_a_cpu_only():
+    from blinkgen.train.config import resolve_sdpa_backend, sdpa_context
+
+    assert resolve_sdpa_backend("auto", "cpu") == "math"
+    assert resolve_sdpa_backend("auto", "cuda") == "default"
+    assert resolve_sdpa_backend("default", "cpu") == "default" and resolve_sdpa_backend("math", "cuda") == "math"
+    with pytest.raises(ValueError, match="resolved"):
+        sdpa_context("auto")
+
+
+def test_sdpa_math_gives_the_same_attention_as_torch_default():
+    """The math backend is a speed choice, not another model: forward and input gradients agree with
+    torch's default kernel to float32 rounding."""
+    import torch
+    import torch.nn.functional as F
+
+    from blinkgen.train.config import sdpa_context
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 16, 32, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.arange(16).expand(2, 1, 16, 16) < 11
+    outs = []
+    for name in ("default", "math"):
+        with sdpa_context(name):
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            grads = torch.autograd.grad(o.square().sum(), (q, k, v))
+        outs.append((o.detach(), grads))
+    (o1, g1), (o2, g2) = outs
+    torch.testing.assert_close(o1, o2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

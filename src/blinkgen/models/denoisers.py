@@ -30,6 +30,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "uvit-M": ("uvit", dict(hidden=320, depth=8, heads=5)),
     "uvit-S-p4": ("uvit", dict(hidden=256, depth=6, heads=4, patch=4)),  # 4x fewer tokens: shapes recipe
     "uvit-S-p4-joint": ("uvit", dict(hidden=256, depth=6, heads=4, patch=4, text_mode="joint")),
+    "uvit-XS-p4": ("uvit", dict(hidden=192, depth=6, heads=3, patch=4)),  # shapes: more images per CPU-s
     "uvit-M-p4": ("uvit", dict(hidden=320, depth=8, heads=5, patch=4)),  # shapes: capacity at 16 tokens
     "unet-tiny": ("unet", dict(channels=[16, 32], blocks=1, attn_levels=[1], heads=2, groups=8)),
     "unet-S": ("unet", dict(channels=[64, 128, 256], blocks=2, attn_levels=[1, 2], heads=4)),

@@ -28,7 +28,7 @@ from ..eval.leakage import val_seen_by_ancestors
 from ..modelio import read_tensors, state_dict_for_save, unwrap, write_folder_atomic, write_json_atomic
 from ..seeds import torch_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, resolve_mixed_precision
+from .config import TrainConfig, resolve_mixed_precision, resolve_sdpa_backend, sdpa_context
 from .plan import stage1_config
 from .ema import EMA, short_run_warnings
 from .order import BatchOrder, make_order  # noqa: F401  (BatchOrder: re-exported)
@@ -106,6 +106,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         torch.set_num_threads(cfg.threads)
     _release_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    cfg = replace(cfg, sdpa_backend=resolve_sdpa_backend(cfg.sdpa_backend, acc.device.type))  # recorded resolved
     run = Path(cfg.out)
     main = acc.is_main_process
     if main:
@@ -197,9 +198,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
             terms = {}
             for name, loss_fn in loss_fns.items():  # one phase per named optimizer
                 opt = opts[name]
-                with acc.autocast():
+                with acc.autocast(), sdpa_context(cfg.sdpa_backend):
                     loss, logs = loss_fn(model, idx, my_rnd)
-                acc.backward(loss)
+                acc.backward(loss)  # the backward's kernels are the forward's (recorded by autograd)
                 if cfg.grad_clip > 0:
                     acc.clip_grad_norm_([p for gp in opt.param_groups for p in gp["params"]], cfg.grad_clip)
                 opt.step()
