@@ -4,6 +4,9 @@ for-each and fused kernels, at the training batch size. Not a test.
     python bench/bench_train_speed.py --presets S,M --batch 64 --threads 2 \
         --out bench/results/train_speed.json
 
+A preset "llama-<size>" (llama-XS, llama-S, ...) times the AR family's Llama instead: one causal
+next-token step (cross-entropy over 1,024 codes) on random sequences of 288 tokens.
+
 Each setting runs one flow-matching training step (forward, backward, clip, AdamW, EMA) on random
 latents and random MiniLM-shaped text states (32 positions, the first 18 real, as a shapes or
 emoji caption's padded encoding: a joint-text-mode U-ViT trains on the real ones), exactly as `DiffusionTask.loss` + the loop do, so
@@ -26,6 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from blinkgen.errors import OutputExistsError
 from blinkgen.models.denoisers import from_preset
+from blinkgen.models.llama import Llama, llama_config
 from blinkgen.outputs import check_new, write_text
 from blinkgen.train.ema import EMA
 
@@ -39,9 +43,15 @@ SETTINGS = {  # name -> (autocast dtype or None, fused AdamW, SDPA's math backen
 }
 
 
+LLAMA_T, LLAMA_VOCAB = 288, 1024  # "llama-<size>": 32 text + 256 image positions, an FSQ codebook's size
+
+
 def make(preset: str, fused: bool):
     torch.manual_seed(0)
-    dit = from_preset(preset, 4, 16)
+    if preset.startswith("llama-"):  # the AR family's network: causal next-token steps on random tokens
+        dit = Llama(llama_config(preset.removeprefix("llama-"), vocab_size=LLAMA_VOCAB, max_seq_len=LLAMA_T))
+    else:
+        dit = from_preset(preset, 4, 16)
     opt = torch.optim.AdamW(dit.parameters(), lr=1e-4, betas=(0.9, 0.99), fused=fused, foreach=None if fused else True)
     return dit, opt, EMA(dit, 0.999)
 
@@ -53,6 +63,12 @@ def step(dit, opt, ema, amp, B, k, math=False):
 
 def _step(dit, opt, ema, amp, B, k):
     g = torch.Generator().manual_seed(k)
+    if isinstance(dit, Llama):
+        ids = torch.randint(0, LLAMA_VOCAB, (B, LLAMA_T + 1), generator=g)
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            logits = dit(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, LLAMA_VOCAB), ids[:, 1:].reshape(-1))
+        return _update(dit, opt, ema, loss, k)
     x0 = torch.randn(B, 4, 16, 16, generator=g)
     noise = torch.randn(B, 4, 16, 16, generator=g)
     t = torch.rand(B, generator=g)
@@ -61,6 +77,10 @@ def _step(dit, opt, ema, amp, B, k):
     with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
         v = dit(xt, t, ctx, mask, pooled)
     loss = F.mse_loss(v.float(), noise - x0)
+    _update(dit, opt, ema, loss, k)
+
+
+def _update(dit, opt, ema, loss, k):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
     opt.step()
@@ -68,7 +88,7 @@ def _step(dit, opt, ema, amp, B, k):
     ema.update(dit, k)
 
 
-def main():
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="S,M")
     ap.add_argument("--batch", type=int, default=64)
@@ -78,7 +98,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     try:  # refused before the benchmark runs, not after: one line, exit 2
         check_new([a.out], a.overwrite)
     except OutputExistsError as e:
@@ -110,6 +130,7 @@ def main():
                       f"--steps {a.steps} --rounds {a.rounds} --settings {a.settings} --out {a.out}"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(Path(a.out), json.dumps(out, indent=1) + "\n", a.overwrite)
+    return out
 
 
 if __name__ == "__main__":

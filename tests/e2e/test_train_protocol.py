@@ -137,4 +137,20 @@ def test_training_steps_run_under_the_resolved_sdpa_backend(tmp_path, tiny_model
     assert in_steps == {want_in_steps} and in_inference == {True}
     recorded = json.loads((tmp_path / "run" / "train_config.json").read_text())["sdpa_backend"]
     assert recorded == ("math" if backend == "auto" else "default")
+    assert json.loads((tmp_path / "run" / "train_stats.json").read_text())["sdpa_backend"] == recorded
     assert torch.backends.cuda.flash_sdp_enabled()  # the loop leaves the process as it found it
+
+
+def test_auto_sdpa_backend_keeps_torchs_kernel_for_a_family_that_did_not_ask_for_math(tmp_path):
+    """The AR family's Llama trained no faster with the math kernel (bench/RESULTS.md), so "auto" is
+    its task's choice, torch's default, and a test family without the attribute gets the default too."""
+    import json
+
+    from blinkgen.families import get
+
+    assert get("ar").task_class("ar").cpu_sdpa_backend == "default"
+    assert get("diffusion").task_class("diffusion").cpu_sdpa_backend == "math"
+    cfg = TrainConfig(family="constant", task="duel", data="shapes:24", size=32, preset="tiny", steps=1,
+                      batch_size=4, eval_every=0, ckpt_every=1, sample_every=0, log_every=1, out=str(tmp_path / "run"))
+    train(cfg, data=load_dataset("shapes:24", 32, 0))
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["sdpa_backend"] == "default"

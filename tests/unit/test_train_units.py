@@ -152,11 +152,12 @@ def test_train_config_refuses_unknown_tasks_in_one_line(family, task, msg):
     assert "\n" not in str(e.value)
 
 
-def test_sdpa_backend_auto_is_math_on_a_cpu_only():
+def test_sdpa_backend_auto_is_the_tasks_choice_on_a_cpu_only():
     from blinkgen.train.config import resolve_sdpa_backend, sdpa_context
 
-    assert resolve_sdpa_backend("auto", "cpu") == "math"
-    assert resolve_sdpa_backend("auto", "cuda") == "default"
+    assert resolve_sdpa_backend("auto", "cpu", "math") == "math"
+    assert resolve_sdpa_backend("auto", "cpu") == "default"  # a task that did not choose
+    assert resolve_sdpa_backend("auto", "cuda", "math") == "default"
     assert resolve_sdpa_backend("default", "cpu") == "default" and resolve_sdpa_backend("math", "cuda") == "math"
     with pytest.raises(ValueError, match="resolved"):
         sdpa_context("auto")

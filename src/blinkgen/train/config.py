@@ -41,11 +41,12 @@ class TrainConfig:
     # AMX), else "no". Measured on this project's 2-core AVX512-BF16 CPU: bf16 trains the DiT-S
     # ~1.9x faster than fp32 at batch 64 (bench/results/train_speed.json, bench/RESULTS.md).
     mixed_precision: str = "auto"    # "auto" | "no" | "bf16" | "fp16"
-    # PyTorch SDPA backend of the training steps (inference keeps torch's choice). "auto" = "math" on
-    # a CPU, "default" elsewhere. Measured on this project's 2-core CPU at batch 64, bf16, 1 thread: the
-    # CPU flash-attention backward costs ~21 ms a call at 16-32 tokens, and the math backend trains
-    # uvit-S-p4 1.33x, uvit-S 1.16x, DiT-S 1.13x, unet-S 1.11x faster, a Llama-XS at 288 tokens
-    # alike, with the same bf16 gradient error against fp32 (bench/RESULTS.md).
+    # PyTorch SDPA backend of the training steps (inference keeps torch's choice). "auto" = on a CPU,
+    # the family task's choice (Task.cpu_sdpa_backend: "math" for diffusion), "default" elsewhere.
+    # Measured on this project's 2-core CPU (bf16, batch 64, 1 thread): the CPU flash-attention
+    # backward costs ~21 ms a call at 16-32 tokens; the math backend trains the denoisers 1.14-1.43x
+    # faster (uvit-S-p4, uvit-S, DiT-S, unet-S) with the same bf16 gradient error against fp32, and a
+    # Llama-XS at 288 causal tokens 0.95x, so the AR family keeps the default (bench/RESULTS.md).
     sdpa_backend: str = "auto"       # "auto" | "math" | "default"
     order: str = "image"             # "image": epochs over images; "group": draw a group, then a member
     mix: str = ""                    # order "group": weights per part of an 'A+B' data spec, e.g. "0.6,0.4"
@@ -188,12 +189,13 @@ class TrainConfig:
 SDPA_BACKENDS = ("auto", "math", "default")
 
 
-def resolve_sdpa_backend(name: str, device_type: str) -> str:
-    """'auto' -> 'math' when training on a CPU (`device_type` "cpu"), else 'default'; other names pass
-    through. The numbers behind the choice are in TrainConfig.sdpa_backend's comment."""
+def resolve_sdpa_backend(name: str, device_type: str, cpu_choice: str = "default") -> str:
+    """'auto' -> the task's `cpu_choice` ("math" or "default", Task.cpu_sdpa_backend) when training on
+    a CPU (`device_type` "cpu"), else 'default'; other names pass through. The numbers behind the
+    choice are in TrainConfig.sdpa_backend's comment."""
     if name != "auto":
         return name
-    return "math" if device_type == "cpu" else "default"
+    return cpu_choice if device_type == "cpu" else "default"
 
 
 def sdpa_context(name: str):

@@ -106,7 +106,6 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         torch.set_num_threads(cfg.threads)
     _release_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    cfg = replace(cfg, sdpa_backend=resolve_sdpa_backend(cfg.sdpa_backend, acc.device.type))  # recorded resolved
     run = Path(cfg.out)
     main = acc.is_main_process
     if main:
@@ -121,6 +120,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     torch.manual_seed(cfg.seed)  # model init is a function of the seed
     task = family.task_class(task_name)(cfg, train_set, val_set, acc.device)
     model = task.model.to(acc.device)
+    cfg = replace(cfg, sdpa_backend=resolve_sdpa_backend(cfg.sdpa_backend, acc.device.type,
+                                                         getattr(task, "cpu_sdpa_backend", "default")))  # recorded resolved
     ck = latest_checkpoint(run)
     if ck is not None and not resume:
         raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
@@ -283,7 +284,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
                  "cpu_seconds_total": cpu_used(), "seconds_total": wall_used(), "resumed_from_step": start,
                  "images_per_s": steady * B / max(time.perf_counter() - t_steady, 1e-9) if steady else None,
                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                 "processes": world, "torch_threads": torch.get_num_threads(), "batch_size": B}
+                 "processes": world, "torch_threads": torch.get_num_threads(), "batch_size": B,
+                 "mixed_precision": cfg.mixed_precision, "sdpa_backend": cfg.sdpa_backend}
         write_json_atomic(run / "train_stats.json", stats)
         # "seconds" is this session only; a resumed run's totals sit beside it, so a reader of the
         # config never takes the last leg's wall time for the whole run's cost

@@ -24,6 +24,8 @@ the loop's deterministic split) and provides:
                           named optimizers over disjoint parameter sets (default: one AdamW named
                           "model" over all of `model`); param group key "lr_scale" scales the
                           loop's scheduled learning rate for that group (default 1)
+    cpu_sdpa_backend: str   optional: "math" or "default" (the default), the attention kernel of
+                          the training steps on a CPU when the run's sdpa_backend is "auto"
     losses() -> dict[str, loss function]
                           one loss per optimizer name, in the order the loop steps them; each
                           `loss(model, idx, rnd) -> (loss tensor, logs dict)` for the images idx
@@ -81,6 +83,10 @@ class Task:
     model: torch.nn.Module
     n_train: int
     teacher: torch.nn.Module | None = None
+    # The SDPA kernel TrainConfig.sdpa_backend "auto" trains with on a CPU: "math" where
+    # bench/bench_train_speed.py measured SDPA's math backend faster for the family's networks than
+    # the CPU flash-attention kernel (the denoisers at 16-64 tokens), else torch's "default".
+    cpu_sdpa_backend: str = "default"
 
     def bind_ema(self, ema_model: torch.nn.Module) -> None:
         """Called once by the loop with the EMA copy of `model`; default: not needed."""

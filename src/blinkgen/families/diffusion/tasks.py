@@ -74,6 +74,8 @@ class AutoencoderTask(Task):
 class DiffusionTask(Task):
     """Flow matching (rectified flow) of a DiT over cached latents with caption dropout."""
 
+    cpu_sdpa_backend = "math"  # the denoisers train 1.14-1.43x faster with it on a CPU (train/config.py)
+
     def __init__(self, cfg: TrainConfig, train: ImageCaptionSet, val: ImageCaptionSet, device):
         self.cfg, self.device = cfg, device
         self.ae = load_autoencoder(find_autoencoder(cfg.autoencoder), device)
