@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from blinkgen import load
-from blinkgen.eval.shapes_check import score
+from blinkgen.data.shapes import SCENE_KINDS, parse_caption, scene_kind
+from blinkgen.eval.shapes_check import check, score
 
 KEYS = ("colour", "shape", "count", "size", "relation", "overall")
 PROMPTS = Path(__file__).parent / "prompts" / "shapes_eval.txt"
@@ -38,8 +39,16 @@ def main() -> None:
             imgs += pipe.generate(lines[i:i + 32], seed=s + i, **kw)
         r = score(imgs, lines)
         out["by_seed_set"][str(s)] = {k: r[k] for k in KEYS}
+        hits = {k: [] for k in SCENE_KINDS}  # overall accuracy per scene kind: where the images fail
+        for img, line in zip(imgs, lines):
+            hits[scene_kind(parse_caption(line))].append(check(img, line).overall)
+        out["by_seed_set"][str(s)]["overall_by_kind"] = {k: sum(v) / len(v) for k, v in hits.items() if v}
         print(s, {k: round(r[k], 3) for k in KEYS}, f"{time.time() - t:.0f} s", flush=True)
     out["mean"] = {k: sum(v[k] for v in out["by_seed_set"].values()) / len(a.seeds) for k in KEYS}
+    kinds = out["by_seed_set"][str(a.seeds[0])]["overall_by_kind"]
+    out["mean"]["overall_by_kind"] = {k: sum(v["overall_by_kind"][k] for v in out["by_seed_set"].values()) / len(a.seeds)
+                                      for k in kinds}
+    out["prompts_by_kind"] = {k: sum(scene_kind(parse_caption(x)) == k for x in lines) for k in SCENE_KINDS}
     print("mean", {k: round(v, 3) for k, v in out["mean"].items()})
     Path(a.out).write_text(json.dumps(out, indent=1))
 

@@ -117,3 +117,16 @@ def test_palette_blends_stay_on_their_own_line():
     assert worst > 30
     names = list(COLOURS) + list(BACKGROUNDS)
     assert len(set(names)) == len(names) and len(COLOURS) >= 6
+
+
+def test_scene_kind_of_each_grammar_form_and_the_sampler_mix():
+    from blinkgen.data.shapes import SCENE_KINDS, sample_scene, scene_kind
+
+    assert [scene_kind(parse_caption(t)) for t in (
+        "a large red circle on a white background", "three small blue squares on a gray background",
+        "two red circles and a green square on a black background",
+        "a small red circle left of a large blue square on a white background")] == list(SCENE_KINDS)
+    kinds = [scene_kind(sample_scene(np.random.default_rng([0, i]))) for i in range(4000)]
+    share = {k: kinds.count(k) / len(kinds) for k in SCENE_KINDS}
+    for k, want in zip(SCENE_KINDS, (0.40, 0.20, 0.15, 0.25)):  # sample_scene's documented mix
+        assert abs(share[k] - want) < 0.03, (k, share[k])

@@ -205,6 +205,19 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     return Scene((a, obj(avoid=a)), str(rng.choice(RELATIONS)), bg)
 
 
+SCENE_KINDS = ("single", "counted", "two groups", "relation")  # sample_scene's four kinds, in its order
+
+
+def scene_kind(scene: Scene) -> str:
+    """Which of sample_scene's kinds a scene is (SCENE_KINDS): a relation between two objects, one
+    object, one counted group (two or more of one object), or two groups side by side."""
+    if scene.relation is not None:
+        return "relation"
+    if len(scene.objects) == 1:
+        return "single" if scene.objects[0].count == 1 else "counted"
+    return "two groups"
+
+
 # ----------------------------------------------------------------------------- rendering
 def relation_offsets(relation: str, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
     """(main, cross) offsets of centres a -> b for "a RELATION b": main > 0 means the relation
