@@ -19,14 +19,14 @@ KEYS = ("colour", "shape", "count", "size", "relation", "overall")
 PROMPTS = Path(__file__).parent / "prompts" / "shapes_eval.txt"
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1000, 2000])
     ap.add_argument("--guidance", type=float, default=None, help="default: the model's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     pipe = load(a.model)
     lines = [s.strip() for s in PROMPTS.read_text().splitlines() if s.strip()]
@@ -49,8 +49,10 @@ def main() -> None:
     out["mean"]["overall_by_kind"] = {k: sum(v["overall_by_kind"][k] for v in out["by_seed_set"].values()) / len(a.seeds)
                                       for k in kinds}
     out["prompts_by_kind"] = {k: sum(scene_kind(parse_caption(x)) == k for x in lines) for k in SCENE_KINDS}
-    print("mean", {k: round(v, 3) for k, v in out["mean"].items()})
+    print("mean", {k: round(out["mean"][k], 3) for k in KEYS}, "by kind",
+          {k: round(v, 3) for k, v in out["mean"]["overall_by_kind"].items()})
     Path(a.out).write_text(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":
