@@ -130,3 +130,28 @@ def test_scene_kind_of_each_grammar_form_and_the_sampler_mix():
     share = {k: kinds.count(k) / len(kinds) for k in SCENE_KINDS}
     for k, want in zip(SCENE_KINDS, (0.40, 0.20, 0.15, 0.25)):  # sample_scene's documented mix
         assert abs(share[k] - want) < 0.03, (k, share[k])
+
+
+def test_shapes_of_chosen_kinds_are_reproducible_and_only_those_kinds():
+    from blinkgen.data.registry import load_dataset
+    from blinkgen.data.shapes import scene_kind
+
+    d = load_dataset("shapes:40:relation,two-groups", 32, 3)
+    assert {scene_kind(parse_caption(c[0])) for c in d.captions} == {"relation", "two-groups"}
+    again = make_shapes(20, seed=3, size=32, kinds=("relation", "two-groups"))  # a prefix, as the full mix
+    assert torch.equal(again.images, d.images[:20]) and again.names == d.names[:20]
+    assert d.names[0] == "shapes-3-relation_two-groups-000000"
+    full = make_shapes(40, seed=3, size=32)  # the unfiltered set is unchanged by the option
+    rel = [i for i, c in enumerate(full.captions) if scene_kind(parse_caption(c[0])) == "relation"]
+    only = make_shapes(40, seed=3, size=32, kinds=("relation",))
+    i = rel[0]  # a sample whose first draw is a relation is the same image either way
+    assert torch.equal(only.images[i], full.images[i])
+
+
+@pytest.mark.parametrize("spec, msg", [("shapes:10:triangles", "scene kinds must be among"),
+                                       ("shapes::relation", "write shapes:N"), ("shapes:10:", "write shapes:N")])
+def test_shapes_kind_specs_refuse_unknown_kinds_in_one_line(spec, msg):
+    from blinkgen.data.registry import load_dataset
+
+    with pytest.raises(UserInputError, match=msg):
+        load_dataset(spec, 32, 0)

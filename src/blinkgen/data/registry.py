@@ -6,6 +6,8 @@
                      128 px), built once into ~/.cache/blinkgen/datasets/noto-font-<size>
     shapes:N         N procedural shapes images (generated, nothing on disk)
     shapes           shapes:2000 (SHAPES_DEFAULT_N; also `train`'s default data)
+    shapes:N:K[,K]   N shapes images of only those scene kinds (single, counted, two-groups, relation),
+                     e.g. 'shapes:12000+shapes:6000:relation' with --order group --mix to oversample
     A+B              the concatenation of A and B (any of the above)
 """
 from __future__ import annotations
@@ -23,8 +25,8 @@ if TYPE_CHECKING:  # the data types import torch; this module stays light (Train
     from blinkgen.data.types import ImageCaptionSet
 
 SHAPES_DEFAULT_N = 2000  # "shapes" without a count
-SPEC_FORMS = f"a folder path, 'emoji', 'noto-font', 'shapes:N' (N > 0; 'shapes' alone is {SHAPES_DEFAULT_N}), or a mix 'A+B' of these"
-_SHAPES = re.compile(r"^shapes(?::(\d+))?$")
+SPEC_FORMS = f"a folder path, 'emoji', 'noto-font', 'shapes:N' (N > 0; 'shapes' alone is {SHAPES_DEFAULT_N}; 'shapes:N:relation' only those scene kinds), or a mix 'A+B' of these"
+_SHAPES = re.compile(r"^shapes(?::(\d+)(?::([a-z-]+(?:,[a-z-]+)*))?)?$")  # shapes[:N[:kind,kind]]
 
 
 def default_emoji_dir() -> Path:
@@ -52,9 +54,11 @@ def _load_one(part: str, size: int, seed: int) -> ImageCaptionSet:
             raise UserInputError(f"dataset {part!r}: N must be at least 1")
         from blinkgen.data.shapes import make_shapes  # another engineer's module, loaded on use
 
-        return make_shapes(n=n, seed=seed, size=size)
+        return make_shapes(n=n, seed=seed, size=size, kinds=None if m.group(2) is None else tuple(m.group(2).split(",")))
     if part.startswith("shapes"):
-        raise UserInputError(f"dataset {part!r}: write shapes:N with N a positive integer, e.g. shapes:2000")
+        raise UserInputError(f"dataset {part!r}: write shapes:N with N a positive integer, e.g. shapes:2000, "
+                             "optionally :KIND[,KIND] for only those scene kinds (single, counted, two-groups, "
+                             "relation), e.g. shapes:6000:relation")
     path = Path(os.path.expanduser(part))
     if path.is_dir():
         return load_folder(path, size)

@@ -205,7 +205,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     return Scene((a, obj(avoid=a)), str(rng.choice(RELATIONS)), bg)
 
 
-SCENE_KINDS = ("single", "counted", "two groups", "relation")  # sample_scene's four kinds, in its order
+SCENE_KINDS = ("single", "counted", "two-groups", "relation")  # sample_scene's four kinds, in its order
 
 
 def scene_kind(scene: Scene) -> str:
@@ -215,7 +215,7 @@ def scene_kind(scene: Scene) -> str:
         return "relation"
     if len(scene.objects) == 1:
         return "single" if scene.objects[0].count == 1 else "counted"
-    return "two groups"
+    return "two-groups"
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -292,21 +292,32 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.array(img.resize((size, size), Image.Resampling.BOX))  # a writable copy
 
 
-def make_shapes(n: int, seed: int = 0, size: int = 64) -> ImageCaptionSet:
+def make_shapes(n: int, seed: int = 0, size: int = 64, kinds: tuple[str, ...] | None = None) -> ImageCaptionSet:
     """n procedural images with captions. Sample i depends only on (seed, i), so a smaller n is
-    a prefix of a larger one and shards can be generated independently."""
+    a prefix of a larger one and shards can be generated independently. `kinds` (a subset of
+    SCENE_KINDS; None = all) keeps only scenes of those kinds: sample i redraws from its own
+    generator until one matches (the data spec 'shapes:N:relation,counted'), so a set that spends
+    its images on the scenes a model fails is as reproducible as the full mix; its images are
+    named shapes-<seed>-<kind_kind>-<i>. UserInputError on an unknown kind."""
     n = as_int(n, "n", 0)
     seed = check_seed(seed)
     size = as_int(size, "size")
     if size not in SUPPORTED_SIZES:
         raise UserInputError(f"shapes size must be one of {SUPPORTED_SIZES}, got {size}")
+    if kinds is not None:
+        bad = [k for k in kinds if k not in SCENE_KINDS]
+        if bad or not kinds:
+            raise UserInputError(f"shapes scene kinds must be among {', '.join(SCENE_KINDS)}; got {', '.join(kinds) or 'none'}")
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     captions = []
     for i in range(n):
         rng = np.random.default_rng([int(seed), i])
         scene = sample_scene(rng)
+        while kinds is not None and scene_kind(scene) not in kinds:  # the rarest kind is 15%: a few draws
+            scene = sample_scene(rng)
         images[i] = render(scene, size, rng)
         captions.append(paraphrases(scene))
-    names = [f"shapes-{seed}-{i:06d}" for i in range(n)]
+    tag = "" if kinds is None else "-" + "_".join(kinds)
+    names = [f"shapes-{seed}{tag}-{i:06d}" for i in range(n)]
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
     return ImageCaptionSet(tensor, captions, names, LoadReport(loaded=n))
