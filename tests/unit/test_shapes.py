@@ -155,3 +155,16 @@ def test_shapes_kind_specs_refuse_unknown_kinds_in_one_line(spec, msg):
 
     with pytest.raises(UserInputError, match=msg):
         load_dataset(spec, 32, 0)
+
+
+def test_a_kinds_part_can_be_oversampled_with_the_group_mix():
+    """The README's recipe: 'shapes:N+shapes:M:relation,two-groups' with --order group --mix 0.5,0.5
+    spends half of every epoch's draws on the relation and two-group scenes."""
+    from blinkgen.data.registry import load_dataset
+    from blinkgen.train.order import make_order
+
+    d = load_dataset("shapes:120+shapes:40:relation,two-groups", 32, 0)
+    order = make_order("group", d.group_ids(), 0, d.part_list(), "0.5,0.5")
+    idx = torch.cat([order.indices(s, 64) for s in range(40)])
+    share = torch.tensor(d.part_list())[idx].float().mean().item()
+    assert abs(share - 0.5) < 0.05  # the kinds part is a quarter of the images, half of the draws
