@@ -10,16 +10,15 @@ zero-initialised output layer makes the loss independent of the kernel). Inputs 
 and MiniLM-shaped text states (32 positions, 18 real), as in bench_train_speed.py.
 """
 import argparse
-import contextlib
 import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from blinkgen.models.denoisers import from_preset
 from blinkgen.outputs import write_text
+from blinkgen.train.config import sdpa_context
 
 SETTINGS = {"fp32+math": (False, True), "bf16+default": (True, False), "bf16+math": (True, True)}
 
@@ -27,7 +26,7 @@ SETTINGS = {"fp32+math": (False, True), "bf16+default": (True, False), "bf16+mat
 def step_grads(dit, batch, amp: bool, math: bool) -> tuple[float, torch.Tensor]:
     xt, t, ctx, mask, pooled, target = batch
     dit.zero_grad(set_to_none=True)
-    with sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext():
+    with sdpa_context("math" if math else "default"):  # the training loop's own wrapper
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             v = dit(xt, t, ctx, mask, pooled)
         loss = F.mse_loss(v.float(), target)

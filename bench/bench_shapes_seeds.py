@@ -31,7 +31,9 @@ def main(argv=None) -> dict:
     pipe = load(a.model)
     lines = [s.strip() for s in PROMPTS.read_text().splitlines() if s.strip()]
     kw = {} if a.guidance is None else {"guidance": a.guidance}
-    out = {"model": a.model, "prompts": len(lines), "guidance": a.guidance, "by_seed_set": {}}
+    kind_of = [scene_kind(parse_caption(x)) for x in lines]
+    out = {"model": a.model, "prompts": len(lines), "guidance": a.guidance, "by_seed_set": {},
+           "prompts_by_kind": {k: kind_of.count(k) for k in SCENE_KINDS}}
     for s in a.seeds:
         t = time.time()
         imgs = []
@@ -40,15 +42,14 @@ def main(argv=None) -> dict:
         r = score(imgs, lines)
         out["by_seed_set"][str(s)] = {k: r[k] for k in KEYS}
         hits = {k: [] for k in SCENE_KINDS}  # overall accuracy per scene kind: where the images fail
-        for img, line in zip(imgs, lines):
-            hits[scene_kind(parse_caption(line))].append(check(img, line).overall)
+        for img, line, kind in zip(imgs, lines, kind_of):
+            hits[kind].append(check(img, line).overall)
         out["by_seed_set"][str(s)]["overall_by_kind"] = {k: sum(v) / len(v) for k, v in hits.items() if v}
         print(s, {k: round(r[k], 3) for k in KEYS}, f"{time.time() - t:.0f} s", flush=True)
     out["mean"] = {k: sum(v[k] for v in out["by_seed_set"].values()) / len(a.seeds) for k in KEYS}
     kinds = out["by_seed_set"][str(a.seeds[0])]["overall_by_kind"]
     out["mean"]["overall_by_kind"] = {k: sum(v["overall_by_kind"][k] for v in out["by_seed_set"].values()) / len(a.seeds)
                                       for k in kinds}
-    out["prompts_by_kind"] = {k: sum(scene_kind(parse_caption(x)) == k for x in lines) for k in SCENE_KINDS}
     print("mean", {k: round(out["mean"][k], 3) for k in KEYS}, "by kind",
           {k: round(v, 3) for k, v in out["mean"]["overall_by_kind"].items()})
     Path(a.out).write_text(json.dumps(out, indent=1))

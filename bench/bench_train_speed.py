@@ -15,7 +15,6 @@ Settings are interleaved round by round, so a change in machine load hits them a
 median over rounds is reported with the range.
 """
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -25,12 +24,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from blinkgen.errors import OutputExistsError
 from blinkgen.models.denoisers import from_preset
 from blinkgen.models.llama import Llama, llama_config
 from blinkgen.outputs import check_new, write_text
+from blinkgen.train.config import sdpa_context
 from blinkgen.train.ema import EMA
 
 SETTINGS = {  # name -> (autocast dtype or None, fused AdamW, SDPA's math backend instead of its default)
@@ -57,7 +56,7 @@ def make(preset: str, fused: bool):
 
 
 def step(dit, opt, ema, amp, B, k, math=False):
-    with sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext():
+    with sdpa_context("math" if math else "default"):  # the training loop's own wrapper
         _step(dit, opt, ema, amp, B, k)
 
 
