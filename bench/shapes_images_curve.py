@@ -40,10 +40,10 @@ def points(files: list[str]) -> list[dict]:
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Least-squares y = a + b x; ValueError with fewer than two distinct x."""
     n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        raise ValueError("need at least two runs with different images seen")
     mx, my = sum(xs) / n, sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
-    if n < 2 or sxx == 0:
-        raise ValueError("need at least two runs with different images seen")
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     return my - b * mx, b
 
@@ -55,18 +55,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     pts = points(a.files)
+    if len(pts) < 2:
+        raise ValueError("need at least two runs with different images seen")
     xs = [p["images"] / 1e6 for p in pts]
     ys = [p["overall"] for p in pts]
     best = min(pts, key=lambda p: p["cpu_s"] / p["images"])  # the cheapest measured CPU-s per image
     cpu_per_img = best["cpu_s"] / best["images"]
     res = {"points": pts, "target": a.target, "cpu_s_per_image": cpu_per_img, "cheapest_run": best["run"]}
-    a0, b0 = fit(xs, ys)
-    a1, b1 = fit([math.log2(x) for x in xs], ys)
-    for name, need_m in (("linear", (a.target - a0) / b0 if b0 > 0 else math.inf),
-                         ("log2", 2 ** ((a.target - a1) / b1) if b1 > 0 else math.inf)):
-        res[name] = {"intercept": a0 if name == "linear" else a1, "slope": b0 if name == "linear" else b1,
-                     "images_for_target_M": need_m, "cpu_hours_for_target": need_m * 1e6 * cpu_per_img / 3600}
-    res["linear"]["slope_unit"], res["log2"]["slope_unit"] = "accuracy per million images", "accuracy per doubling"
+    for name, x_of, images_at, unit in (
+            ("linear", lambda x: x, lambda u: u, "accuracy per million images"),
+            ("log2", math.log2, lambda u: 2 ** u, "accuracy per doubling")):
+        icpt, slope = fit([x_of(x) for x in xs], ys)
+        need_m = images_at((a.target - icpt) / slope) if slope > 0 else math.inf
+        res[name] = {"intercept": icpt, "slope": slope, "slope_unit": unit, "images_for_target_M": need_m,
+                     "cpu_hours_for_target": need_m * 1e6 * cpu_per_img / 3600}
     for p in pts:
         print(f"{p['run']:>24} {p['images'] / 1e6:6.3f}M images {p['cpu_s'] / 3600:5.2f} CPU-h  overall {p['overall']:.3f}")
     for name in ("linear", "log2"):

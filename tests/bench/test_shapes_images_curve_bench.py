@@ -35,3 +35,10 @@ def test_one_run_is_not_a_curve(tmp_path):
     f.write_text(json.dumps({"runs": {"only": _run(1_000_000, 5000.0, 0.3)}}))
     with pytest.raises(ValueError, match="two runs"):
         load_bench("shapes_images_curve").main([str(f)])
+
+
+def test_no_scored_runs_is_a_clear_error(tmp_path):
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps({"runs": {"unscored": {"images_seen": 10}}}))
+    with pytest.raises(ValueError, match="two runs"):
+        load_bench("shapes_images_curve").main([str(f)])
