@@ -35,6 +35,8 @@ class TrainConfig:
     t_high_share: float = 0.0        # diffusion: share of training times redrawn from (t_high_from, 1],
     # where sampling starts and the prompt alone must place the scene (sampling/flow.draw_timesteps)
     t_high_from: float = 0.9         # diffusion: lower end of that band, in [0.5, 1)
+    multiscale_loss: int = 0         # diffusion: extra 2x-pooled scales in the loss (simple diffusion's
+    # multiscale loss, sampling/flow.multiscale_mse; 0 = plain MSE), weighing layout above detail
     text_layers: int = 6             # diffusion: MiniLM layers the denoiser reads (1-6; states after
     # layer k, recorded in the model's config; fine-tunes and distillations take their base's)
     # "auto" = bf16 autocast where the hardware has bf16 matmuls (CUDA; CPUs with AVX512-BF16 or
@@ -112,6 +114,10 @@ class TrainConfig:
         need(0.1 <= self.t_shift <= 20, f"t_shift must be in [0.1, 20], got {self.t_shift}")
         need(0 <= self.t_high_share < 1, f"t_high_share must be in [0, 1), got {self.t_high_share}")
         need(0.5 <= self.t_high_from < 1, f"t_high_from must be in [0.5, 1), got {self.t_high_from}")
+        need(0 <= self.multiscale_loss <= 4, f"multiscale_loss must be between 0 and 4, got {self.multiscale_loss}")
+        need(self.multiscale_loss == 0 or self.target()[0].name == "diffusion" and self.target()[1] not in ("lora", "distill"),
+             "multiscale_loss is a setting of a new diffusion model's training (not of other families, "
+             "fine-tunes or distillations)")
         need(1 <= self.text_layers <= 6, f"text_layers must be between 1 and 6, got {self.text_layers}")
         need(self.text_layers == 6 or self.target()[0].name == "diffusion" and self.target()[1] not in ("lora", "distill"),
              "text_layers is a setting of a new diffusion model; other families, fine-tunes and "

@@ -19,7 +19,7 @@ from ...models.denoisers import from_preset as denoiser_from_preset
 from ...pipeline import requests
 from ...pngmeta import grid
 from ...precision import dtype_of
-from ...sampling.flow import draw_timesteps, interpolate, velocity_target
+from ...sampling.flow import draw_timesteps, interpolate, multiscale_mse, velocity_target
 from ...train.captions import CaptionTable, encode_captions, styled
 from ...train.config import TrainConfig
 from ...train.task import Task
@@ -155,7 +155,7 @@ class DiffusionTask(Task):
         t = rnd["t"].to(dev)
         noise = rnd["noise"].to(dev)
         v = model(interpolate(x0, noise, t), t, *self.text(cid))
-        loss = F.mse_loss(v.float(), velocity_target(x0, noise))
+        loss = multiscale_mse(v, velocity_target(x0, noise), self.cfg.multiscale_loss)
         return loss, {}
 
     val_repeats = 1  # noise/t draws per held-out image (a few-image fine-tune needs more than one)
