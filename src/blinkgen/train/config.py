@@ -115,11 +115,11 @@ class TrainConfig:
         need(0 <= self.t_high_share < 1, f"t_high_share must be in [0, 1), got {self.t_high_share}")
         need(0.5 <= self.t_high_from < 1, f"t_high_from must be in [0.5, 1), got {self.t_high_from}")
         need(0 <= self.multiscale_loss <= 4, f"multiscale_loss must be between 0 and 4, got {self.multiscale_loss}")
-        need(self.multiscale_loss == 0 or self.target()[0].name == "diffusion" and self.target()[1] not in ("lora", "distill"),
+        need(self.multiscale_loss == 0 or self._new_diffusion_model(),
              "multiscale_loss is a setting of a new diffusion model's training (not of other families, "
              "fine-tunes or distillations)")
         need(1 <= self.text_layers <= 6, f"text_layers must be between 1 and 6, got {self.text_layers}")
-        need(self.text_layers == 6 or self.target()[0].name == "diffusion" and self.target()[1] not in ("lora", "distill"),
+        need(self.text_layers == 6 or self._new_diffusion_model(),
              "text_layers is a setting of a new diffusion model; other families, fine-tunes and "
              "distillations read the encoder as their base does")
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
@@ -161,6 +161,12 @@ class TrainConfig:
         for k in ("log_every", "eval_every", "sample_every", "ckpt_every", "warmup"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         return self
+
+    def _new_diffusion_model(self) -> bool:
+        """Whether this config trains a new diffusion model (not a LoRA fine-tune or a distillation):
+        the runs whose settings of the denoiser's training (text depth, loss scales) are their own."""
+        family, task = self.target()
+        return family.name == "diffusion" and task not in ("lora", "distill")
 
     def target(self):
         """(Family, task name) this config trains: `family` names a registered family (its
