@@ -47,10 +47,12 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
     from .data.image_io import read_image, read_mask
     from .outputs import check_new
     from .pipeline import Request
+    from .sampling.edit import edit_pixels
     from .seeds import seed_run
 
     image = read_image(args.image)
     mask = read_mask(args.mask) if getattr(args, "mask", None) else None
+    edit_pixels(image, mask, image.size[0])  # a non-square image or a mask of another size: refused before any work
     pipe = load(args.model, device=args.device, dtype=args.dtype)
     settings = _settings(pipe, args)
     seeds = seed_run(args.seed, args.n)

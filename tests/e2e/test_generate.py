@@ -180,3 +180,20 @@ def test_prompt_memo_is_bounded_and_still_correct(gen, monkeypatch):
     assert len(gen.memo.rows) <= 7 and torch.equal(cond.states[3], cond2.states[0])
     alone, _ = gen.encode_prompts([prompts[8]])
     assert torch.equal(alone.states[0], cond2.states[5])
+
+
+def test_the_text_encoder_loads_at_the_first_prompt_not_with_the_model(tiny_model_dir):
+    """Importing transformers' BERT costs seconds of a cold CLI call (text/encoder.py): a command
+    refused after the model loads (an existing output file, a bad setting) must not pay it, and
+    the first prompt must. Checked in a fresh process, where nothing has imported it yet."""
+    import subprocess
+    import sys
+
+    from conftest import CHILD_ENV
+
+    code = (f"import sys, blinkgen; p = blinkgen.load({str(tiny_model_dir)!r}); "
+            "bert = 'transformers.models.bert.modeling_bert'; before = bert in sys.modules; "
+            "p.generate('a red circle', seed=0, steps=1); print(before, bert in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=CHILD_ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "True"]

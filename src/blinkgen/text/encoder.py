@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,26 +78,50 @@ class TextEncoder:
     those after layer `layers` (BERT has no norm after its last layer, so this equals the full
     model's hidden_states[layers], at layers/6 of the cost). Why fewer: a linear probe finds which
     object of a two-object caption is the left/upper one from layer 3's state of its colour word
-    98.5% of the time against 88% at layer 6 (bench/bench_text_binding.py, bench/RESULTS.md)."""
+    98.5% of the time against 88% at layer 6 (bench/bench_text_binding.py, bench/RESULTS.md).
+
+    The tokenizer and network load on first use (`tokenizer`, `model`), not at construction:
+    importing transformers' BERT and loading it costs ~6 s of a cold `blinkgen generate` on this
+    project's 2-core CPU (python -X importtime), so a command that stops before encoding (a refused
+    output file, a bad setting) or a pipeline built only to read its config never pays it. The
+    server's warm-up sample loads it before /ready says ready."""
 
     def __init__(self, device: str | torch.device = "cpu", max_tokens: int = DEFAULT_MAX_TOKENS,
                  layers: int = TEXT_LAYERS):
+        self.layers = check_layers(layers)
+        self.device = torch.device(device)
+        self.max_tokens = max_tokens
+        self._loaded: tuple | None = None  # (tokenizer, model) once loaded
+        self._lock = threading.Lock()  # a server's threads may reach the first use together
+
+    def _load(self) -> tuple:
+        with self._lock:
+            return self._loaded or self._load_now()
+
+    def _load_now(self) -> tuple:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # a bar per load is noise in a CLI that loads in 0.3 s
-
+        hf_logging.disable_progress_bar()  # a bar per load is noise in a CLI
         path = model_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
-        self.layers = check_layers(layers)
-        self.model.encoder.layer = self.model.encoder.layer[:self.layers]
-        self.model.requires_grad_(False)
-        self.device = torch.device(device)
-        self.max_tokens = max_tokens
-        self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(self.device)
+        model.encoder.layer = model.encoder.layer[:self.layers]
+        model.requires_grad_(False)
+        self._loaded = (tokenizer, model)
+        return self._loaded
+
+    @property
+    def tokenizer(self):
+        """The MiniLM tokenizer (transformers), loaded on first use."""
+        return self._load()[0]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The frozen MiniLM network (transformers BertModel, first `layers` layers), loaded on first use."""
+        return self._load()[1]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
@@ -160,7 +185,8 @@ _SHARED: dict[str, TextEncoder] = {}
 
 
 def shared_encoder(device: str = "cpu", layers: int = TEXT_LAYERS) -> TextEncoder:
-    """One encoder per process, device and depth: loading costs ~0.3 s, encoding a prompt ~5 ms."""
+    """One encoder per process, device and depth (it loads on first use, see TextEncoder; encoding
+    a prompt costs ~5 ms)."""
     key = f"{device}|{layers}"
     if key not in _SHARED:
         _SHARED[key] = TextEncoder(device, layers=layers)
