@@ -308,10 +308,18 @@ def cmd_models(args) -> None:
         print(m)
 
 
+# the commands that run a model and take the top-level --threads (speed/threads.py)
+THREADED_COMMANDS = frozenset({"generate", "edit", "vary", "upscale", "caption", "grid", "eval", "bench", "serve"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blinkgen", description="Text-to-image generators you train and run fast.")
     parser.add_argument("--version", action="version", version=f"blinkgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads of the commands that run a model (generate, edit, vary, upscale, caption, "
+                             "grid, eval, bench, serve); default: the idle cores, at most torch's default "
+                             "(speed/threads.py), or OMP_NUM_THREADS when set. Training takes its own --threads")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_train(sub)
@@ -333,6 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command in THREADED_COMMANDS:
+            from .speed.threads import apply_threads
+
+            try:
+                apply_threads(args.threads)
+            except ValueError as e:
+                raise UserInputError(str(e)) from None
+        elif args.threads is not None:
+            raise UserInputError(f"--threads before the command is for {', '.join(sorted(THREADED_COMMANDS))}; "
+                                 "train, finetune and distill take their own --threads after the command")
         args.func(args)
     except BlinkgenError as e:
         print(f"error: {e}", file=sys.stderr)
