@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blinkgen", description="Text-to-image generators you train and run fast.")
     parser.add_argument("--version", action="version", version=f"blinkgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=int, default=None, metavar="N", dest="global_threads",
                         help="CPU threads of the commands that run a model (generate, edit, vary, upscale, caption, "
                              "grid, eval, bench, serve); default: the idle cores, at most torch's default "
                              "(speed/threads.py), or OMP_NUM_THREADS when set. Training takes its own --threads")
@@ -345,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             from .speed.threads import apply_threads
 
             try:
-                apply_threads(args.threads)
+                apply_threads(args.global_threads)
             except ValueError as e:
                 raise UserInputError(str(e)) from None
-        elif args.threads is not None:
+        elif args.global_threads is not None:
             raise UserInputError(f"--threads before the command is for {', '.join(sorted(THREADED_COMMANDS))}; "
                                  "train, finetune and distill take their own --threads after the command")
         args.func(args)

@@ -54,3 +54,12 @@ def test_images_do_not_depend_on_the_thread_count(tiny_model_dir):
 def test_cli_refusals_are_one_line(args, msg):
     r = run_cli(*args, check=False)
     assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_training_commands_keep_their_own_threads_option():
+    from blinkgen.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--threads", "1", "--out", "x"])
+    assert args.threads == 1 and args.global_threads is None  # not mistaken for the top-level option
+    args = build_parser().parse_args(["--threads", "2", "generate", "a"])
+    assert args.global_threads == 2
