@@ -63,3 +63,11 @@ def test_training_commands_keep_their_own_threads_option():
     assert args.threads == 1 and args.global_threads is None  # not mistaken for the top-level option
     args = build_parser().parse_args(["--threads", "2", "generate", "a"])
     assert args.global_threads == 2
+
+
+def test_training_is_warned_not_changed_when_cores_are_busy():
+    from blinkgen.speed.threads import busy_cores_warning
+
+    msg = busy_cores_warning(2, idle=1.0)
+    assert msg and "--threads 1" in msg
+    assert busy_cores_warning(2, idle=1.9) is None and busy_cores_warning(1, idle=0.0) is None

@@ -45,3 +45,17 @@ def apply_threads(requested: int | None) -> int:
     n = choose_threads(requested, torch.get_num_threads())
     torch.set_num_threads(n)
     return n
+
+
+def busy_cores_warning(most: int, idle: float | None = None) -> str | None:
+    """For a training run left at torch's default of `most` threads: a warning naming a --threads
+    to pass when fewer cores than that are idle, else None. Training does not choose for itself:
+    a resumed run must compute what the uninterrupted one did, and a thread count picked from the
+    load of the moment could differ between the two."""
+    idle = idle_cpus() if idle is None else idle
+    n = max(1, int(idle + 0.5))
+    if n >= most:
+        return None
+    return (f"only {idle:.1f} of the {most} cores torch will use are idle; its threads will wait on the busy "
+            f"ones (sampling measured 3x slower at 2 threads with one core busy, bench/RESULTS.md). "
+            f"Consider --threads {n}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import replace
@@ -104,6 +105,12 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     cfg = replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision))  # recorded resolved
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif not os.environ.get("OMP_NUM_THREADS"):
+        from ..speed.threads import busy_cores_warning
+
+        warning = busy_cores_warning(torch.get_num_threads())
+        if warning:
+            log.warning(warning)
     _release_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     run = Path(cfg.out)
