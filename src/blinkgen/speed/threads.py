@@ -4,9 +4,9 @@ Why: torch splits each operation statically across its intra-op threads and wait
 When another process holds one of the cores, the thread that shares it runs only in its time
 slices, and every one of the thousands of small operations of a generation waits for it. Measured on
 this project's 2-core CPU with one training job running: the embedded default drew an image in
-7.5 s at torch's default 2 threads against 0.32 s at 1 thread, while on the idle machine 2 threads
-were no faster at batch 1 (0.32 s) and 1.5x faster at batch 8 (bench/RESULTS.md, "CPU threads
-under load"). Images do not depend on the thread count (bit-identical at 1 and 2 threads;
+7.5 s at torch's default 2 threads against 0.32 s at 1 thread; with a busy loop holding one core,
+0.997 s against 0.334 s. On the idle machine 2 threads were 1.4x faster at batch 1 and 2.2x at
+batch 8 (bench/bench_threads.py; bench/RESULTS.md, "CPU threads under load"). Images do not depend on the thread count (bit-identical at 1 and 2 threads;
 tests/unit/test_threads.py), so choosing it by load changes only the speed.
 
 An explicit choice always wins: `blinkgen --threads N ...`, or OMP_NUM_THREADS in the environment

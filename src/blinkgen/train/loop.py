@@ -105,7 +105,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     cfg = replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision))  # recorded resolved
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    elif not os.environ.get("OMP_NUM_THREADS"):
+    elif not os.environ.get("OMP_NUM_THREADS") and not torch.cuda.is_available():  # a CPU run at torch's default
         from ..speed.threads import busy_cores_warning
 
         warning = busy_cores_warning(torch.get_num_threads())
