@@ -53,7 +53,7 @@ def busy_cores_warning(most: int, idle: float | None = None) -> str | None:
     a resumed run must compute what the uninterrupted one did, and a thread count picked from the
     load of the moment could differ between the two."""
     idle = idle_cpus() if idle is None else idle
-    n = max(1, int(idle + 0.5))
+    n = choose_threads(None, most, idle)  # what a sampling command would take
     if n >= most:
         return None
     return (f"only {idle:.1f} of the {most} cores torch will use are idle; its threads will wait on the busy "
