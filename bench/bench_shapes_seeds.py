@@ -3,6 +3,8 @@ one seed set has a standard error of about 0.04, three about 0.023. Seed set S d
 seed S + (i // 32) * 32 in batches of 32, so set 0 equals bench_default.py's shapes score.
 
     python bench/bench_shapes_seeds.py --model <folder> --guidance 3 --out <json>
+    python bench/bench_shapes_seeds.py --model <folder> --guidance 6 --steps 24 --sampler euler \
+        --guidance-interval 0.2,1 --seeds 0 --out <json>      # a sampling-settings sweep point
 """
 import argparse
 import json
@@ -24,15 +26,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="default")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1000, 2000])
     ap.add_argument("--guidance", type=float, default=None, help="default: the model's")
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's")
+    ap.add_argument("--sampler", default=None, help="default: the model's")
+    ap.add_argument("--guidance-interval", default=None, help="lo,hi in [0, 1]: guidance only there")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     pipe = load(a.model)
     lines = [s.strip() for s in PROMPTS.read_text().splitlines() if s.strip()]
-    kw = {} if a.guidance is None else {"guidance": a.guidance}
+    kw = {k: v for k, v in dict(guidance=a.guidance, steps=a.steps, sampler=a.sampler,
+                                 guidance_interval=a.guidance_interval).items() if v is not None}
     kind_of = [scene_kind(parse_caption(x)) for x in lines]
-    out = {"model": a.model, "prompts": len(lines), "guidance": a.guidance, "by_seed_set": {},
+    out = {"model": a.model, "prompts": len(lines), "settings": kw, "guidance": a.guidance, "by_seed_set": {},
            "prompts_by_kind": {k: kind_of.count(k) for k in SCENE_KINDS}}
     for s in a.seeds:
         t = time.time()
