@@ -19,16 +19,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1000, 2000])
     ap.add_argument("--steps", type=int, default=None, help="default: the model's")
     ap.add_argument("--guidance", type=float, default=None, help="default: the model's")
+    ap.add_argument("--sampler", default=None, help="default: the model's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     pipe = load(a.model)
     out = {"model": a.model, "data": a.data, "samples": 128, "steps": a.steps, "guidance": a.guidance,
-           "by_seed": {}}
+           "sampler": a.sampler, "by_seed": {}}
     for s in a.seeds:
         m = evaluate(pipe, a.data, samples=128, seed=s, progress=False,
-                     steps=a.steps, guidance=a.guidance)
+                     steps=a.steps, guidance=a.guidance, sampler=a.sampler)
         out["settings"] = m.get("settings")
         out["reference_seen_by_generator"] = m["reference_seen_by_generator"]
         out["by_seed"][s] = {k: m["metrics"].get(k) for k in ("retrieval_R@1", "retrieval_R@5", "fd", "alignment")}

@@ -11,6 +11,8 @@ so both sides read one definition.
 A solver is `sample_x(model_fn, x, ts, callback=None) -> x_0` where `model_fn(x, t) -> v` takes a
 (B,) tensor of times, `ts` is a decreasing 1-D float tensor from 1 to 0 (a schedule), and
 `callback(i, n, x, x0_pred)` is called after each step. Solver state is float32 throughout.
+The stochastic sampler (`euler_a`, in STOCHASTIC) also takes `noise`, every step's fresh
+Gaussian draw as one tensor, so it stays a pure function of its inputs.
 """
 from __future__ import annotations
 
@@ -185,7 +187,47 @@ def sample_dpmpp_2m(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, callba
     return x
 
 
-SAMPLERS: dict[str, Callable] = {"euler": sample_euler, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m}
+def sample_euler_ancestral(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, callback: Callback = None,
+                           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Euler ancestral: each step t -> s lands on the posterior q(x_s | x_t, x0 = x0_hat), i.e.
+    DDPM's ancestral step (DDIM with eta = 1, Song et al. 2021, eq. 12; k-diffusion's
+    `sample_euler_ancestral`), written for the flow path alpha_t = 1 - t, sigma_t = t:
+        x0_hat = x - t v,  eps_hat = x + (1 - t) v,
+        x_s = (1 - s) x0_hat + sqrt(s^2 - c^2) eps_hat + c z,  c = s sqrt(1 - SNR_t / SNR_s),
+    SNR_t = ((1 - t) / t)^2 (0 at t = 1, so the first step from pure noise draws c = s), z =
+    noise[i]. The last step (s = 0) returns x0_hat. Fresh noise every step lets later steps undo
+    what earlier ones got wrong (Karras et al. 2022, sec. 4), which an imperfect network needs
+    (bench/RESULTS.md, "Ancestral sampling"); as an SDE it converges to the data distribution,
+    not pathwise, so it needs more steps than the ODE solvers for the same precision.
+
+    noise: (n, B, ...) float, n >= len(ts) - 2 (step i uses noise[i]; none is used for the last
+    step), standard normal. NFE = steps. Raises ValueError without noise or with too few draws."""
+    n = len(ts) - 1
+    if noise is None or noise.shape[0] < n - 1 or tuple(noise.shape[1:]) != tuple(x.shape):
+        raise ValueError(f"euler_a needs noise of shape ({max(n - 1, 0)}+, {', '.join(map(str, x.shape))}), "
+                         f"got {None if noise is None else tuple(noise.shape)}")
+    x = x.float()
+    ts = ts.double()
+    for i in range(n):
+        t, s = ts[i], ts[i + 1]
+        v = model_fn(x, _tvec(t, x)).float()
+        x0 = x - t.float() * v
+        if callback is not None:
+            callback(i, n, x, x0)
+        if s == 0:
+            x = x0
+            break
+        eps = x + (1.0 - t).float() * v
+        snr_ratio = torch.zeros_like(t) if t >= 1 else ((1.0 - t) / t) ** 2 / ((1.0 - s) / s) ** 2  # SNR_t / SNR_s, [0, 1)
+        c = s * torch.sqrt((1.0 - snr_ratio).clamp(min=0.0))
+        x = (1.0 - s).float() * x0 + torch.sqrt((s * s - c * c).clamp(min=0.0)).float() * eps \
+            + c.float() * noise[i].to(x.device, torch.float32)
+    return x
+
+
+SAMPLERS: dict[str, Callable] = {"euler": sample_euler, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m,
+                                 "euler_a": sample_euler_ancestral}
+STOCHASTIC = frozenset({"euler_a"})  # samplers that take `noise` (one fresh draw per step)
 
 
 def nfe(sampler: str, steps: int) -> int:

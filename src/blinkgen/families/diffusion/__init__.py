@@ -8,8 +8,8 @@ FAMILY = Family(
     summary="DiT over autoencoder latents, flow matching, ODE samplers",
     pipeline="blinkgen.families.diffusion.pipeline:DiffusionPipeline",
     # "shortcut": a step-size-conditioned model made by `blinkgen distill` (same samplers; Euler
-    # takes jumps of the step size, the others run its d = 0 flow)
-    samplers={"diffusion": ("euler", "heun", "dpmpp2m"), "shortcut": ("euler", "heun", "dpmpp2m")},
+    # and Euler ancestral take jumps of the step size, the others run its d = 0 flow)
+    samplers={"diffusion": ("euler", "heun", "dpmpp2m", "euler_a"), "shortcut": ("euler", "heun", "dpmpp2m", "euler_a")},
     tasks={"diffusion": "blinkgen.families.diffusion.tasks:DiffusionTask",
            "autoencoder": "blinkgen.families.diffusion.tasks:AutoencoderTask",
            "lora": "blinkgen.families.diffusion.lora_task:DiffusionLoRATask",

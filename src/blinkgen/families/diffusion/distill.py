@@ -42,7 +42,7 @@ from ...models.denoisers import has_step_size_input, with_step_size_input
 from ...pipeline import requests
 from ...pngmeta import grid
 from ...precision import dtype_of
-from ...sampling.flow import SAMPLERS, flow_schedule, interpolate, sample_euler, step_size_lookup
+from ...sampling.flow import SAMPLERS, STOCHASTIC, flow_schedule, interpolate, sample_euler, step_size_lookup
 from ...text.encoder import TEXT_LAYERS
 from ...train.config import TrainConfig
 from .folder import DEFAULT_SETTINGS, load_diffusion_folder, save_diffusion_folder
@@ -271,7 +271,10 @@ class DistillTask(DiffusionTask):
             def teacher_fn(x, t):
                 return guided_velocity(self.teacher, x, t, text, null, self.w, self.interval)
 
-            ref = SAMPLERS[d["sampler"]](teacher_fn, noise, flow_schedule(int(d["steps"]), shift))
+            steps = int(d["steps"])
+            extra = ({"noise": torch.randn((steps, *noise.shape), generator=torch.Generator().manual_seed(4322))
+                      .to(self.device)} if d["sampler"] in STOCHASTIC else {})
+            ref = SAMPLERS[d["sampler"]](teacher_fn, noise, flow_schedule(steps, shift), **extra)
             self._val = (ref, noise, text)
         return self._val
 
