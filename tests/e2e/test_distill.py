@@ -95,3 +95,22 @@ def test_the_shortcut_student_starts_as_its_teacher(tmp_path, tiny_model_dir):
         loss, logs = task.shortcut_loss(task.model, torch.arange(8), rnd)
         losses[w] = float(loss.detach())
     assert losses[1.0] == 0.0 and losses[4.0] > 0.0
+
+
+def test_a_teacher_sampling_with_euler_a_is_matched_on_its_ode(tmp_path, tiny_model_dir):
+    """The student learns the teacher's flow, so the validation reference is the teacher's ODE
+    solve even when its default sampler is the stochastic euler_a: the same numbers as for a
+    teacher whose default is DPM-Solver++(2M)."""
+    import shutil
+
+    hist = {}
+    for sampler in ("dpmpp2m", "euler_a"):
+        teacher = tmp_path / f"teacher-{sampler}"
+        shutil.copytree(tiny_model_dir, teacher)
+        cfg = json.loads((teacher / "config.json").read_text())
+        cfg["defaults"]["sampler"] = sampler
+        (teacher / "config.json").write_text(json.dumps(cfg))
+        run_cli("distill", "--from", teacher, "--data", "shapes:16", "--out", tmp_path / sampler, "--steps", 2,
+                "--base-steps", 8, "--train-steps", 2, "--batch-size", 4, "--eval-every", 2, "--ckpt-every", 2)
+        hist[sampler] = [json.loads(x) for x in (tmp_path / sampler / "val_history.jsonl").read_text().splitlines()]
+    assert hist["euler_a"][-1]["val_mse_2step"] == hist["dpmpp2m"][-1]["val_mse_2step"]

@@ -259,7 +259,8 @@ class DistillTask(DiffusionTask):
     @torch.no_grad()
     def _reference(self):
         """The teacher's latents for the first VAL_IMAGES validation prompts at its default
-        sampler, steps and guidance, from fixed noise (computed once)."""
+        sampler (DPM-Solver++(2M) when that is stochastic), steps and guidance, from fixed noise
+        (computed once)."""
         if self._val is None:
             n = min(VAL_IMAGES, len(self.val_cap))
             cid = self.val_cap[:n]
@@ -271,10 +272,11 @@ class DistillTask(DiffusionTask):
             def teacher_fn(x, t):
                 return guided_velocity(self.teacher, x, t, text, null, self.w, self.interval)
 
-            steps = int(d["steps"])
-            extra = ({"noise": torch.randn((steps, *noise.shape), generator=torch.Generator().manual_seed(4322))
-                      .to(self.device)} if d["sampler"] in STOCHASTIC else {})
-            ref = SAMPLERS[d["sampler"]](teacher_fn, noise, flow_schedule(steps, shift), **extra)
+            # the student learns the teacher's flow (an ODE): a stochastic default sampler's
+            # samples are not what it can match from the same noise, so the reference is then
+            # the teacher's ODE solve with DPM-Solver++(2M) at the same steps
+            sampler = "dpmpp2m" if d["sampler"] in STOCHASTIC else d["sampler"]
+            ref = SAMPLERS[sampler](teacher_fn, noise, flow_schedule(int(d["steps"]), shift))
             self._val = (ref, noise, text)
         return self._val
 

@@ -167,18 +167,26 @@ class DiffusionPipeline(Pipeline):
             noise = vary_gaussian(noise, variations, draw)
         return noise.to(self.device)
 
-    def step_noise(self, seeds: list[int], n: int) -> torch.Tensor:
+    def step_noise(self, seeds: list[int], n: int, variations=None) -> torch.Tensor:
         """(n, B, C, S, S) standard normal: a stochastic sampler's fresh draw for each step.
         Row b continues the generator of seeds[b] after its initial noise (`initial_noise`), so
-        an image stays a function of its own seed and settings, whatever its batch. A
-        variation's slerp applies to the initial noise only."""
+        an image stays a function of its own seed and settings, whatever its batch; a variation
+        slerps the row's whole stream toward its variation seed's, as it does the initial noise
+        (strength 1 is that seed's image exactly)."""
         c, s = self.dit.cfg.latent_channels, self.dit.cfg.latent_size
-        rows = []
-        for sd in seeds:
-            g = torch.Generator().manual_seed(sd)
-            torch.randn((c, s, s), generator=g)  # the initial noise's draw
-            rows.append(torch.randn((n, c, s, s), generator=g))
-        return torch.stack(rows, dim=1).to(self.device)  # (n, B, C, S, S)
+
+        def draw(sds):  # (B, n, C, S, S): each seed's draws after its initial noise
+            rows = []
+            for sd in sds:
+                g = torch.Generator().manual_seed(sd)
+                torch.randn((c, s, s), generator=g)  # the initial noise's draw
+                rows.append(torch.randn((n, c, s, s), generator=g))
+            return torch.stack(rows)
+
+        streams = draw(seeds)
+        if variations is not None:
+            streams = vary_gaussian(streams, variations, draw)
+        return streams.transpose(0, 1).to(self.device)  # (n, B, C, S, S)
 
     @torch.inference_mode()
     def _sample(self, requests: list[Request], settings: DiffusionSettings, callback=None) -> SampleResult:
@@ -194,7 +202,7 @@ class DiffusionPipeline(Pipeline):
         t1 = time.perf_counter()
         B = len(requests)
         noise = self.initial_noise([r.seed for r in requests], [r.variation for r in requests])  # (B, C, S, S)
-        steps_noise = (self.step_noise([r.seed for r in requests], settings.steps)
+        steps_noise = (self.step_noise([r.seed for r in requests], settings.steps, [r.variation for r in requests])
                        if settings.sampler in STOCHASTIC else None)  # (steps, B, C, S, S)
         ed = self._edit_inputs(requests) if any(r.edits for r in requests) else None
         dit = self.network_for(settings)  # self.dit, or its LoRA-merged copy
