@@ -33,8 +33,9 @@ class DiffusionSettings(Settings):
     """steps: ODE solver steps (network evaluations: `sampling.flow.nfe`); guidance: CFG scale,
     run as one batched pass of [cond; uncond]; sampler: euler | heun | dpmpp2m | euler_a (the
     stochastic one: fresh noise each step, from the image's own seed); style: a style phrase
-    appended to every prompt as "<prompt> in <style> style" (text/style.py) -- the model folder's `defaults.style` when not given, "none" for none; a model that lists `styles` in its
-    config accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
+    appended to every prompt as "<prompt> in <style> style" (text/style.py) -- the model folder's
+    `defaults.style` when not given, "none" for none; a model that lists `styles` in its config
+    accepts only those. guidance_interval (lo, hi) in [0, 1]: apply guidance only for
     lo <= t <= hi (sampling/guidance.py), the model's default when not given; (0, 1) = always.
     negative_prompt: the unconditional branch of guidance encodes it instead of the null prompt
     (same single batched pass; no effect at guidance 1).
