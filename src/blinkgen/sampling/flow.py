@@ -218,7 +218,8 @@ def sample_euler_ancestral(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor,
             x = x0
             break
         eps = x + (1.0 - t).float() * v
-        snr_ratio = torch.zeros_like(t) if t >= 1 else ((1.0 - t) / t) ** 2 / ((1.0 - s) / s) ** 2  # SNR_t / SNR_s, [0, 1)
+        # SNR_t / SNR_s, in [0, 1)
+        snr_ratio = torch.zeros_like(t) if t >= 1 else ((1.0 - t) / t) ** 2 / ((1.0 - s) / s) ** 2
         c = s * torch.sqrt((1.0 - snr_ratio).clamp(min=0.0))
         x = (1.0 - s).float() * x0 + torch.sqrt((s * s - c * c).clamp(min=0.0)).float() * eps \
             + c.float() * noise[i].to(x.device, torch.float32)
