@@ -133,6 +133,10 @@ def test_style_phrase_from_the_model_folder(tmp_path, family):
     a = pipe.generate("red heart", seed=3)[0]
     b = pipe.generate("red heart in twemoji style", seed=3, style="none")[0]
     assert a.tobytes() == b.tobytes()
+    # a prompt naming another known style keeps it, not a blend with the default (regression)
+    c = pipe.generate("red heart in noto emoji style", seed=3)[0]
+    d = pipe.generate("red heart in noto emoji style", seed=3, style="none")[0]
+    assert c.tobytes() == d.tobytes()
     with pytest.raises(UserInputError, match="unknown style"):
         pipe.settings(style="pixel art")
 

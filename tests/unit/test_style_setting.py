@@ -53,6 +53,26 @@ def test_styled(caption, style, want):
     assert styled(caption, style) == want
 
 
+@pytest.mark.parametrize("caption,style,want", [
+    ("x in noto emoji style", "twemoji", "x in noto emoji style"),  # the prompt's own style wins
+    ("x in twemoji style", "noto emoji", "x in twemoji style"),
+    ("x in pixel style", "twemoji", "x in pixel style in twemoji style"),  # not a style the model knows
+    ("x", "twemoji", "x in twemoji style")])
+def test_styled_keeps_a_known_style_the_prompt_names(caption, style, want):
+    assert styled(caption, style, ("noto emoji", "twemoji")) == want
+
+
+def test_prompt_naming_a_style_is_not_blended_with_the_default(styled_model):
+    """Regression: "red heart in noto emoji style" under the default style twemoji was encoded as
+    "... in noto emoji style in twemoji style", a blend of the two drawings."""
+    pipe = blinkgen.load(str(styled_model))
+    a = pipe.generate("red heart in noto emoji style", seed=3, steps=2)[0]
+    b = pipe.generate("red heart in noto emoji style", seed=3, steps=2, style="none")[0]
+    assert a.tobytes() == b.tobytes()
+    c = pipe.generate("red heart", seed=3, steps=2, style="noto emoji")[0]
+    assert c.tobytes() == a.tobytes()
+
+
 def test_guidance_interval(styled_model):
     pipe = blinkgen.load(str(styled_model))
     s = pipe.settings(guidance_interval="0.2,0.8")

@@ -231,7 +231,7 @@ class OnePassPipeline(Pipeline):
     @torch.inference_mode()
     def _sample(self, requests: list[Request], settings: Settings, callback=None) -> SampleResult:
         t0 = time.perf_counter()
-        text = self.encode_prompts([styled(r.prompt, settings.style) for r in requests])
+        text = self.encode_prompts([styled(r.prompt, settings.style, self.styles) for r in requests])
         t1 = time.perf_counter()
         x = self.forward(self.noise([r.seed for r in requests]), text, settings)
         if callback is not None:

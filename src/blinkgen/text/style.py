@@ -10,8 +10,16 @@ NO_STYLE = ("", "none")  # what a user writes to turn a model's default style of
 MAX_STYLE_CHARS = 64
 
 
-def styled(caption: str, style: str | None) -> str:
-    """'<caption> in <style> style', unless the style is empty or the caption already names it."""
-    if not style or f"{style} style" in caption:
+def names_style(caption: str, styles) -> bool:
+    """Whether `caption` already names one of `styles` ("... in noto emoji style")."""
+    return any(s and f"{s} style" in caption for s in styles)
+
+
+def styled(caption: str, style: str | None, known=()) -> str:
+    """'<caption> in <style> style', unless the style is empty or the caption already names it or
+    any style in `known` (the styles the model was trained on). A prompt that asks for one style
+    keeps it: appending the default too would ask for a blend of two drawings
+    ("red heart in noto emoji style in twemoji style")."""
+    if not style or names_style(caption, (style, *known)):
         return caption
     return f"{caption} in {style} style"

@@ -35,7 +35,7 @@ class CaptionTable:
             pad = list(caps) + [caps[0]] * (K - len(caps))
             rows_plain.append(pad)
             cols = [st] * S if st else self.styles
-            rows_styled.append([[styled(c, s) for s in cols] for c in pad])
+            rows_styled.append([[styled(c, s, self.styles) for s in cols] for c in pad])
         uniq = sorted({c for r in rows_plain for c in r} | {c for r in rows_styled for k in r for c in k} | set(extra))
         self.strings = uniq
         self.pos = {c: i for i, c in enumerate(uniq)}

@@ -198,7 +198,7 @@ class DiffusionPipeline(Pipeline):
         pixel space (pixels the mask keeps are the input's, exactly). Requests are solved in
         groups of equal starting time; each row stays a function of its own request."""
         t0 = time.perf_counter()
-        cond, uncond = self.encode_prompts([styled(r.prompt, settings.style) for r in requests],
+        cond, uncond = self.encode_prompts([styled(r.prompt, settings.style, self.styles) for r in requests],
                                            settings.negative_prompt)
         t1 = time.perf_counter()
         B = len(requests)
