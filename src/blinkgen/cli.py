@@ -179,7 +179,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--sampler", default=None, help=sampler_help())
     p.add_argument("--style", default=None, help="diffusion, gan, vae: style phrase appended to the prompt "
-                   "(\"in <style> style\"); default: the model's; 'none' for none")
+                   "(\"in <style> style\"), unless the prompt already names one of the model's styles; "
+                   "default: the model's; 'none' for none")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="diffusion: guide only for noise levels t in [LO, HI] (default: the model's)")
     p.add_argument("--cache", default=None, metavar="deep:N", help="diffusion: step caching, a full network "
