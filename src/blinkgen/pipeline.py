@@ -39,6 +39,7 @@ from .checks import as_float, as_int
 from .errors import UserInputError
 from .seeds import SEED_MAX, check_seed, seed_run  # noqa: F401  (SEED_MAX: re-exported)
 from .text.style import MAX_STYLE_CHARS, NO_STYLE
+from .textio import check_text
 
 MAX_N = 256  # images per `generate` call; the server has its own, lower bound
 MAX_PROMPT_CHARS = 2000
@@ -88,6 +89,7 @@ class Request:
             raise UserInputError("prompt must be a non-empty string")
         if len(p) > MAX_PROMPT_CHARS:
             raise UserInputError(f"prompt is {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+        check_text(p, "prompt")
         seed = check_seed(self.seed)
         if self.init_image is None and (self.mask is not None or self.strength is not None):
             raise UserInputError("mask and strength need an init_image")
@@ -165,7 +167,7 @@ def check_negative_prompt(text) -> str | None:
         raise UserInputError(f"negative_prompt must be a string, got {type(text).__name__}")
     if len(text) > MAX_PROMPT_CHARS:
         raise UserInputError(f"negative_prompt is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
-    return text if text.strip() else None
+    return check_text(text, "negative_prompt") if text.strip() else None
 
 
 @dataclass
@@ -259,6 +261,7 @@ class Pipeline(LoraMixin):
             return
         if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
             raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
+        check_text(st, "style")
         if self.styles and st not in self.styles:
             raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
                                  "(or 'none' for no style phrase)")

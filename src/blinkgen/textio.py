@@ -110,3 +110,24 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputFileError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def check_text(value: str, name: str = "prompt") -> str:
+    """Refuse text that cannot be encoded: a NUL character, or a lone surrogate (U+D800-U+DFFF).
+
+    A lone surrogate is what Python puts in a command-line argument for a byte that is not UTF-8
+    (PEP 383's surrogateescape: byte 0xE9 becomes U+DCE9), so `blinkgen generate $'caf\\xe9'` in a
+    Latin-1 terminal arrives here. Returns `value`; UserInputError naming the argument, the byte
+    (or character) and its character offset otherwise."""
+    from .errors import UserInputError
+
+    for i, ch in enumerate(value):
+        o = ord(ch)
+        if o == 0:
+            raise UserInputError(f"{name} must not contain NUL characters (at character {i})")
+        if 0xDC80 <= o <= 0xDCFF:
+            raise UserInputError(f"{name} is not UTF-8 text: byte 0x{o - 0xDC00:02x} at character {i}; "
+                                 "set the terminal to UTF-8 or give the prompt in a UTF-8 file (--prompts-file)")
+        if 0xD800 <= o <= 0xDFFF:
+            raise UserInputError(f"{name} holds a lone surrogate U+{o:04X} at character {i}: not valid Unicode text")
+    return value

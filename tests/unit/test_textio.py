@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from blinkgen.data.folder import BAD_ROW, NOT_TEXT, load_folder, normalize_caption, scan_folder
-from blinkgen.errors import InputFileError
-from blinkgen.textio import decode_lines, decode_text, read_json, read_lines
+from blinkgen.errors import InputFileError, UserInputError
+from blinkgen.textio import check_text, decode_lines, decode_text, read_json, read_lines
 from conftest import run_cli
 
 ENCODINGS = {  # how editors save text: name -> bytes of str
@@ -171,3 +171,35 @@ def test_utf16_text_starting_with_nul_is_not_taken_for_utf32():
     UTF-32-LE mark; decoding fell over ("not UTF-32 text") instead of reading it as UTF-16."""
     data = codecs.BOM_UTF16_LE + "\x000ab\r\nc".encode("utf-16-le")
     assert decode_text(data) == "\x000ab\nc"
+
+
+# --- check_text: text from the command line or the API that cannot be encoded ---------------
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))
+def test_check_text_accepts_any_encodable_text(s):
+    assert check_text(s) is s
+
+
+@pytest.mark.parametrize("raw,match", [
+    ("caf\udce9 heart", "not UTF-8 text: byte 0xe9 at character 3"),  # argv byte 0xE9 (surrogateescape)
+    ("a\x00b", "NUL characters"),
+    ("x\ud800", "lone surrogate U\\+D800"),
+])
+def test_check_text_refuses_what_cannot_be_encoded(raw, match):
+    with pytest.raises(UserInputError, match=match):
+        check_text(raw, "prompt")
+
+
+def test_a_non_utf8_prompt_is_one_clear_error_everywhere(tmp_path):
+    """Regression: a non-UTF-8 byte in a CLI prompt reached the tokenizer and crashed with a
+    TypeError traceback. Prompt, negative prompt and style are all checked in the pipeline."""
+    import blinkgen
+    from conftest import make_tiny
+
+    pipe = blinkgen.load(str(make_tiny("diffusion", tmp_path / "m")))
+    with pytest.raises(UserInputError, match="prompt is not UTF-8"):
+        pipe.generate("caf\udce9", seed=0, steps=1)
+    with pytest.raises(UserInputError, match="negative_prompt is not UTF-8"):
+        pipe.settings(negative_prompt="x\udce9")
+    with pytest.raises(UserInputError, match="style is not UTF-8"):
+        pipe.settings(style="x\udce9")
