@@ -40,6 +40,18 @@ class _LineWriter:
         self.stream.flush()
 
 
+class _LogBar(tqdm):
+    """tqdm for log files: `set_postfix` and `set_description` never force a redraw (tqdm's
+    default refresh=True would write a line per call, bypassing the interval); the new text shows
+    on the next timed line."""
+
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc=None, refresh=False):
+        super().set_description(desc, refresh=False)
+
+
 def _interval() -> float:
     try:
         return max(0.0, float(os.environ.get(ENV_INTERVAL, LOG_INTERVAL_S)))
@@ -70,5 +82,5 @@ def bar(iterable=None, *, desc: str = "", total: int | None = None, unit: str = 
     if is_terminal(stream):
         return tqdm(**kw, leave=leave, file=stream, dynamic_ncols=True)
     # Not a terminal: the width is fixed, updates rare; `leave` keeps the final line in the log.
-    return tqdm(**kw, leave=True, file=_LineWriter(stream), mininterval=_interval(), maxinterval=float("inf"),
+    return _LogBar(**kw, leave=True, file=_LineWriter(stream), mininterval=_interval(), maxinterval=float("inf"),
                 miniters=1, ncols=100, ascii=True)

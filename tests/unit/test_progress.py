@@ -24,6 +24,20 @@ def test_off_a_terminal_a_bar_is_a_few_log_lines():
     assert lines[-1].startswith("work: 100%") and "5000/5000" in lines[-1]
 
 
+def test_postfix_and_description_updates_do_not_write_lines_off_a_terminal():
+    """Regression: the training loop's set_postfix (tqdm's refresh=True default) wrote a log line
+    per call, every --log-every steps (60 lines in 31 s), instead of one per interval."""
+    log = io.StringIO()
+    with bar(total=2000, desc="train", stream=log) as b:
+        for i in range(2000):
+            b.update(1)
+            b.set_postfix(loss=f"{i:.4f}")
+            b.set_description("train")
+    lines = log.getvalue().splitlines()
+    assert len(lines) <= 3, lines
+    assert lines[-1].startswith("train: 100%") and "loss=" in lines[-1]
+
+
 def test_the_interval_is_configurable_and_each_update_is_a_whole_line(monkeypatch):
     monkeypatch.setenv(ENV_INTERVAL, "0")
     log = io.StringIO()
