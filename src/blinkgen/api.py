@@ -66,9 +66,12 @@ def embedded_models() -> list[str]:
 def load(name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32") -> Pipeline:
     """An embedded model name or a model folder -> its family's Pipeline on `device`, with the
     network in `dtype` ("fp32" | "bf16" | "fp16"). ModelLoadError for a missing, incomplete or
-    corrupt folder, or one whose config names no registered family."""
+    corrupt folder, or one whose config names no registered family; UserInputError for a
+    device this torch cannot use (checks.check_device)."""
+    from .checks import check_device
     from .modelio import read_config, weights_hash
 
+    check_device(device)
     folder = resolve(name_or_path)
     cfg = read_config(folder)
     family = cfg.get("family")

@@ -63,3 +63,28 @@ def positive_int_arg(s: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
     return v
+
+
+def check_device(device) -> str:
+    """A torch device string ("cpu", "cuda", "cuda:1", "mps") that this torch build can use ->
+    the same string. UserInputError (one line) for a name torch does not know, or for a device
+    this build or machine lacks (the CPU wheel has no CUDA: see the README's GPU install)."""
+    import torch
+
+    name = str(device)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserInputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "it is the CPU build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserInputError(f"device {name!r}: this torch ({torch.__version__}) cannot use CUDA: {why}; "
+                                 "see the README's GPU install, or use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserInputError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError(f"device {name!r}: MPS is not available on this machine; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UserInputError(f"device {name!r}: blinkgen runs on cpu, cuda or mps")
+    return name
