@@ -110,3 +110,24 @@ def test_reference_seen_by_generator_is_counted_and_warned(setup, tmp_path):
     assert bigger["seen"] >= 3  # shapes:400's split is another permutation: nearly all 4 in its training
     assert "flattered" not in report_markdown(rows["same"]).split("evaluator's training")[0]
     assert "saw %d of the 4 held-out" % bigger["seen"] in report_markdown(rows["bigger"])
+
+
+def test_a_held_out_split_too_small_is_refused_before_generating(setup, caplog):
+    """Regression: eval on a 20-image folder generated, then failed with 'b needs at least 2
+    rows, got 1'. Now the size is checked first, in words a user can act on."""
+    import blinkgen
+    from blinkgen.errors import UserInputError
+    from blinkgen.eval.evaluate import evaluate
+
+    model, ev, _ = setup
+    pipe = blinkgen.load(str(model))
+
+    def no_generating(*a, **k):
+        raise AssertionError("generated before checking the held-out split")
+
+    pipe.sample = no_generating
+    with pytest.raises(UserInputError, match="held-out split .* holds 1; .* at least 75 images"):
+        evaluate(pipe, "shapes:20", samples=2, steps=1, evaluator=ev)
+    with caplog.at_level("WARNING"):
+        evaluate(model, DATA, samples=2, steps=1, evaluator=ev)
+    assert "holds only 4 real images" in caplog.text

@@ -101,6 +101,7 @@ def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_se
     ev = evaluator or load_evaluator()
     data = load_dataset(data_spec, image_size, split_seed)
     held = held_out_split(data, split_seed)[1]
+    _check_reference_size(len(held), len(data), data_spec)
     real_emb = ev.embed_images(held.images)
     own = [c[0] for c in held.captions]
     if prompts is None:
@@ -120,6 +121,24 @@ def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_se
                "real_fd_between_halves": floor}
     return Reference(ev, real_emb, plist, ceiling, data_spec, source, own, reference_unseen(ev, data_spec, split_seed),
                      image_hashes(held.images))
+
+
+MIN_REFERENCE = 2  # FD and KID need two real rows for a covariance
+SMALL_REFERENCE = 50  # below this, FD / KID / R@1 move a lot with one image: say so
+
+
+def _check_reference_size(n_held: int, n_data: int, data_spec: str) -> None:
+    """Refuse (before any generating) a held-out split too small to score against, and warn when
+    it is small. The split is the training loop's (2% of the images, at least one)."""
+    if n_held < MIN_REFERENCE:
+        raise UserInputError(
+            f"{data_spec!r} has {n_data} images, so its held-out split (the training loop's 2%) holds "
+            f"{n_held}; eval compares generated images with at least {MIN_REFERENCE} held-out real ones: "
+            "use a dataset of at least 75 images")
+    if n_held < SMALL_REFERENCE:
+        log.warning("the held-out split of %r holds only %d real images: FD, KID and R@1 on so few are "
+                    "noisy (the real ceiling too); a dataset of %d+ images gives %d", data_spec, n_held,
+                    SMALL_REFERENCE * 50, SMALL_REFERENCE)
 
 
 def _retrieval(img_emb: torch.Tensor, prompts: list[str], ev: Evaluator, prefix: str = "") -> dict:
