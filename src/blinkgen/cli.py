@@ -90,6 +90,10 @@ def cmd_generate(args) -> None:
         templates = [recorded["prompt_template"]]  # what the PNG says it was drawn from
         items = [(templates[0], r) for _, r in items]
     up = None
+    if args.size is not None and args.size < gen.image_size:
+        raise UserInputError(f"--size {args.size}: this model draws {gen.image_size}-px images; --size takes "
+                             f"{gen.image_size} or a larger size an upscaler makes ({2 * gen.image_size} with the "
+                             "embedded x2 upscaler); shrink the PNG afterwards for a smaller one")
     if args.size is not None and args.size != gen.image_size:  # e.g. 128 from a 64-px model: upscale
         from .api import load_upscaler
 
