@@ -3,6 +3,7 @@ latents -> autoencoder decoder -> pixels. The model folder is described in folde
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from ...speed.step_cache import step_cache
 from ...text.encoder import DEFAULT_MAX_TOKENS, TEXT_LAYERS, PromptMemo, TextBatch, shared_encoder
 from ...text.style import styled
 from .folder import DEFAULT_SETTINGS, NULL_PROMPT, load_diffusion_folder, save_diffusion_folder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,11 @@ class DiffusionPipeline(Pipeline):
     def _check_settings(self, settings: DiffusionSettings) -> None:
         if settings.cache is not None:
             step_cache(self.dit, settings.cache)  # UserInputError for a bad spec or a network without blocks
+        folded = (self.config.get("distilled") or {}).get("guidance")
+        if folded and settings.guidance > 1 and not getattr(self, "_warned_guidance", False):
+            self._warned_guidance = True  # once per pipeline: a server would repeat it per request
+            log.warning("this model was distilled with guidance %s folded into the network; guidance %s on "
+                        "top over-drives it (blobs on black); its default is 1", folded, settings.guidance)
 
     @classmethod
     def from_folder(cls, folder, device="cpu", dtype="fp32") -> "DiffusionPipeline":
