@@ -154,6 +154,8 @@ def cmd_generate(args) -> None:
 
 def _fill_from_record(args, rec: dict) -> None:
     """Fill the generate flags the user did not give from a PNG's record (--from)."""
+    from . import replay
+
     seeds = rec.get("seeds")
     if args.seed is None:
         args.seed = int(seeds[0] if isinstance(seeds, list) and seeds else rec["seed"])
@@ -168,6 +170,11 @@ def _fill_from_record(args, rec: dict) -> None:
             args.variation_strength if args.variation_strength is not None else rec.get("variation_strength")
     if args.dtype is None and rec.get("dtype"):
         args.dtype = rec["dtype"]
+    opts = replay.generate_options(rec)  # made at --size through an upscaler: the same again
+    if opts and args.size is None:
+        args.size = opts["size"]
+        if args.upscaler in (None, "upscaler"):  # not given (generate's default, vary's None)
+            args.upscaler = replay.upscaler_for(rec)
 
 
 def _add_generate(sub) -> None:

@@ -42,11 +42,14 @@ def _write(images, paths, params_for, overwrite: bool) -> None:
 
 
 def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> None:
-    """Shared by edit and vary: read the image (and mask), n requests seed, seed+1, ..."""
+    """Shared by edit and vary: read the image (and mask), n requests seed, seed+1, ...; each PNG
+    records the edit (pngmeta.edit_record: kind, source names, the strength used, default or not).
+    UserInputError for a non-square image or a mask of another size, before any work."""
     from .api import load
     from .data.image_io import read_image, read_mask
     from .outputs import check_new
     from .pipeline import Request
+    from .pngmeta import edit_record
     from .sampling.edit import edit_pixels
     from .seeds import seed_run
 
@@ -56,9 +59,9 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
     pipe = load(args.model, device=args.device, dtype=args.dtype)
     settings = _settings(pipe, args)
     seeds = seed_run(args.seed, args.n)
-    params = {**pipe.png_parameters(prompt, args.seed, settings), "edit": kind, "init_image": Path(args.image).name,
-              **({"mask": Path(args.mask).name} if mask is not None else {}),
-              **({"strength": args.strength} if args.strength is not None else {}), **(extra_params or {})}
+    record = edit_record(kind, args.strength, mask is not None, Path(args.image).name,
+                         Path(args.mask).name if mask is not None else None)  # the strength used, default or not
+    params = {**pipe.png_parameters(prompt, args.seed, settings), **record, **(extra_params or {})}
     paths = _paths(args, params, seeds, kind)
     check_new(paths, args.overwrite)
     reqs = [Request(prompt, s, init_image=image, mask=mask, strength=args.strength) for s in seeds]
@@ -74,23 +77,32 @@ def cmd_edit(args) -> None:
 
 
 def _recipe(path) -> dict | None:
-    """The blinkgen parameters recorded in a PNG with a prompt and seed to replay, else None."""
+    """The blinkgen parameters recorded in a PNG when they are a generation to replay
+    (replay.read_png), else None: no record, or the record of an edit, upscale or grid
+    (NotAGenerationError), which `vary` varies by img2img like any other picture."""
+    import sys
+
     from .errors import BlinkgenError
-    from .replay import read_png
+    from .replay import NotAGenerationError, read_png
 
     try:
         return read_png(path)
+    except NotAGenerationError:
+        print(f"{path} records no generation to vary by its recipe (an edit, upscale or grid): "
+              "varying it by img2img", file=sys.stderr)  # the fallback is said, not silent
+        return None
     except BlinkgenError:
         return None
 
 
 def cmd_vary(args) -> None:
     """Variations of an image, one command for both kinds:
-    - a PNG made by blinkgen (its recorded prompt, seed and settings), unless --img2img or
-      --prompt: the same recipe with other seeds' starting noise mixed in at --strength
+    - a PNG made by blinkgen `generate` (its recorded prompt, seed and settings), unless --img2img
+      or --prompt: the same recipe with other seeds' starting noise mixed in at --strength
       (variation seeds, default 0.2; `generate --from` with a fixed seed; issue 16);
-    - any other picture: img2img towards the image's own best caption (the evaluator's
-      captioner), or towards --prompt, at --strength (default 0.6; issue 12)."""
+    - any other picture, blinkgen's edits, upscales and grids included: img2img towards the
+      image's own best caption (the evaluator's captioner), or towards --prompt, at --strength
+      (default 0.6; issue 12)."""
     if args.prompt is None and not args.img2img and _recipe(args.image) is not None:
         from .cli import vary_recipe
 

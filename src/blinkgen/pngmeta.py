@@ -31,6 +31,27 @@ def parameters_text(params: dict) -> str:
     return json.dumps({**params, "blinkgen_version": __version__, "torch_version": torch_version()}, sort_keys=True)
 
 
+EDIT_KINDS = ("img2img", "inpaint", "variation")  # the `edit` key: what was done to a source image
+
+
+def edit_record(kind: str, strength: float | None, has_mask: bool, init_image: str | None = None,
+                mask: str | None = None) -> dict:
+    """What an edited image's PNG records beside its generation parameters: the edit kind, the
+    strength it ran at (the default when none was asked: sampling.edit.default_strength, so the
+    record never depends on a default that may change), and the source image's and mask's file
+    names where known (by name only, never a path). ValueError for a kind not in EDIT_KINDS."""
+    from .sampling.edit import default_strength
+
+    if kind not in EDIT_KINDS:
+        raise ValueError(f"edit kind {kind!r} is not one of {EDIT_KINDS}")
+    out = {"edit": kind, "strength": default_strength(strength, has_mask)}
+    if init_image is not None:
+        out["init_image"] = init_image
+    if mask is not None:
+        out["mask"] = mask
+    return out
+
+
 def png_bytes(image: Image.Image, parameters: dict) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", parameters_text(parameters))

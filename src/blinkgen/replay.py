@@ -22,46 +22,133 @@ from .errors import UserInputError
 from .pipeline import Pipeline, Request, Settings
 
 BASIC = ("steps", "guidance", "sampler")
-# recorded keys that are neither settings nor request fields (no restore needed)
-NOT_SETTINGS = frozenset({"prompt", "prompt_template", "seed", "seeds", "n", "model", "model_hash",
-                          "variation_seed", "variation_strength", "blinkgen_version", "torch_version",
-                          "dtype", "device", "grid"})
+
+# Every key a blinkgen writer records besides the family's settings (which settings_kwargs
+# restores), by its role in a replay. A writer that records a new key must give it a role here:
+# tests/unit/test_replay_records.py runs every writer and fails on a key with none.
+KEY_ROLES = {
+    **dict.fromkeys(("prompt", "prompt_template", "seed", "seeds", "n", "prompts", "variation_seed",
+                     "variation_strength"), "request"),  # restored by generate --from
+    **dict.fromkeys(("model", "model_hash", "blinkgen_version", "torch_version", "dtype", "device"),
+                    "provenance"),  # checked (check_model) or named when pixels differ
+    **dict.fromkeys(("size", "upscaler"), "output"),  # generate options: restored (generate_options)
+    **dict.fromkeys(("edit", "init_image", "mask", "strength", "caption_score"),
+                    "edit"),  # an edit or upscale of a source image: refused, with its redo command
+    "grid": "grid",  # a `blinkgen grid` comparison: refused
+}
+NOT_SETTINGS = frozenset(KEY_ROLES)  # recorded keys that are not settings fields
+REDO_FLAGS = ("strength", "seed", "steps", "guidance", "sampler", "style", "model", "dtype")  # edit/vary flags
 
 
 class ModelMismatchError(UserInputError):
     """The PNG was made by other weights than the model given for its replay."""
 
 
+class NotAGenerationError(UserInputError):
+    """The PNG records something other than a generation (an edit, an upscale, a parameter grid):
+    there is no prompt-and-seed recipe to replay, so `vary` varies it by img2img instead."""
+
+
 def read_png(path) -> dict:
-    """The PNG's recorded parameters (pngmeta.read_parameters), with a one-line InputFileError
-    when it has none, and a UserInputError when they lack a prompt or seed."""
+    """The PNG's recorded parameters (pngmeta.read_parameters) when they are a generation to
+    replay. Raises InputFileError (one line) when it has none, NotAGenerationError when they
+    record an edit, upscale or grid (check_record), UserInputError when they lack a prompt or seed."""
     from .pngmeta import read_parameters
 
     params = read_parameters(path)
-    if "grid" in params:
-        raise UserInputError(f"{path} is a parameter grid (blinkgen grid); rerun that command, or replay "
-                             "one of its cells with generate")
-    if not isinstance(params.get("prompt"), str) or ("seed" not in params and "seeds" not in params):
-        raise UserInputError(f"{path}: its parameters have no prompt and seed to replay")
+    check_record(params, str(path))
     return params
+
+
+def check_record(params: dict, png_name: str = "the PNG") -> None:
+    """Refuse a record that is not a generation: NotAGenerationError naming the command that
+    redoes it (a grid, an edit of a source image, an upscale); UserInputError when it has no
+    prompt and seed."""
+    if "grid" in params:
+        raise NotAGenerationError(f"{png_name} is a parameter grid (blinkgen grid); rerun that command, or "
+                                  "replay one of its cells with generate")
+    if "edit" in params or "init_image" in params:
+        raise NotAGenerationError(edit_message(params, png_name))
+    if not isinstance(params.get("prompt"), str) or ("seed" not in params and "seeds" not in params):
+        raise UserInputError(f"{png_name}: its parameters have no prompt and seed to replay")
+
+
+def edit_message(params: dict, png_name: str = "the PNG") -> str:
+    """One line: what the record of an edited (or upscaled) image says was done to which source
+    image, and the command that redoes it (redo_command)."""
+    what = {"img2img": "img2img edit", "inpaint": "inpainting edit", "variation": "img2img variation"}.get(
+        params.get("edit"), "upscale" if "edit" not in params else f"{params['edit']} edit")
+    src = params.get("init_image")
+    of = f"{src} (its source image)" if src else "a source image it does not name"
+    return (f"{png_name} records an {what} of {of}, not a generation to replay; redo it from the source "
+            f"image with: {redo_command(params)}")
+
+
+def redo_command(params: dict) -> str:
+    """The shell command (`blinkgen edit | vary | upscale`) that redoes a recorded edit or upscale
+    from its source image (SOURCE.png / MASK.png where the record does not name them)."""
+    import shlex
+
+    src, kind = params.get("init_image") or "SOURCE.png", params.get("edit")
+    if kind is None:
+        model = ["--model", str(params["model"])] if "model" in params else []
+        return shlex.join(["blinkgen", "upscale", src, *model])
+    if kind == "variation":
+        argv = ["blinkgen", "vary", src, "--prompt", str(params.get("prompt", "")), "-n", "1"]
+    else:
+        argv = ["blinkgen", "edit", src, str(params.get("prompt", ""))]
+        if kind == "inpaint":
+            argv += ["--mask", str(params.get("mask") or "MASK.png")]
+    for k in REDO_FLAGS:
+        if params.get(k) is not None:
+            argv += [f"--{k}", str(params[k])]
+    return shlex.join(argv)
+
+
+def generate_options(params: dict) -> dict:
+    """The generate options a record restores besides its settings: {"size", "upscaler"} for an
+    image made at --size through an upscaler, else {}. The upscaler is its recorded name: give
+    it to upscaler_for when the user names none. UserInputError when they are malformed."""
+    if "size" not in params and "upscaler" not in params:
+        return {}
+    size, up = params.get("size"), params.get("upscaler")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or not isinstance(up, str) or not up:
+        raise UserInputError(f"the PNG records size {size!r} and upscaler {up!r}: not a blinkgen record")
+    return {"size": size, "upscaler": up}
+
+
+def upscaler_for(params: dict) -> str:
+    """The upscaler to load for a replay of a --size PNG when the user names none: its recorded
+    name if it is an embedded model or an existing folder; UserInputError otherwise (or when the
+    record has no upscaler: generate_options)."""
+    name = generate_options(params).get("upscaler")
+    if name is None:
+        raise UserInputError("the PNG was not made through an upscaler (it records no --size)")
+    return _findable(name, "upscaled by a model", "--upscaler FOLDER")
 
 
 def model_for(params: dict) -> str:
     """The model to load for a replay when the user names none: the recorded name if it is an
     embedded model or an existing folder; UserInputError otherwise (folders are recorded by
     name only, never by path, so the user must point at it)."""
-    from .api import resolve
-    from .errors import ModelLoadError
-
     name = params.get("model")
     if not isinstance(name, str) or not name:
         raise UserInputError("the PNG does not name its model; pass --model")
+    return _findable(name, "made by a model", "--model FOLDER (its weights are checked against the PNG's "
+                     "model_hash)")
+
+
+def _findable(name: str, what: str, flag: str) -> str:
+    """`name` when it is an embedded model or a folder here (api.resolve), else UserInputError
+    saying the PNG was `what` of that name and to pass `flag`."""
+    from .api import resolve
+    from .errors import ModelLoadError
+
     try:
         resolve(name)
     except ModelLoadError:
-        raise UserInputError(f"the PNG was made by a model named {name!r}, which is neither an embedded "
-                             "model nor a folder here; pass --model FOLDER (its weights are checked "
-                             "against the PNG's model_hash)") from None
+        raise UserInputError(f"the PNG was {what} named {name!r}, which is neither an embedded model nor a "
+                             f"folder here; pass {flag}") from None
     return name
 
 
@@ -85,7 +172,9 @@ def settings_kwargs(params: dict, pipe: Pipeline) -> dict:
     """The recorded settings this pipeline's family has, as keyword arguments of
     `pipe.settings(...)`; settings the PNG does not record get explicit "off" values where the
     model's default would differ from what made the PNG (style "none", negative prompt none).
-    UserInputError names recorded settings that the family does not know."""
+    Raises NotAGenerationError for a record that is not a generation (check_record), and
+    UserInputError naming recorded keys that are neither in KEY_ROLES nor the family's settings."""
+    check_record(params)
     known = {f.name for f in fields(pipe.settings_type)}
     out = {k: v for k, v in params.items() if k in known}
     unknown = sorted(k for k in params if k not in known and k not in NOT_SETTINGS)
@@ -102,7 +191,8 @@ def settings_kwargs(params: dict, pipe: Pipeline) -> dict:
 def request_and_settings(params: dict, pipe: Pipeline, seed: int | None = None) -> tuple[Request, Settings]:
     """The Request and Settings that remake the PNG's image (seed: one of a grid's seeds)."""
     kw = settings_kwargs(params, pipe)
-    settings = pipe.settings(*(kw.pop(k, None) for k in BASIC), **kw)
+    basic = [kw.pop(k, None) for k in BASIC]  # popped before **kw is unpacked (a generator would be too late)
+    settings = pipe.settings(*basic, **kw)
     req = Request(params["prompt"], params["seed"] if seed is None else seed,
                   variation_seed=params.get("variation_seed"), variation_strength=params.get("variation_strength"))
     return req.check(), settings
@@ -141,11 +231,14 @@ def pixel_difference(original, image) -> str | None:
 
 def difference(original, image, params: dict, pipe: Pipeline) -> str | None:
     """None when `image` reproduces `original` bit for bit (pixels), else one line saying how the
-    pixels differ and what in the environment differs (or that nothing recorded does)."""
+    pixels differ and what in the environment differs (or that nothing recorded does); a size
+    that differs from a record made at --size names that option (generate_options)."""
     px = pixel_difference(original, image)
     if px is None:
         return None
-    env = environment_differences(params, pipe)
+    opts = generate_options(params)
+    env = [f"made at --size {opts['size']} through {opts['upscaler']}"] if opts and px.startswith("size") else []
+    env += environment_differences(params, pipe)
     why = "; ".join(env) if env else ("same weights, settings, blinkgen, torch, dtype and device: "
                                       "the CPU's arithmetic (threads, instruction set) differs")
     return f"not reproduced bit for bit: {px} ({why})"

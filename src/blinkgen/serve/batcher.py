@@ -62,11 +62,22 @@ def _error(message: str, type: str, code: str) -> dict:
 
 
 def edit_parameters(job: Job) -> dict:
-    """What an edited image's PNG records beside the usual parameters."""
+    """What an edited image's PNG records beside the usual parameters: the edit kind and the
+    strength used, the default included (pngmeta.edit_record)."""
+    from ..pngmeta import edit_record
+
     if job.init_image is None:
         return {}
     kind = "inpaint" if job.mask is not None else ("variation" if job.revised_prompt else "img2img")
-    return {"edit": kind, **({"strength": job.strength} if job.strength is not None else {})}
+    return edit_record(kind, job.strength, job.mask is not None)
+
+
+def image_request(job: Job, i: int) -> Request:
+    """The pipeline request of a job's image i: its prompt and seed, the edit's image, mask and
+    strength, and its variation seed, if any."""
+    vseed = job.variation_seeds[i] if job.variation_seeds else None
+    return Request(job.prompt, job.seeds[i], init_image=job.init_image, mask=job.mask, strength=job.strength,
+                   variation_seed=vseed, variation_strength=None if vseed is None else job.variation_strength)
 
 
 def warmup_request(gen) -> Request:
@@ -307,11 +318,11 @@ class Batcher:
 
         t0 = time.perf_counter()
         try:
-            images = gen.sample([Request(j.prompt, j.seeds[i], init_image=j.init_image, mask=j.mask, strength=j.strength)
-                                 for j, i in picks], settings,
-                                callback=callback).images
-            pngs = [png_bytes(im, {**gen.png_parameters(j.prompt, j.seeds[i], settings), **edit_parameters(j)})
-                    for im, (j, i) in zip(images, picks)]
+            reqs = [image_request(j, i) for j, i in picks]
+            images = gen.sample(reqs, settings, callback=callback).images
+            # the request too: a PNG records its variation seed, so it replays anywhere (CLI, API, server)
+            pngs = [png_bytes(im, {**gen.png_parameters(r.prompt, r.seed, settings, r), **edit_parameters(j)})
+                    for im, r, (j, _) in zip(images, reqs, picks)]
         except _Abort:
             self._after(picks, None)
             return
@@ -336,11 +347,13 @@ class Batcher:
         with self.cond:
             now = time.monotonic()
             for j in dict.fromkeys(j for j, _ in picks):
+                last_total = j.total or j.settings.steps  # what the batch's callback reported last
                 j.running, j.step, j.total, j.preview = 0, 0, 0, None
                 j.queued_since = now  # back in the queue from now: it does not outrank who came meanwhile
                 if error is not None:
                     self.store.finish(j, "failed", error)
                 elif j.alive and j.images_done == j.n:
+                    j.step = j.total = last_total  # a finished job shows its final step, k = K
                     self.store.finish(j, "done")
                 else:
                     j.notify()
