@@ -45,3 +45,19 @@ def test_a_sampler_the_model_lacks_is_a_400(srv):
     assert r.status_code == 400 and "maskgit" in r.json()["error"]["message"]
     r = srv.client.post("/v1/images/generations", json={"model": "mg", "prompt": "x", "steps": 17})
     assert r.status_code == 400 and "steps" in r.json()["error"]["message"]
+
+
+def test_every_key_in_supports_is_accepted_by_the_endpoints_it_is_listed_for(srv):
+    from test_serve_supports import assert_listing_matches_endpoints
+
+    assert assert_listing_matches_endpoints(srv) > 0
+
+
+def test_style_on_a_model_without_style_phrases(srv):
+    """The AR family draws no style phrase: OpenAI's hints and "none" are no-ops, a phrase is a 400."""
+    for style in ("vivid", "natural", "none"):
+        r = srv.client.post("/v1/images/generations", json={"model": "ar", "prompt": "x", "seed": 1, "style": style})
+        assert r.status_code == 200, (style, r.text)
+    r = srv.client.post("/v1/images/generations", json={"model": "ar", "prompt": "x", "style": "twemoji"})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "style" and "vivid" in err["message"], err

@@ -140,3 +140,9 @@ def test_limits_and_errors_are_the_generations_ones(srv, client):
     with pytest.raises(openai.BadRequestError, match="does not take a mask"):
         client.images.edit(model="up", image=("a.png", png(picture()), "image/png"), prompt="a",
                            mask=("m.png", png(openai_mask()), "image/png"))
+
+
+def test_every_key_in_supports_is_accepted_by_the_endpoints_it_is_listed_for(srv):
+    from test_serve_supports import assert_listing_matches_endpoints
+
+    assert assert_listing_matches_endpoints(srv) > 0  # the upscaler too: images only, no generations

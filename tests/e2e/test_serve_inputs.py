@@ -152,7 +152,8 @@ def test_every_field_of_the_real_client_is_known():
     sent = params - {"extra_headers", "extra_query", "extra_body", "timeout"}
     assert sent <= set(ImageRequest.model_fields), sent - set(ImageRequest.model_fields)
     handled = set(OPENAI_CHOICES) | set(OPENAI_REFUSED) | {"prompt", "model", "n", "size", "response_format",
-                                                           "user", "safety_identifier"}
+                                                           "user", "safety_identifier",
+                                                           "style"}  # STYLE_HINTS, else a style phrase
     assert sent <= handled
 
 

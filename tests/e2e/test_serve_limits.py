@@ -76,6 +76,7 @@ def test_bad_input_is_4xx_in_openai_shape(srv, endpoint, name, body, status, par
         assert r.status_code == status, r.text[:300]
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert isinstance(err["code"], str) and err["code"], err  # every error names its code
     if param is not None:
         assert err["param"] == param, err
 
@@ -90,7 +91,15 @@ def test_wrong_method_route_or_headers(srv, method, path, headers, status):
     r = srv.client.request(method, path, content=b'{"prompt": "a"}' if method == "POST" else None,
                            headers=headers)
     assert r.status_code == status, r.text[:300]
-    assert "error" in r.json()
+    assert r.json()["error"]["code"], r.text[:300]
+
+
+def test_body_that_is_not_utf8_gets_a_code(srv):
+    r = srv.client.post("/v1/images/generations", content=b'{"prompt": "\xff\xfe"}',
+                        headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_json" and "UTF-8" in err["message"], err
 
 
 def test_malformed_content_length_is_400(srv):

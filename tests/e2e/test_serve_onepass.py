@@ -55,3 +55,9 @@ def test_models_card_and_400s_for_settings_a_one_pass_model_lacks(srv):
         assert r.status_code == 400 and "guidance" in r.json()["error"]["message"]
         r = live.client.post("/v1/images/generations", json={"model": model, "prompt": "x", "sampler": "euler"})
         assert r.status_code == 400 and "sampler" in r.json()["error"]["message"]
+
+
+def test_every_key_in_supports_is_accepted_by_the_endpoints_it_is_listed_for(srv):
+    from test_serve_supports import assert_listing_matches_endpoints
+
+    assert assert_listing_matches_endpoints(srv[0]) > 0

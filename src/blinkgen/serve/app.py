@@ -49,6 +49,20 @@ def _openai_error(status: int, message: str, type: str, code: str | None = None,
                         status_code=status, headers=headers)
 
 
+# the `code` of errors raised by the framework itself (routing, body parsing), by status
+HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+              415: "unsupported_media_type"}
+
+
+def _http_error(exc: StarletteHTTPException) -> tuple[str, str]:
+    """(message, code) of an error the framework raised; every one gets a code, as ours do."""
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's body parser
+        return "request body is not valid JSON: it must be UTF-8 text", "invalid_json"
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        return "request body is nested too deeply to parse as JSON", "invalid_json"
+    return str(exc.detail), HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errs = exc.errors()
     if not errs:
@@ -113,12 +127,13 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
         msg, param = _validation_message(exc)
-        return _openai_error(400, msg, "invalid_request_error", "invalid_value", param)
+        code = "invalid_json" if exc.errors() and exc.errors()[0].get("type") == "json_invalid" else "invalid_value"
+        return _openai_error(400, msg, "invalid_request_error", code, param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
-        return _openai_error(exc.status_code, str(exc.detail), "invalid_request_error",
-                             "not_found" if exc.status_code == 404 else None, headers=exc.headers)
+        msg, code = _http_error(exc)
+        return _openai_error(exc.status_code, msg, "invalid_request_error", code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _bug(request, exc: Exception):

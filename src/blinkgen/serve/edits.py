@@ -30,7 +30,6 @@ FILE_FIELDS = (*IMAGE_FIELDS, "mask", "markup")
 INT_FIELDS = frozenset({"n", "seed", "steps", "priority", "partial_images", "output_compression", "frame_count", "frame_duration_ms"})
 FLOAT_FIELDS = frozenset({"guidance", "strength"})
 BOOL_FIELDS = frozenset({"stream"})
-OPENAI_STYLE_HINTS = ("vivid", "natural")  # OpenAI's legacy generation hints: ignored, not a style phrase
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 PATHS = ("/v1/images/edits", "/v1/images/variations", "/v1/jobs/edits")
@@ -149,9 +148,8 @@ async def edit_job(request: Request, svc, owner: str | None, variation: bool, li
     if req.prompt is None:  # a variation: the image's own best caption steers it
         revised = await asyncio.to_thread(svc.caption, image)
         req = req.model_copy(update={"prompt": revised})
-    style = None if req.style in OPENAI_STYLE_HINTS else req.style
     job = svc.make_job(req, owner, linked=linked, edit={"init_image": image, "mask": mask, "strength": req.strength,
-                                                        "style": style, "revised_prompt": revised})
+                                                        "revised_prompt": revised})
     svc.batcher.submit(job)
     return job
 

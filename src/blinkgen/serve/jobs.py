@@ -80,6 +80,10 @@ class Job:
     priority: int = 0  # higher first, within the batcher's fairness (batcher.effective_priority)
     queued_since: float = field(default_factory=time.monotonic)  # submitted, or last back from a batch
     webhook: Any = None  # webhooks.Webhook to call when the job reaches a final state
+    # variation seeds (generations and jobs): image i's noise mixes in that of variation_seeds[i]
+    # (variation_seed, +1, ... as in the CLI) at variation_strength; None: no variation
+    variation_seeds: list[int] | None = None
+    variation_strength: float | None = None
 
     def __post_init__(self):
         self.results = [None] * len(self.seeds)

@@ -1,18 +1,23 @@
 """Request and response shapes of the images API.
 
 Requests follow OpenAI's `POST /v1/images/generations` body, with blinkgen's extras (`seed`,
-`steps`, `guidance`, `sampler`, `negative_prompt`, `priority`, and for jobs `webhook_url`) as
-extra top-level fields -- where the official client puts
-`extra_body`. Models are strict (no "2" for 2, no true for 1, no NaN) and forbid unknown fields,
-so a typo such as `stpes` is a 400 that names it instead of a silently ignored setting.
+`steps`, `guidance`, `sampler`, `negative_prompt`, `cache`, `variation_seed` and
+`variation_strength`, `priority`, and for jobs `webhook_url`) as extra top-level fields -- where
+the official client puts `extra_body`. Which optional keys a model takes, and on which
+endpoints, its /v1/models card says (`supports` and `endpoints`, from `served_keys`). Models are
+strict (no "2" for 2, no true for 1, no NaN) and forbid unknown fields, so a typo such as `stpes`
+is a 400 that names it instead of a silently ignored setting.
 
 Every field the official client's `images.generate` can send is either honoured or refused with
 a 400 that names the accepted values (`OPENAI_CHOICES`, `check_openai_fields`):
 - honoured: prompt, model, n, size (a model size, or "auto" = the model's size), response_format,
   output_format "png", background "opaque" (every image is opaque);
 - accepted as documented no-ops: background/moderation "auto", moderation "low" (blinkgen does
-  no moderation), the quality/style/complexity hints (quality comes from `steps` here), user and
+  no moderation), the quality/complexity hints (quality comes from `steps` here), user and
   safety_identifier, stream false, partial_images 0;
+- `style`, where OpenAI (dall-e-3's "vivid"/"natural") and blinkgen (a style phrase, as the CLI's
+  `--style`) collide: the two OpenAI hints are accepted no-ops (`STYLE_HINTS`), any other string
+  is the model's style phrase, checked against the model's styles (`service.resolve_style`);
 - refused: what cannot be honoured -- other output formats, transparent backgrounds, stream=true
   (use /v1/jobs and its event stream), partial images, output_compression, GIF frames, svg.
 
@@ -27,11 +32,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..seeds import SEED_MAX
+from ..text.style import MAX_STYLE_CHARS
 
 MAX_N = 10  # OpenAI's bound on images per request
 MAX_GUIDANCE = 100.0  # far above any useful scale; stops absurd values before the model sees them
@@ -70,8 +76,9 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class ImageRequest(BaseModel):
-    """Body of `POST /v1/images/generations` and `POST /v1/jobs`."""
+class ImageFields(BaseModel):
+    """The fields of every image request: generations and jobs (`ImageRequest`), edits and
+    variations (`EditRequest`)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -105,7 +112,12 @@ class ImageRequest(BaseModel):
     background: str | None = Field(None, max_length=32, description='"auto" or "opaque" (images are opaque).')
     moderation: str | None = Field(None, max_length=32, description='"auto" or "low": no-ops (no moderation).')
     quality: str | None = Field(None, max_length=32, description="Accepted and ignored: use `steps`.")
-    style: str | None = Field(None, max_length=32, description="Accepted and ignored.")
+    style: str | None = Field(None, max_length=MAX_STYLE_CHARS, description=(
+        "The model's style phrase (as the CLI's --style: \"twemoji\" draws \"<prompt> in twemoji style\"; "
+        "\"none\" for none; default: the model's style); OpenAI's hints 'vivid' and 'natural' are "
+        "accepted and ignored."))
+    cache: str | None = Field(None, max_length=64, description="Step caching (as the CLI's --cache), e.g. "
+                              "\"deep:2\"; models whose card lists `cache`.")
     complexity: str | None = Field(None, max_length=32, description="Accepted and ignored.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
     safety_identifier: str | None = Field(None, max_length=256, description="Accepted and ignored.")
@@ -117,18 +129,24 @@ class ImageRequest(BaseModel):
     svg: dict | None = Field(None, description="Refused: SVG output is not served.")
 
 
-class EditRequest(ImageRequest):
-    """The text fields of `POST /v1/images/edits` (multipart/form-data, as OpenAI's client sends
-    them; the files are `image` -- or one `image[]` -- and an optional `mask`). As ImageRequest,
-    plus `strength`; `style` here is blinkgen's style phrase (style transfer: "twemoji" asks for
-    "<prompt> in twemoji style"), not OpenAI's legacy vivid/natural hint, which is ignored."""
+class ImageRequest(ImageFields):
+    """Body of `POST /v1/images/generations` and `POST /v1/jobs`: ImageFields, plus variation seeds."""
 
-    NOT_OPENAI: ClassVar[tuple[str, ...]] = ("style",)
+    variation_seed: json_int(0, SEED_MAX) | None = Field(
+        None, description="Mix the noise of `seed` with this seed's (as the CLI's --variation-seed; with "
+                          "variation_strength). The n images get variation_seed, variation_seed+1, ...")
+    variation_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        None, description="With variation_seed: 0 is the image of `seed`, 1 that of `variation_seed`.")
+
+
+class EditRequest(ImageFields):
+    """The text fields of `POST /v1/images/edits` (multipart/form-data, as OpenAI's client sends
+    them; the files are `image` -- or one `image[]` -- and an optional `mask`). ImageFields plus
+    `strength`; `style` is as in generations (a style phrase does style transfer: "twemoji" asks
+    for "<prompt> in twemoji style")."""
 
     strength: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         None, description="How far from the image the result may go, (0, 1]; default 0.6, with a mask 1.")
-    style: str | None = Field(None, max_length=64, description="The model's style phrase (style transfer); "
-                                                               "'vivid'/'natural' are ignored.")
     input_fidelity: Literal["high", "low"] | None = Field(None, description="Accepted and ignored: use strength.")
 
 
@@ -161,7 +179,8 @@ class ImagesResponse(BaseModel):
 
 
 class Progress(BaseModel):
-    step: int = Field(description="Step of the batch now running (0 before it starts).")
+    step: int = Field(description="Step of the batch now running (0 before it starts); once done, the final "
+                                  "step (= steps).")
     steps: int = Field(description="Steps per image.")
     images_done: int
     images_total: int
@@ -215,6 +234,42 @@ class UserError(Exception):
                           "param": self.param, "code": self.code}}
 
 
+# Where a model's optional features (`Pipeline.supports`) reach it over HTTP: feature -> (the
+# request keys that carry it, the endpoints that take those keys). A model card lists each key
+# with its endpoints (`served_keys`), and tests/e2e/test_serve_supports.py sends every listed key
+# to every listed endpoint, so the listing and the request schemas cannot drift apart.
+GENERATE_PATHS = ("/v1/images/generations", "/v1/jobs")
+EDIT_PATHS = ("/v1/images/edits", "/v1/jobs/edits")
+UPLOAD_PATHS = (*EDIT_PATHS, "/v1/images/variations")
+SERVED_FEATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "negative_prompt": (("negative_prompt",), GENERATE_PATHS + UPLOAD_PATHS),
+    "style": (("style",), GENERATE_PATHS + UPLOAD_PATHS),
+    "cache": (("cache",), GENERATE_PATHS + UPLOAD_PATHS),
+    "variation": (("variation_seed", "variation_strength"), GENERATE_PATHS),
+    "init_image": (("image",), UPLOAD_PATHS),
+    "mask": (("mask",), EDIT_PATHS),
+    "strength": (("strength",), UPLOAD_PATHS),
+}
+# Features no request key reaches: feature -> why (what to do instead).
+UNSERVED_FEATURES = {"lora": "adapters are served as models of their own ('default+mascot', blinkgen serve --lora)"}
+
+
+def served_keys(supports, requires=()) -> dict[str, list[str]]:
+    """A model's optional request keys on this server -> the endpoints that take them, from its
+    `supports` and `requires` (a model that needs an image takes no generations; one that does
+    not take images has no upload endpoints). Features in neither table are not listed."""
+    open_paths = set(UPLOAD_PATHS) if "init_image" in supports else set()
+    if "init_image" not in requires:
+        open_paths |= set(GENERATE_PATHS)
+    out: dict[str, list[str]] = {}
+    for feature in supports:
+        keys, paths = SERVED_FEATURES.get(feature, ((), ()))
+        for key in keys:
+            if where := [p for p in paths if p in open_paths]:
+                out[key] = where
+    return dict(sorted(out.items()))
+
+
 # OpenAI fields with a fixed set of values this server can honour or harmlessly ignore:
 # field -> (accepted values, why others are refused / what the value does here).
 OPENAI_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -223,9 +278,10 @@ OPENAI_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "moderation": (("auto", "low"), "blinkgen does no content moderation, so both are no-ops"),
     "quality": (("auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"),
                 "a hint that is ignored here: image quality comes from `steps`"),
-    "style": (("vivid", "natural"), "a legacy hint that is ignored here"),
     "complexity": (("low", "medium", "high"), "a hint that is ignored here"),
 }
+# OpenAI's `style` values (dall-e-3's legacy hints): accepted and ignored; any other style is a phrase.
+STYLE_HINTS = ("vivid", "natural")
 # OpenAI fields with no honourable non-default value: field -> (allowed value, why refused).
 OPENAI_REFUSED: dict[str, tuple[object, str]] = {
     "stream": (False, "streaming responses are not served; use POST /v1/jobs and GET /v1/jobs/{id}/events"),
@@ -237,10 +293,9 @@ OPENAI_REFUSED: dict[str, tuple[object, str]] = {
 }
 
 
-def check_openai_fields(req: ImageRequest) -> None:
+def check_openai_fields(req: ImageFields) -> None:
     """400 (naming the accepted values) for an OpenAI field value that cannot be honoured."""
-    choices = {k: v for k, v in OPENAI_CHOICES.items() if k not in getattr(req, "NOT_OPENAI", ())}
-    for name, (accepted, why) in choices.items():
+    for name, (accepted, why) in OPENAI_CHOICES.items():
         v = getattr(req, name)
         if v is not None and v not in accepted:
             raise UserError(f"{name} {v!r} is not supported: {why}; accepted: {', '.join(accepted)}",
@@ -252,7 +307,7 @@ def check_openai_fields(req: ImageRequest) -> None:
             raise UserError(f"{name}={v!r} is not supported: {why}; {ok}", param=name, code="unsupported_value")
 
 
-def validate_limits(req: ImageRequest, limits: Limits) -> None:
+def validate_limits(req: ImageFields, limits: Limits) -> None:
     """Server policy checks that the schema cannot express because they are configurable, and
     the OpenAI fields that cannot be honoured (`check_openai_fields`)."""
     check_openai_fields(req)
@@ -268,7 +323,7 @@ def validate_limits(req: ImageRequest, limits: Limits) -> None:
     _check_numbers(req, limits)
 
 
-def _check_numbers(req: ImageRequest, limits: Limits) -> None:
+def _check_numbers(req: ImageFields, limits: Limits) -> None:
     neg = req.negative_prompt
     if neg is not None and len(neg) > limits.max_prompt_chars:
         raise UserError(f"negative_prompt is {len(neg)} characters; the limit is {limits.max_prompt_chars}",

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 from ..errors import UserInputError
 from ..seeds import random_seed, seed_run
+from ..text.style import NO_STYLE
 from .batcher import Batcher
 from .edits import check_edit
 from .jobs import Job, JobStore, image_datum, snapshot
 from .metrics import Metrics
-from .schemas import ImageRequest, Limits, UserError, validate_limits
+from .schemas import STYLE_HINTS, ImageFields, Limits, UserError, served_keys, validate_limits
 
 LIVE_KEYS = 4096  # supersede keys remembered (oldest forgotten first): bounded like every other store
 
@@ -114,21 +115,25 @@ class Service:
 
     def model_card(self, name: str, gen) -> dict:
         d = gen.defaults
+        endpoints = served_keys(getattr(gen, "supports", ()), getattr(gen, "requires", ()))
         return {"id": name, "object": "model", "created": self.started, "owned_by": "blinkgen",
                 "family": gen.family, "sizes": [f"{gen.image_size}x{gen.image_size}"],
                 "samplers": list(gen.samplers), "max_steps": self.max_steps(gen),
                 "max_guidance": float(getattr(gen, "max_guidance", 30.0)),
                 "defaults": {"steps": self.default_steps(gen), "guidance": d.guidance, "sampler": d.sampler,
                              "style": getattr(d, "style", None)},  # the page compares a replayed PNG's style
-                "supports": sorted(getattr(gen, "supports", ())), "model_hash": getattr(gen, "model_hash", None)}
+                "styles": list(getattr(gen, "styles", ())),  # empty: any style phrase (if `style` is listed)
+                # the optional request keys this model takes, and the endpoints that take each
+                "supports": list(endpoints), "endpoints": endpoints,
+                "model_hash": getattr(gen, "model_hash", None)}
 
-    def make_job(self, req: ImageRequest, owner: str | None = None, linked: bool = False,
+    def make_job(self, req: ImageFields, owner: str | None = None, linked: bool = False,
                  edit: dict | None = None, base_url: str = "") -> Job:
         """Validate a request against the server's limits and the model; UserError if it is bad.
         `owner` is the owner_id of the caller's key (None on a server without keys). `linked`:
         its images get url links (and a place in the link store) even if the response is b64 --
         jobs do, because their event stream always links. `edit` (serve/edits.py): the decoded
-        init_image, mask, strength, style and revised_prompt of an edit or variation."""
+        init_image, mask, strength and revised_prompt of an edit or variation."""
         validate_limits(req, self.config.limits)
         name = req.model or self.default_model()
         gen = self.generators.get(name)
@@ -143,19 +148,27 @@ class Service:
             raise UserError(f"steps must be between 1 and {self.max_steps(gen)}", param="steps", code="invalid_steps")
         check_edit(name, gen, edit)
         steps = req.steps if req.steps is not None else self.default_steps(gen)
-        extra = {"style": edit["style"]} if edit and edit.get("style") is not None else {}
+        extra = {}
+        style = resolve_style(name, gen, req.style)
+        if style is not None:
+            extra["style"] = style
+        if req.cache is not None:
+            refuse_unserved(name, gen, "cache")
+            extra["cache"] = req.cache
         if req.negative_prompt is not None:
             extra["negative_prompt"] = req.negative_prompt
         try:
             settings = gen.settings(steps=steps, guidance=req.guidance, sampler=req.sampler, **extra)
         except (UserInputError, ValueError) as e:
             msg = str(e)
-            param = next((p for p in ("negative_prompt", "sampler", "steps", "guidance", "style") if p in msg.lower()), None)
+            param = next((p for p in ("negative_prompt", "sampler", "steps", "guidance", "style", "cache")
+                          if p in msg.lower()), None)
             raise UserError(msg, param=param, code="invalid_settings") from None
         try:  # the one seed rule (blinkgen.seeds): seed, seed+1, ...; past 2^63 - 1 is refused
             seeds = seed_run(req.seed if req.seed is not None else random_seed(), req.n)
         except UserInputError as e:
             raise UserError(str(e), param="seed", code="invalid_seed") from None
+        variation_seeds = variation_run(name, gen, req)
         webhook = None
         if req.webhook_url is not None:
             from .webhooks import Webhook, check_url
@@ -171,8 +184,9 @@ class Service:
                    response_format=req.response_format, owner=owner, size=sizes[0],
                    linked=linked or req.response_format == "url",
                    deadline=time.monotonic() + self.config.timeout_s,
-                   priority=req.priority or 0, webhook=webhook,
-                   **{k: v for k, v in (edit or {}).items() if k != "style"})
+                   priority=req.priority or 0, webhook=webhook, variation_seeds=variation_seeds,
+                   variation_strength=getattr(req, "variation_strength", None) if variation_seeds else None,
+                   **(edit or {}))
 
     def caption(self, image) -> str:
         """The image's best caption among the evaluator's (eval/caption.py): the prompt of a
@@ -191,3 +205,50 @@ class Service:
                 self.store.finish(job, "failed", {"message": "request timed out", "type": "timeout_error",
                                                   "param": None, "code": "timeout"})
                 self.batcher.cond.notify_all()
+
+
+def refuse_unserved(name: str, gen, key: str) -> None:
+    """400 for an optional key this model's card does not list (it takes no such setting)."""
+    served = served_keys(getattr(gen, "supports", ()), getattr(gen, "requires", ()))
+    if key not in served:
+        raise UserError(f"model {name!r} ({gen.family}) does not take {key}; it takes "
+                        f"{', '.join(served) or 'none of the optional keys'} (see /v1/models)",
+                        param=key, code="unsupported_value")
+
+
+def resolve_style(name: str, gen, style: str | None) -> str | None:
+    """The `style` key, where OpenAI and blinkgen collide -> the style setting to pass the model
+    (None: the model's default). OpenAI's hints (dall-e-3's "vivid"/"natural") are accepted no-ops
+    unless the model has a style of that name; any other string is blinkgen's style phrase, which
+    the model must take and, when it lists its styles, know ("none" or "": no phrase, which any
+    model grants). A 400 for anything else lists both kinds."""
+    if style is None:
+        return None
+    styles, takes_style = tuple(getattr(gen, "styles", ())), "style" in getattr(gen, "supports", ())
+    if (style in STYLE_HINTS and style not in styles) or (style in NO_STYLE and not takes_style):
+        return None  # a no-op hint, or "no style" from a model that draws none
+    hints = f"OpenAI's hints {' and '.join(STYLE_HINTS)} are accepted and ignored"
+    if not takes_style:
+        raise UserError(f"style {style!r}: model {name!r} ({gen.family}) takes no style phrase; {hints}",
+                        param="style", code="unsupported_value")
+    if styles and style not in styles and style not in NO_STYLE:
+        raise UserError(f"unknown style {style!r} for model {name!r}; its styles: {', '.join(styles)} "
+                        f"(or 'none' for no style phrase); {hints}", param="style", code="invalid_style")
+    return style
+
+
+def variation_run(name: str, gen, req) -> list[int] | None:
+    """The per-image variation seeds of a request (variation_seed, +1, ... as the CLI's -n does),
+    or None without one; both keys or neither, as in the CLI and `blinkgen.Request`."""
+    vseed, vstrength = getattr(req, "variation_seed", None), getattr(req, "variation_strength", None)
+    if vseed is None and vstrength is None:
+        return None
+    refuse_unserved(name, gen, "variation_seed")
+    if vseed is None or vstrength is None:
+        missing = "variation_seed" if vseed is None else "variation_strength"
+        raise UserError(f"variation_seed and variation_strength go together: {missing} is missing",
+                        param=missing, code="invalid_variation")
+    try:
+        return seed_run(vseed, req.n)
+    except UserInputError as e:
+        raise UserError(f"variation_seed: {e}", param="variation_seed", code="invalid_seed") from None
