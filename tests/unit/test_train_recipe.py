@@ -134,11 +134,13 @@ def test_cpu_limit_stops_exports_and_resume_continues(tmp_path, tiny_model_dir):
     args = ["train", "--family", "diffusion", "--data", "shapes:24", "--size", "32", "--preset", "tiny",
             "--autoencoder", tiny_model_dir / "autoencoder", "--out", out, "--steps", 100000, "--batch-size", 4,
             "--eval-every", 0, "--sample-every", 0, "--ckpt-every", 0, "--order", "group", "--augment", "mirror"]
-    run_cli(*args, "--cpu-limit", 1.0)
+    first = run_cli(*args, "--cpu-limit", 1.0, "--resume")  # nothing to resume yet: a fresh run, said so
+    assert "holds no checkpoint, so this is a fresh run" in first.stderr
     st = json.loads((out / "train_stats.json").read_text())
     assert 1.0 <= st["cpu_seconds_total"] < 30 and 0 < st["final_step"] < 100000
     assert (out / "model" / "model.safetensors").is_file()
-    run_cli(*args, "--cpu-limit", 2.0, "--resume")
+    second = run_cli(*args, "--cpu-limit", 2.0, "--resume")
+    assert "holds no checkpoint" not in second.stderr
     st2 = json.loads((out / "train_stats.json").read_text())
     assert st2["final_step"] > st["final_step"] and st2["cpu_seconds_total"] >= 2.0
     # the exported config carries the whole run's cost, not only the last session's wall time

@@ -132,6 +132,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     ck = latest_checkpoint(run)
     if ck is not None and not resume:
         raise UserInputError(f"{run} already holds checkpoints; pass --resume to continue it or choose a new --out")
+    if ck is None and resume and main:  # resuming is "continue if there is anything": say which it was
+        log.warning("--resume: %s holds no checkpoint, so this is a fresh run from step 0", run)
     warm = None  # --init-from: a fresh run starts at a trained folder's weights; a resume ignores it
     if cfg.init_from and ck is None:
         warm = warm_start(task, cfg)  # before the EMA copies below, so they start there too
