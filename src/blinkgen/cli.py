@@ -27,7 +27,7 @@ def cmd_generate(args) -> None:
     from . import replay
     from .api import load
     from .checks import as_int
-    from .outputs import check_new, image_name
+    from .outputs import check_new, check_png_names, image_name
     from .pipeline import MAX_N, Request
     from .pngmeta import grid, save_png
     from .prompts import Wildcards, resolve, wildcard_dirs
@@ -124,6 +124,7 @@ def cmd_generate(args) -> None:
                  for pp, (_, r) in zip(params, items)]
     if len(set(paths)) < len(paths):
         raise UserInputError("two images would get the same file name; use --outdir or --grid")
+    check_png_names(paths)
     check_new(paths, args.overwrite)
     images = []
     for i in range(0, total, args.batch_size):  # batched across prompts; an image never depends on its batch

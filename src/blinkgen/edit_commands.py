@@ -41,13 +41,23 @@ def _write(images, paths, params_for, overwrite: bool) -> None:
         print(path)
 
 
+def note_resize(path, side: int, takes: int, gives: int) -> None:
+    """Say on stderr when an input image is resampled to the model's size (LANCZOS,
+    sampling/edit.init_pixels): a 200-px picture through the x2 upscaler comes out 128 px, not 400."""
+    import sys
+
+    if side != takes:
+        print(f"note: {path} is {side}x{side} px; this model takes {takes}x{takes}, so it is resized to "
+              f"{takes} px first and the output is {gives}x{gives}", file=sys.stderr)
+
+
 def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> None:
     """Shared by edit and vary: read the image (and mask), n requests seed, seed+1, ...; each PNG
     records the edit (pngmeta.edit_record: kind, source names, the strength used, default or not).
     UserInputError for a non-square image or a mask of another size, before any work."""
     from .api import load
     from .data.image_io import read_image, read_mask
-    from .outputs import check_new
+    from .outputs import check_new, check_png_names
     from .pipeline import Request
     from .pngmeta import edit_record
     from .sampling.edit import edit_pixels
@@ -63,7 +73,9 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
                          Path(args.mask).name if mask is not None else None)  # the strength used, default or not
     params = {**pipe.png_parameters(prompt, args.seed, settings), **record, **(extra_params or {})}
     paths = _paths(args, params, seeds, kind)
+    check_png_names(paths)
     check_new(paths, args.overwrite)
+    note_resize(args.image, image.size[0], getattr(pipe, "input_size", pipe.image_size), pipe.image_size)
     reqs = [Request(prompt, s, init_image=image, mask=mask, strength=args.strength) for s in seeds]
     images = pipe.sample(reqs, settings).images
     _write(images, paths, [{**params, "seed": s} for s in seeds], args.overwrite)
@@ -127,7 +139,7 @@ def cmd_vary(args) -> None:
 def cmd_upscale(args) -> None:
     from .api import load
     from .data.image_io import read_image
-    from .outputs import check_new
+    from .outputs import check_new, check_png_names
     from .pipeline import Request
 
     pipe = load(args.model, device=args.device)
@@ -136,7 +148,9 @@ def cmd_upscale(args) -> None:
     image = read_image(args.image)
     params = {**pipe.png_parameters("upscale", 0, pipe.settings()), "init_image": Path(args.image).name}
     path = Path(args.output) if args.output else Path(args.outdir or ".") / f"{Path(args.image).stem}-x2.png"
+    check_png_names([path])
     check_new([path], args.overwrite)
+    note_resize(args.image, image.size[0], pipe.input_size, pipe.image_size)
     res = pipe.sample([Request("upscale", 0, init_image=image)], pipe.settings())
     _write(res.images, [path], [params], args.overwrite)
 

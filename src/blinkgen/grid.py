@@ -300,7 +300,7 @@ def run_grid(prompt: str, x: Axis | None, y: Axis | None, model: str = "default"
 # --- the `blinkgen grid` command ---------------------------------------------------------------
 def cmd_grid(args) -> None:
     """`blinkgen grid PROMPT --x NAME=V1,V2 --y NAME=V1,V2`: one labelled comparison PNG (grid.py)."""
-    from .outputs import check_new, image_name
+    from .outputs import check_new, check_png_names, image_name
     from .pngmeta import save_png
     from .prompts import Wildcards, wildcard_dirs
 
@@ -315,6 +315,7 @@ def cmd_grid(args) -> None:
     record_stub = {"prompt": args.prompt, "seed": args.seed, "x": args.x, "y": args.y, "n": args.n,
                    "model": args.model, **base}
     path = Path(args.output) if args.output else Path(args.outdir or ".") / image_name(record_stub, args.seed, "xy")
+    check_png_names([path])
     check_new([path], args.overwrite)
     image, record = run_grid(args.prompt, x, y, args.model, args.n, args.seed, base, args.score, args.batch_size,
                              args.device, args.dtype, Wildcards(wildcard_dirs(args.wildcards or ())),

@@ -46,6 +46,17 @@ def image_name(parameters: dict, seed: int, kind: str = "") -> str:
     return f"{slug(str(parameters.get('prompt', '')))}-{seed}-{settings_tag(parameters)}" + (f"-{kind}" if kind else "") + ".png"
 
 
+def check_png_names(paths) -> None:
+    """Refuse, before any work, an image output not named .png: blinkgen writes PNG (its settings
+    ride in the PNG's `parameters` chunk), and PNG bytes under 'x.jpg' mislead every viewer."""
+    from .errors import UserInputError
+
+    for p in map(Path, paths):
+        if p.suffix.lower() != ".png":
+            raise UserInputError(f"{p}: blinkgen writes PNG images (their settings ride in the PNG); name the "
+                                 "output .png and convert afterwards if you need another format")
+
+
 def check_new(paths, overwrite: bool = False, flag: str = "--overwrite") -> None:
     """Refuse, before any work, when one of `paths` exists and overwrite is False."""
     if overwrite:

@@ -56,8 +56,11 @@ def test_vary_upscale_and_generate_size(models, tmp_path):
     assert lines[0].startswith("prompt (best caption") and len(lines) == 3
     assert json.loads(Image.open(lines[1]).text["parameters"])["edit"] == "variation"
     big = tmp_path / "big.png"
-    run_cli("upscale", src, "--model", models["up"], "-o", big)
-    assert Image.open(big).size == (64, 64)
+    r = run_cli("upscale", src, "--model", models["up"], "-o", big)
+    assert Image.open(big).size == (64, 64) and "resized" not in r.stderr  # the upscaler's own input size
+    odd = picture(tmp_path / "odd.png", side=48)
+    r = run_cli("upscale", odd, "--model", models["up"], "-o", tmp_path / "odd-up.png")
+    assert "is 48x48 px; this model takes 32x32, so it is resized to 32 px first and the output is 64x64" in r.stderr
     g = tmp_path / "g.png"
     run_cli("generate", "a green star", "--model", models["gen"], "--steps", "2", "--size", "64",
             "--upscaler", models["up"], "-o", g)

@@ -116,3 +116,20 @@ def test_bench_out_refuses_before_the_benchmark(tmp_path, name, args, capsys):
         load_bench(name).main([*args, "--out", str(out)])
     assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
     assert json.loads(out.read_text()) == {"mine": 1}
+
+
+@pytest.mark.parametrize("name", ["x.jpg", "x.webp", "x"])
+def test_an_image_output_not_named_png_is_refused_before_any_work(name, tmp_path):
+    """Regression: `-o x.jpg` wrote PNG bytes under a .jpg name. Every image writer (generate,
+    grid, edit/vary/upscale) checks the name first; .PNG in capitals is a PNG name."""
+    from blinkgen.errors import UserInputError
+    from blinkgen.outputs import check_png_names
+
+    with pytest.raises(UserInputError, match="name the output .png"):
+        check_png_names([tmp_path / "ok.png", tmp_path / name])
+    check_png_names([tmp_path / "a.png", tmp_path / "B.PNG"])
+
+
+def test_generate_refuses_a_jpg_name(tmp_path, tiny_model_dir):
+    r = _gen(tiny_model_dir, "red heart", "-o", tmp_path / "x.jpg", check=False)
+    assert r.returncode == 2 and "name the output .png" in r.stderr and not (tmp_path / "x.jpg").exists()
