@@ -43,8 +43,9 @@ def resolve(name_or_path: str) -> Path:
     embedded = WEIGHTS_DIR / name_or_path
     if "/" not in name_or_path and embedded.is_dir():
         return embedded
-    names = sorted(d.name for d in WEIGHTS_DIR.iterdir() if (d / "config.json").is_file()) if WEIGHTS_DIR.is_dir() else []
-    raise ModelLoadError(f"no model named {name_or_path!r}: not a folder, and the embedded models are {names or 'none'}")
+    names = embedded_models()  # the list `blinkgen models` prints (the evaluator and captioner are not generators)
+    raise ModelLoadError(f"no model named {name_or_path!r}: not a folder, and the embedded models are "
+                         f"{', '.join(names) or 'none'} (blinkgen models)")
 
 
 def embedded_models() -> list[str]:
