@@ -131,7 +131,7 @@ def test_missing_and_corrupt_model_folders(tmp_path, tiny_model_dir):
         blinkgen.load(str(tmp_path / "nope"))
     with pytest.raises(ModelLoadError) as e:  # it lists what `blinkgen models` lists (regression: it
         blinkgen.load("nope")                 # also named the evaluator and captioner, not generators)
-    assert f"are {', '.join(blinkgen.embedded_models())} (blinkgen models)" in str(e.value)
+    assert f"are {', '.join(blinkgen.api.embedded_models())} (blinkgen models)" in str(e.value)
     bad = tmp_path / "bad"
     bad.mkdir()
     with pytest.raises(ModelLoadError, match="config.json is missing"):
