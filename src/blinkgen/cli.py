@@ -253,6 +253,10 @@ def vary_recipe(args) -> None:
         raise UserInputError(f"{args.image} is itself a variation (of seed {rec.get('seed')} by seed "
                              f"{rec['variation_seed']}); vary the base image, or use generate --from "
                              "with another --variation-strength")
+    seeds = rec.get("seeds")
+    if isinstance(seeds, list) and len(seeds) > 1 and args.seed is None:  # a -n grid: say which image is varied
+        print(f"{args.image} is a grid of {len(seeds)} images (seeds {seeds[0]}..{seeds[-1]}); varying the first, "
+              f"seed {seeds[0]}: pass --seed S for another", file=sys.stderr)
     ns = argparse.Namespace(
         prompt=None, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
         style=args.style,

@@ -124,6 +124,13 @@ def test_variation_strength_zero_is_the_base_image_and_vary(models, tmp_path):
     assert cli("vary", tmp_path / "base.png", "--img2img", "--prompt", "a green triangle", "--model", tiny,
                "--steps", 2, "-n", 1, "-o", tmp_path / "i2i.png") == 0
     assert read_parameters(tmp_path / "i2i.png")["edit"] == "variation"
+    # a -n grid PNG: vary says which of its images it varies (regression: it silently took the first)
+    assert cli("generate", "a green triangle", "--model", tiny, "-n", 2, "--seed", 5, "--grid", "-o", tmp_path / "g.png") == 0
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        assert cli("vary", tmp_path / "g.png", "--model", tiny, "-n", 1, "-o", tmp_path / "gv.png") == 0
+    assert "is a grid of 2 images (seeds 5..6); varying the first, seed 5" in buf.getvalue()
+    assert read_parameters(tmp_path / "gv.png")["seed"] == 5
 
 
 def test_grid_labels_and_cells_and_checkpoint_axis(models, tmp_path):
