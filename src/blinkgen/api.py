@@ -100,8 +100,9 @@ def load_upscaler(name_or_path: str = "upscaler", input_size: int | None = None,
         raise ModelLoadError(f"{name_or_path} is a {up.family} model, not an upscaler")
     have = (getattr(up, "input_size", None), up.image_size)
     if (input_size is not None and have[0] != input_size) or (output_size is not None and have[1] != output_size):
-        raise UserInputError(f"size {output_size} from {input_size}-px images needs an upscaler for that; "
-                             f"{up.name} upscales {have[0]} -> {have[1]} px")
+        fits = f"{input_size} or {have[1]}" if have[0] == input_size else f"{input_size}"
+        raise UserInputError(f"--size {output_size}: the model draws {input_size}-px images and the upscaler "
+                             f"{up.name!r} maps {have[0]} -> {have[1]} px, so --size takes {fits} with it")
     return up
 
 

@@ -107,14 +107,27 @@ def _recipe(path) -> dict | None:
         return None
 
 
+def _recorded_prompt(path) -> str | None:
+    """The prompt a blinkgen PNG records (an edit's, an upscale's has none), else None: a variation
+    of blinkgen's own edit keeps steering towards what it was edited into, not a fresh caption."""
+    from .errors import BlinkgenError
+    from .pngmeta import read_parameters
+
+    try:
+        prompt = read_parameters(path).get("prompt")
+    except BlinkgenError:
+        return None
+    return prompt if isinstance(prompt, str) and prompt.strip() and prompt != "upscale" else None
+
+
 def cmd_vary(args) -> None:
     """Variations of an image, one command for both kinds:
     - a PNG made by blinkgen `generate` (its recorded prompt, seed and settings), unless --img2img
       or --prompt: the same recipe with other seeds' starting noise mixed in at --strength
       (variation seeds, default 0.2; `generate --from` with a fixed seed; issue 16);
-    - any other picture, blinkgen's edits, upscales and grids included: img2img towards the
-      image's own best caption (the evaluator's captioner), or towards --prompt, at --strength
-      (default 0.6; issue 12)."""
+    - any other picture, blinkgen's edits, upscales and grids included: img2img towards --prompt,
+      else the prompt the PNG records (a blinkgen edit's), else the image's own best caption (the
+      evaluator's captioner), at --strength (default 0.6; issue 12)."""
     if args.prompt is None and not args.img2img and _recipe(args.image) is not None:
         from .cli import vary_recipe
 
@@ -124,8 +137,10 @@ def cmd_vary(args) -> None:
                              f"{args.image} is varied by img2img (it records no blinkgen recipe, or --img2img/--prompt)")
     args.model = args.model or "default"
     args.seed = 0 if args.seed is None else args.seed
-    prompt = args.prompt
+    prompt = args.prompt if args.prompt is not None else _recorded_prompt(args.image)
     extra = {}
+    if prompt is not None and args.prompt is None:
+        print(f"prompt (recorded in {args.image}): {prompt}")
     if prompt is None:
         from .data.image_io import read_image
         from .eval.caption import caption

@@ -126,8 +126,9 @@ def check_text(value: str, name: str = "prompt") -> str:
         if o == 0:
             raise UserInputError(f"{name} must not contain NUL characters (at character {i})")
         if 0xDC80 <= o <= 0xDCFF:
+            hint = " or give the prompt in a UTF-8 file (--prompts-file)" if name == "prompt" else ""
             raise UserInputError(f"{name} is not UTF-8 text: byte 0x{o - 0xDC00:02x} at character {i}; "
-                                 "set the terminal to UTF-8 or give the prompt in a UTF-8 file (--prompts-file)")
+                                 f"set the terminal to UTF-8{hint}")
         if 0xD800 <= o <= 0xDFFF:
             raise UserInputError(f"{name} holds a lone surrogate U+{o:04X} at character {i}: not valid Unicode text")
     return value

@@ -71,7 +71,7 @@ def test_vary_upscale_and_generate_size(models, tmp_path):
     (["edit", "{rect}", "a"], "init_image must be square"),
     (["edit", "{missing}", "a"], "image file not found"),
     (["edit", "{sq}", "a", "--mask", "{small}"], "mask is 16x16 but init_image is 32x32"),
-    (["generate", "a", "--size", "128", "--upscaler", "{up}"], "upscales 32 -> 64 px"),
+    (["generate", "a", "--size", "128", "--upscaler", "{up}"], "maps 32 -> 64 px, so --size takes 32 or 64"),
     (["upscale", "{sq}", "--model", "{gen}"], "not an upscaler"),
 ])
 def test_one_line_errors(models, tmp_path, args, msg):

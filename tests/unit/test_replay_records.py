@@ -175,6 +175,9 @@ def test_vary_of_a_non_generation_png_falls_back_to_img2img(written, models, tmp
     assert "varying it by img2img" in capsys.readouterr().err  # the fallback is said
     params = read_parameters(out)
     assert params["edit"] == "variation" and params["init_image"] == f"{writer}.png"
+    # an edit's own prompt steers the variation, not a fresh caption (the captioner here says "a red circle")
+    want = {"edit": "a green star", "inpaint": "a green star", "vary": "a red circle", "upscale": "a red circle"}
+    assert params["prompt"] == want[writer]
 
 
 def test_vary_of_a_generate_png_still_uses_its_recipe(written, models, tmp_path):

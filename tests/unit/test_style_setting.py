@@ -55,6 +55,7 @@ def test_styled(caption, style, want):
 
 @pytest.mark.parametrize("caption,style,want", [
     ("x in noto emoji style", "twemoji", "x in noto emoji style"),  # the prompt's own style wins
+    ("x in Noto Emoji style", "twemoji", "x in Noto Emoji style"),  # in any case (the encoder is uncased)
     ("x in twemoji style", "noto emoji", "x in twemoji style"),
     ("x in pixel style", "twemoji", "x in pixel style in twemoji style"),  # not a style the model knows
     ("x", "twemoji", "x in twemoji style")])

@@ -11,8 +11,10 @@ MAX_STYLE_CHARS = 64
 
 
 def names_style(caption: str, styles) -> bool:
-    """Whether `caption` already names one of `styles` ("... in noto emoji style")."""
-    return any(s and f"{s} style" in caption for s in styles)
+    """Whether `caption` already names one of `styles` ("... in noto emoji style"), in any case:
+    the text encoder (MiniLM, uncased) reads "Noto Emoji" as "noto emoji"."""
+    low = caption.lower()
+    return any(s and f"{s.lower()} style" in low for s in styles)
 
 
 def styled(caption: str, style: str | None, known=()) -> str:
