@@ -87,6 +87,8 @@ def main(argv=None):
         out["eval"] = {"fd": mm["fd"], "kid": mm.get("kid"), "alignment": mm["alignment"],
                        "R@1": mm["retrieval_R@1"], "R@5": mm["retrieval_R@5"],
                        "real_R@1_same_prompts": real.get("retrieval_R@1"), "real_alignment": m["ceiling"]["real_alignment"],
+                       # the same real images through the model's autoencoder: what drawing them exactly scores
+                       "real_R@1_same_prompts_through_decoder": (mm.get("real_same_prompts_through_decoder") or {}).get("retrieval_R@1"),
                        "real_fd_between_halves": m["ceiling"].get("real_fd_between_halves"),
                        # held-out reference images the model's lineage trained on (eval/leakage.py): 0 or the
                        # FD / R@1 / alignment above are flattered

@@ -34,9 +34,14 @@ def main() -> None:
         out["reference_seen_by_generator"] = m["reference_seen_by_generator"]
         out["by_seed"][s] = {k: m["metrics"].get(k) for k in ("retrieval_R@1", "retrieval_R@5", "fd", "alignment")}
         out["real_all_heldout"] = m.get("ceiling")
+        # the gate's bar (real images of the same prompts) and the same images through the model's decoder
+        out["real_same_prompts"] = m["metrics"].get("real_same_prompts")
+        out["real_same_prompts_through_decoder"] = m["metrics"].get("real_same_prompts_through_decoder")
         print(s, json.dumps(out["by_seed"][s]), flush=True)
     r1 = [v["retrieval_R@1"] for v in out["by_seed"].values()]
     out["mean_R@1"] = sum(r1) / len(r1)
+    for k in ("real_same_prompts", "real_same_prompts_through_decoder"):
+        print(k, (out.get(k) or {}).get("retrieval_R@1"), flush=True)
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1)
 

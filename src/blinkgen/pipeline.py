@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 from PIL import Image
 
@@ -39,6 +39,9 @@ from .checks import as_float, as_int
 from .errors import UserInputError
 from .seeds import SEED_MAX, check_seed, seed_run  # noqa: F401  (SEED_MAX: re-exported)
 from .text.style import MAX_STYLE_CHARS, NO_STYLE
+
+if TYPE_CHECKING:
+    import torch
 from .textio import check_text
 
 MAX_N = 256  # images per `generate` call; the server has its own, lower bound
@@ -346,6 +349,14 @@ class Pipeline(LoraMixin):
         if dev is not None and getattr(dev, "type", str(dev)) != "cpu":
             out["device"] = getattr(dev, "type", str(dev))
         return out
+
+    def round_trip(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Real images as this model's image decoder draws them: (N, 3, H, W) uint8 in, the same
+        after its encoder and decoder (a latent model's autoencoder, an AR model's tokenizer) out,
+        or None for a family that has no encoder to pass real images through (GAN, VAE). No model
+        drawing through that decoder makes these images better than this, so `blinkgen eval`
+        reports the real images' scores after it beside the raw ones."""
+        return None
 
     def _sample(self, requests: list[Request], settings: Settings,
                 callback: ProgressCallback) -> SampleResult:  # pragma: no cover - abstract

@@ -65,6 +65,7 @@ class Reference:
     own: list[str]  # the held-out images' primary captions, row-aligned with real_emb
     unseen_by_evaluator: bool | None  # True: these held-out images were kept out of its training
     held_hashes: list[str] | None = None  # pixel hashes of the held-out images (eval.leakage)
+    held_images: torch.Tensor | None = None  # (R, 3, H, W) uint8, row-aligned with real_emb
 
 
 def reference_unseen(ev: Evaluator, data_spec: str, split_seed: int) -> bool | None:
@@ -120,7 +121,7 @@ def build_reference(data_spec: str, image_size: int = 64, prompts=None, split_se
                **_retrieval(real_emb, own, ev, prefix="real_"), "n_real": len(held),
                "real_fd_between_halves": floor}
     return Reference(ev, real_emb, plist, ceiling, data_spec, source, own, reference_unseen(ev, data_spec, split_seed),
-                     image_hashes(held.images))
+                     image_hashes(held.images), held.images)
 
 
 MIN_REFERENCE = 2  # FD and KID need two real rows for a covariance
@@ -150,6 +151,36 @@ def _retrieval(img_emb: torch.Tensor, prompts: list[str], ev: Evaluator, prefix:
     return {f"{prefix}retrieval_R@1": retrieval_at_k(img_emb, txt, t, 1),
             f"{prefix}retrieval_R@5": retrieval_at_k(img_emb, txt, t, 5),
             f"{prefix}retrieval_chance_R@1": 1.0 / len(uniq)}
+
+
+def same_prompts(ref: Reference, prompts: list[str]) -> list[int]:
+    """Rows of the held-out split whose primary caption is one of the run's prompts."""
+    asked = set(prompts)
+    return [i for i, c in enumerate(ref.own) if c in asked]
+
+
+def _same_prompt_scores(emb: torch.Tensor, same: list[int], prompts: list[str], ref: Reference) -> dict:
+    """R@1, R@5 and alignment of image embeddings of held-out rows `same` (their own captions),
+    ranked among the run's distinct prompts: the comparable ceiling of the generated images'."""
+    ev, uniq = ref.evaluator, sorted(set(prompts))
+    idx = {p: j for j, p in enumerate(uniq)}
+    txt_u, t = ev.embed_texts(uniq), [idx[ref.own[i]] for i in same]
+    return {"n": len(same), "retrieval_R@1": retrieval_at_k(emb, txt_u, t, 1),
+            "retrieval_R@5": retrieval_at_k(emb, txt_u, t, 5),
+            "alignment": M.alignment(emb, ev.embed_texts([ref.own[i] for i in same]))}
+
+
+def through_decoder(gen, ref: Reference, prompts: list[str]) -> dict | None:
+    """The same-prompt real images after the model's encoder and decoder (Pipeline.round_trip),
+    scored as real_same_prompts: what a model drawing through that decoder reaches by drawing the
+    real images themselves. None for a family without one, or without held-out images."""
+    same = same_prompts(ref, prompts)
+    back = gen.round_trip(ref.held_images[same]) if same and ref.held_images is not None else None
+    if back is None:
+        return None
+    with blas_threads():
+        return {**_same_prompt_scores(ref.evaluator.embed_images(back), same, prompts, ref),
+                "note": "the same real images after the model's autoencoder/tokenizer round trip"}
 
 
 def run_prompts(ref: Reference, samples: int, seed: int) -> tuple[list[str], list[int]]:
@@ -182,16 +213,9 @@ def _score_images(images, prompts: list[str], ref: Reference, kid_seed: int) -> 
            "alignment": M.alignment(fake, txt), **_retrieval(fake, prompts, ev)}
     # the comparable ceiling: real held-out images of the same prompts, ranked among the same
     # distinct prompts (the whole-set ceiling ranks among all held-out captions: other chance)
-    asked = set(prompts)
-    same = [i for i, c in enumerate(ref.own) if c in asked]
+    same = same_prompts(ref, prompts)
     if same:
-        uniq = sorted(asked)
-        idx = {p: j for j, p in enumerate(uniq)}
-        txt_u = ev.embed_texts(uniq)
-        t = [idx[ref.own[i]] for i in same]
-        out["real_same_prompts"] = {"n": len(same), "retrieval_R@1": retrieval_at_k(ref.real_emb[same], txt_u, t, 1),
-                                    "retrieval_R@5": retrieval_at_k(ref.real_emb[same], txt_u, t, 5),
-                                    "alignment": M.alignment(ref.real_emb[same], ev.embed_texts([ref.own[i] for i in same])),
+        out["real_same_prompts"] = {**_same_prompt_scores(ref.real_emb[same], same, prompts, ref),
                                     "note": "real images of these prompts, ranked among the run's distinct prompts"}
     if len(images) >= 2:
         k = M.kid(fake, ref.real_emb, subsets=KID_SUBSETS, subset_size=1000, seed=kid_seed)
@@ -265,6 +289,9 @@ def evaluate(model, data_spec: str, samples: int = 128, out_dir=None, seed: int 
             pbar.update(len(plist[i:i + batch_size]))
     t2 = time.perf_counter()
     quality = score_images(images, plist, ref)
+    rt = through_decoder(gen, ref, plist)
+    if rt is not None:
+        quality["real_same_prompts_through_decoder"] = rt
     if nn_reference is not None:
         quality["nn"] = _nn_check(images, plist, nn_reference, gen.image_size)
     if captioner is not None:
@@ -349,57 +376,6 @@ def write_outputs(out: Path, result: dict, images, prompts: list[str], overwrite
     write_text(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True), overwrite)
     write_text(out / "prompts.txt", "".join(p + "\n" for p in prompts), overwrite)
     write_bytes(out / "grid.png", buf.getvalue(), overwrite)
+    from .report import report_markdown
+
     write_text(out / "report.md", report_markdown(result), overwrite)
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def report_markdown(r: dict) -> str:
-    m, c, s = r["metrics"], r["ceiling"], r["settings"]
-    same = m.get("real_same_prompts") or {}
-    lines = [f"# Evaluation of `{r['model']}` on `{r['data']}`", "",
-             f"{r['samples']} images, seeds {r['seed']}..{r['seed'] + r['samples'] - 1}, "
-             f"{s['sampler']} {s['steps']} steps, guidance {s['guidance']}. Prompts: {r['prompts_source']}.", "",
-             "| metric | generated | real held-out (ceiling) |", "|---|---|---|",
-             f"| FD (evaluator space, lower is better) | {_fmt(m['fd'])} | {_fmt(c.get('real_fd_between_halves'))} "
-             "(two halves of the real set) |",
-             f"| KID | {_fmt(m.get('kid'))} ± {_fmt(m.get('kid_std'))} | |",
-             f"| precision / recall (k={PR_K}) | {_fmt(m.get('precision'))} / {_fmt(m.get('recall'))} | |",
-             f"| alignment (cosine) | {_fmt(m['alignment'])} | {_fmt(c['real_alignment'])} |",
-             f"| retrieval R@1 among the run's prompts | {_fmt(m['retrieval_R@1'])} (chance "
-             f"{_fmt(m['retrieval_chance_R@1'])}) | {_fmt(same.get('retrieval_R@1'))} (n={same.get('n')}) |",
-             f"| retrieval R@5 among the run's prompts | {_fmt(m['retrieval_R@5'])} | {_fmt(same.get('retrieval_R@5'))} |",
-             f"| real held-out vs all {c['n_real']} of their captions: R@1 / R@5 | | "
-             f"{_fmt(c['real_retrieval_R@1'])} / {_fmt(c['real_retrieval_R@5'])} |"]
-    if "nn" in m:
-        nn = m["nn"]
-        lines.append(f"| nearest-neighbour check: own emoji among the {nn['k']} nearest ({nn['side']}px) | "
-                     f"{nn['hits']} of {nn['n']} | |")
-    cap = m.get("caption") or {}
-    if "exact" in cap:
-        lines.append(f"| captioned image = prompt (exact; captioner) | {_fmt(cap['exact'])} | |")
-        lines.append(f"| caption-prompt similarity (MiniLM cosine) | {_fmt(cap['similarity'])} | |")
-        if "shapes" in cap:
-            lines.append(f"| caption reads back the prompt's scene (shapes, n={cap['shapes']['n']}) | "
-                         f"{_fmt(cap['shapes']['same'])} | |")
-    if "shapes" in m:
-        sh = m["shapes"]
-        lines.append(f"| shapes overall (n={sh['n_overall']}) | {_fmt(sh['overall'])} | |")
-        for a in ("colour", "shape", "count", "size", "relation", "background"):
-            lines.append(f"| shapes {a} (n={sh[f'n_{a}']}) | {_fmt(sh[a])} | |")
-    seen = r.get("reference_seen_by_generator") or {}
-    if seen.get("seen") != 0:
-        lines += ["", f"**Warning:** the generator's training saw {seen.get('seen', 'an unknown number')} of the "
-                  f"{seen.get('n_reference')} held-out reference images (its lineage: "
-                  + "; ".join(f"{x['role']} on {x['data']}: {x['seen']}" for x in seen.get("runs", []))
-                  + "), so FD, R@1 and alignment are flattered. Score it on the split of the spec it trained on."]
-    if r.get("reference_unseen_by_evaluator") is not True:
-        lines += ["", "**Warning:** the evaluator's training did not exclude this data's held-out split, so it "
-                  "has probably seen these reference images (the real-image ceiling is flattered)."]
-    lines += ["", "FD/KID use blinkgen's own contrastive image encoder, not Inception-v3: compare runs "
-              "only with each other, at the same sample count and evaluator "
-              f"(sha256 {str(r['evaluator']['sha256'])[:12]}).", "",
-              f"Versions: {json.dumps(r['versions'], sort_keys=True)}", "", "![samples](grid.png)", ""]
-    return "\n".join(lines)

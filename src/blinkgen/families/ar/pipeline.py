@@ -131,6 +131,14 @@ class ARPipeline(Pipeline):
         pipe.folder = Path(folder)
         return pipe
 
+    @torch.no_grad()
+    def round_trip(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 -> the same through the image tokenizer (FSQ tokens, decode), uint8
+        on the CPU, 64 at a time (Pipeline.round_trip)."""
+        m = self.model
+        return torch.cat([m.tokens_to_images(m.tokenizer.encode_uint8(images[i:i + 64].to(self.device))).cpu()
+                          for i in range(0, len(images), 64)])
+
     def save(self, path) -> Path:
         return save_ar_folder(path, self.model, {k: v for k, v in self.config.items()
                                                  if k not in ("ar", "family")})

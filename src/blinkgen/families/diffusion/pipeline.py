@@ -119,6 +119,16 @@ class DiffusionPipeline(Pipeline):
         pipe.folder = Path(folder)
         return pipe
 
+    @torch.no_grad()
+    def round_trip(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 -> the same through the autoencoder (posterior mean, decode), uint8 on
+        the CPU, 64 at a time (Pipeline.round_trip)."""
+        out = []
+        for i in range(0, len(images), 64):
+            z = self.ae.encode(to_pixels(images[i:i + 64].to(self.device)))  # as the edit path encodes
+            out.append(to_uint8(self.ae.decode(z)).cpu())
+        return torch.cat(out)
+
     def save(self, path) -> Path:
         return save_diffusion_folder(path, self.dit, self.ae, {k: v for k, v in self.config.items()
                                                                if k not in ("dit", "family")})
