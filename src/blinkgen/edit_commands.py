@@ -41,6 +41,27 @@ def _write(images, paths, params_for, overwrite: bool) -> None:
         print(path)
 
 
+def check_inputs(path, image, mask_path=None, mask=None) -> None:
+    """The CLI's checks of an edit's or upscale's input, before any work and in the user's words
+    (the pipeline's own say init_image, the API's name): the image is square, the mask has its
+    size and marks something to repaint (255 = repaint; an all-black mask would return the
+    image unchanged). UserInputError otherwise."""
+    import numpy as np
+
+    w, h = image.size
+    if w != h:
+        raise UserInputError(f"{path} is {w}x{h} px; blinkgen edits and upscales square images: crop or pad "
+                             f"it to {min(w, h)}x{min(w, h)} or {max(w, h)}x{max(w, h)} first")
+    if mask is None:
+        return
+    if mask.size != image.size:
+        raise UserInputError(f"the mask {mask_path} is {mask.size[0]}x{mask.size[1]} px but the image {path} is "
+                             f"{w}x{h}: they must be the same size")
+    if not np.asarray(mask).any():
+        raise UserInputError(f"the mask {mask_path} is all black, so nothing would be repainted "
+                             "(white marks what to repaint, black what to keep)")
+
+
 def note_resize(path, side: int, takes: int, gives: int) -> None:
     """Say on stderr when an input image is resampled to the model's size (LANCZOS,
     sampling/edit.init_pixels): a 200-px picture through the x2 upscaler comes out 128 px, not 400."""
@@ -60,12 +81,11 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
     from .outputs import check_new, check_png_names
     from .pipeline import Request
     from .pngmeta import edit_record
-    from .sampling.edit import edit_pixels
     from .seeds import seed_run
 
     image = read_image(args.image)
     mask = read_mask(args.mask) if getattr(args, "mask", None) else None
-    edit_pixels(image, mask, image.size[0])  # a non-square image or a mask of another size: refused before any work
+    check_inputs(args.image, image, getattr(args, "mask", None), mask)  # before any work, in the CLI's words
     pipe = load(args.model, device=args.device, dtype=args.dtype)
     settings = _settings(pipe, args)
     seeds = seed_run(args.seed, args.n)
@@ -85,6 +105,10 @@ def cmd_edit(args) -> None:
     args.seed = 0 if args.seed is None else args.seed
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
+    if args.strength is not None:
+        from .pipeline import check_strength
+
+        check_strength(args.strength)
     run_edit(args, args.prompt, "inpaint" if args.mask else "img2img")
 
 
@@ -137,6 +161,10 @@ def cmd_vary(args) -> None:
                              f"{args.image} is varied by img2img (it records no blinkgen recipe, or --img2img/--prompt)")
     args.model = args.model or "default"
     args.seed = 0 if args.seed is None else args.seed
+    if args.strength is not None:
+        from .pipeline import check_strength
+
+        check_strength(args.strength)  # before the captioner runs
     prompt = args.prompt if args.prompt is not None else _recorded_prompt(args.image)
     extra = {}
     if prompt is not None and args.prompt is None:
@@ -161,6 +189,7 @@ def cmd_upscale(args) -> None:
     if "init_image" not in pipe.requires:
         raise UserInputError(f"{args.model} is a {pipe.family} model, not an upscaler")
     image = read_image(args.image)
+    check_inputs(args.image, image)
     params = {**pipe.png_parameters("upscale", 0, pipe.settings()), "init_image": Path(args.image).name}
     path = Path(args.output) if args.output else Path(args.outdir or ".") / f"{Path(args.image).stem}-x2.png"
     check_png_names([path])

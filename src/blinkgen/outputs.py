@@ -48,17 +48,42 @@ def image_name(parameters: dict, seed: int, kind: str = "") -> str:
 
 def check_png_names(paths) -> None:
     """Refuse, before any work, an image output not named .png: blinkgen writes PNG (its settings
-    ride in the PNG's `parameters` chunk), and PNG bytes under 'x.jpg' mislead every viewer."""
+    ride in the PNG's `parameters` chunk), and PNG bytes under 'x.jpg' mislead every viewer. A
+    name without a suffix, or an existing folder, is most likely meant as a folder: say --outdir."""
     from .errors import UserInputError
 
     for p in map(Path, paths):
         if p.suffix.lower() != ".png":
+            if p.suffix == "" or p.is_dir():
+                raise UserInputError(f"{p}: -o names one .png file; to write into a folder use --outdir {p}")
             raise UserInputError(f"{p}: blinkgen writes PNG images (their settings ride in the PNG); name the "
                                  "output .png and convert afterwards if you need another format")
 
 
+def check_folder(path, what: str = "output folder") -> None:
+    """Refuse, before any work, a folder path that a file blocks: `path` itself, or the nearest of
+    its ancestors that exists (a file there would make mkdir raise FileExistsError). A path that
+    does not exist yet is fine: it is created when written. UserInputError names the file."""
+    from .errors import UserInputError
+
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.is_dir():
+            return
+        if q.exists() or q.is_symlink():
+            where = f"; the {what} must be a folder" if q == p else f", so the {what} {p} cannot be made inside it"
+            raise UserInputError(f"{q} is a file, not a folder{where}")
+
+
 def check_new(paths, overwrite: bool = False, flag: str = "--overwrite") -> None:
-    """Refuse, before any work, when one of `paths` exists and overwrite is False."""
+    """Refuse, before any work, when one of `paths` exists and overwrite is False, is a folder, or
+    lies under a file (check_folder)."""
+    from .errors import UserInputError
+
+    for p in map(Path, paths):
+        check_folder(p.parent, f"folder of {p.name}")
+        if p.is_dir():
+            raise UserInputError(f"{p} is a folder, not a file; name a file inside it")
     if overwrite:
         return
     for p in map(Path, paths):

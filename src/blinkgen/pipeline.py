@@ -98,9 +98,7 @@ class Request:
             raise UserInputError("mask and strength need an init_image")
         strength = self.strength
         if strength is not None:
-            strength = as_float(strength, "strength", 0.0, 1.0)
-            if strength == 0.0:
-                raise UserInputError("strength must be a number in (0, 1], got 0.0")
+            strength = check_strength(strength)
         vseed, vstrength = self.variation_seed, self.variation_strength
         if (vseed is None) != (vstrength is None):
             raise UserInputError("variation_seed and variation_strength go together: give both or neither")
@@ -121,6 +119,15 @@ class Request:
     def variation(self) -> tuple[int, float] | None:
         """(variation_seed, variation_strength) when set, else None."""
         return None if self.variation_seed is None else (self.variation_seed, self.variation_strength)
+
+
+def check_strength(value) -> float:
+    """An edit's strength as a float in (0, 1] (the share of the path redrawn: 1 = from pure
+    noise); one message for every wrong value. UserInputError otherwise."""
+    v = as_float(value, "strength")
+    if not 0.0 < v <= 1.0:
+        raise UserInputError(f"strength must be a number in (0, 1], got {v}")
+    return v
 
 
 def requests(prompts: Sequence[str], seeds: Sequence[int]) -> list[Request]:

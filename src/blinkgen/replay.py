@@ -10,8 +10,9 @@ checks that the model is the same one, and says exactly what differs when the by
     difference("a.png", image, params, pipe)          # None when the pixels are identical
 
 A PNG's pixels are a function of (weights, prompt, seed, settings) plus the arithmetic that ran
-them (torch version, device, network dtype). The first four are checked or restored; the rest
-are recorded and named when a replay does not reproduce the pixels bit for bit.
+them (torch version, device, network dtype). The first four are checked or restored -- the
+weights by `model_hash`, and a LoRA adapter's (the `lora` setting) by `lora_hash`; the rest are
+recorded and named when a replay does not reproduce the pixels bit for bit.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ BASIC = ("steps", "guidance", "sampler")
 KEY_ROLES = {
     **dict.fromkeys(("prompt", "prompt_template", "seed", "seeds", "n", "prompts", "variation_seed",
                      "variation_strength"), "request"),  # restored by generate --from
-    **dict.fromkeys(("model", "model_hash", "blinkgen_version", "torch_version", "dtype", "device"),
-                    "provenance"),  # checked (check_model) or named when pixels differ
+    **dict.fromkeys(("model", "model_hash", "lora_hash", "blinkgen_version", "torch_version", "dtype",
+                     "device"), "provenance"),  # checked (check_model) or named when pixels differ
     **dict.fromkeys(("size", "upscaler"), "output"),  # generate options: restored (generate_options)
     **dict.fromkeys(("edit", "init_image", "mask", "strength", "caption_score"),
                     "edit"),  # an edit or upscale of a source image: refused, with its redo command
@@ -153,19 +154,66 @@ def _findable(name: str, what: str, flag: str) -> str:
 
 
 def check_model(params: dict, pipe: Pipeline, png_name: str = "the PNG") -> str | None:
-    """ModelMismatchError when the PNG records a model_hash and `pipe` has other weights. Returns
-    a warning (str) when the PNG records no hash (made before blinkgen recorded one), else None."""
+    """ModelMismatchError when the PNG records a model_hash and `pipe` has other weights, or a
+    lora_hash and the LoRA adapter at its recorded folder has changed since (adapter_change).
+    Returns a warning (str) when the PNG records no model_hash (made before blinkgen recorded one),
+    else None. A PNG with an adapter but no lora_hash (an older blinkgen) replays unchecked."""
     want, have = params.get("model_hash"), getattr(pipe, "model_hash", None)
-    if not want:
-        return (f"{png_name} records no model_hash (made by an older blinkgen): cannot check that "
-                f"{pipe.name} is the model that made it")
-    if have != want:
+    if want and have != want:
         raise ModelMismatchError(
             f"{png_name} was made by model {params.get('model')!r} with weights {want[:12]}..., but "
             f"{pipe.name!r} has weights {str(have)[:12]}...: a different model (or checkpoint) would "
             "not reproduce it; pass the model that made it with --model, or --any-model to reuse "
             "its settings with this one")
+    changed = adapter_change(params)
+    if changed:
+        folder, then, now = changed
+        raise ModelMismatchError(
+            f"{png_name} was made with the LoRA adapter at {folder} when its weights were {then[:12]}..., "
+            f"but that adapter has changed since the image was made (its weights are now {now[:12]}...: "
+            "trained again or resumed into the same folder), so it would not reproduce it; pass "
+            "--any-model to draw it with the adapter as it is now")
+    if not want:
+        return (f"{png_name} records no model_hash (made by an older blinkgen): cannot check that "
+                f"{pipe.name} is the model that made it")
     return None
+
+
+def adapter_change(params: dict) -> tuple[str, str, str] | None:
+    """(adapter folder, recorded hash, current hash) when the PNG records a LoRA adapter with its
+    weights hash (`lora`, `lora_hash`: pngmeta.lora_record) and the adapter in that folder now has
+    other weights; None when they are the same, when the record has no hash (an older blinkgen),
+    or when the folder no longer holds an adapter (restoring the lora setting says so, one line)."""
+    from .errors import ModelLoadError
+    from .train.lora import adapter_sha256
+
+    folder, then = params.get("lora"), params.get("lora_hash")
+    if not isinstance(folder, str) or not folder or not isinstance(then, str) or not then:
+        return None
+    try:
+        now = adapter_sha256(folder)
+    except (ModelLoadError, OSError):
+        return None
+    return None if now == then else (folder, then, now)
+
+
+def weights_differences(params: dict, pipe: Pipeline) -> list[str]:
+    """What differs in the weights that drew the PNG and this replay (reached with --any-model,
+    which skips check_model): the model's weights, a LoRA adapter changed since in its folder; and
+    an adapter the PNG does not record a hash of, which could not be checked."""
+    out = []
+    want, have = params.get("model_hash"), getattr(pipe, "model_hash", None)
+    if want and have and want != have:
+        out.append(f"model weights {want[:12]}... then, {have[:12]}... now ({pipe.name})")
+    changed = adapter_change(params)
+    if changed:
+        folder, then, now = changed
+        out.append(f"the LoRA adapter at {folder} has changed since the image was made: weights "
+                   f"{then[:12]}... then, {now[:12]}... now")
+    elif isinstance(params.get("lora"), str) and not params.get("lora_hash"):
+        out.append(f"the LoRA adapter at {params['lora']} is not checked: the PNG records no lora_hash (made "
+                   "by an older blinkgen), and it may have changed since")
+    return out
 
 
 def settings_kwargs(params: dict, pipe: Pipeline) -> dict:
@@ -231,14 +279,15 @@ def pixel_difference(original, image) -> str | None:
 
 def difference(original, image, params: dict, pipe: Pipeline) -> str | None:
     """None when `image` reproduces `original` bit for bit (pixels), else one line saying how the
-    pixels differ and what in the environment differs (or that nothing recorded does); a size
-    that differs from a record made at --size names that option (generate_options)."""
+    pixels differ and what in the weights (weights_differences) or the environment differs (or that
+    nothing recorded does); a size that differs from a record made at --size names that option
+    (generate_options)."""
     px = pixel_difference(original, image)
     if px is None:
         return None
     opts = generate_options(params)
     env = [f"made at --size {opts['size']} through {opts['upscaler']}"] if opts and px.startswith("size") else []
-    env += environment_differences(params, pipe)
+    env += weights_differences(params, pipe) + environment_differences(params, pipe)
     why = "; ".join(env) if env else ("same weights, settings, blinkgen, torch, dtype and device: "
                                       "the CPU's arithmetic (threads, instruction set) differs")
     return f"not reproduced bit for bit: {px} ({why})"

@@ -68,23 +68,51 @@ def test_vary_upscale_and_generate_size(models, tmp_path):
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["edit", "{rect}", "a"], "init_image must be square"),
+    (["edit", "{rect}", "a"], "r.png is 32x20 px; blinkgen edits and upscales square images"),
     (["edit", "{missing}", "a"], "image file not found"),
-    (["edit", "{sq}", "a", "--mask", "{small}"], "mask is 16x16 but init_image is 32x32"),
+    (["edit", "{sq}", "a", "--mask", "{small}"], "the mask {small} is 16x16 px but the image {sq} is 32x32"),
+    (["edit", "{sq}", "a", "--mask", "{black}"], "is all black, so nothing would be repainted"),
+    (["edit", "{sq}", "a", "--strength", "0"], "strength must be a number in (0, 1], got 0.0"),
+    (["edit", "{sq}", "a", "--strength", "1.5"], "strength must be a number in (0, 1], got 1.5"),
+    (["vary", "{sq}", "--strength", "0"], "strength must be a number in (0, 1], got 0.0"),  # before captioning
     (["generate", "a", "--size", "128", "--upscaler", "{up}"], "maps 32 -> 64 px, so --size takes 32 or 64"),
     (["upscale", "{sq}", "--model", "{gen}"], "not an upscaler"),
+    (["upscale", "{rect}", "--model", "{up}"], "r.png is 32x20 px"),  # no resize note promising a size first
 ])
 def test_one_line_errors(models, tmp_path, args, msg):
     paths = {"rect": picture(tmp_path / "r.png", 32)}
     Image.new("RGB", (32, 20)).save(paths["rect"])
     paths.update(sq=picture(tmp_path / "s.png"), small=picture(tmp_path / "m.png", 16), missing=tmp_path / "no.png",
-                 up=models["up"], gen=models["gen"])
+                 up=models["up"], gen=models["gen"], black=tmp_path / "black.png")
+    Image.new("L", (32, 32), 0).save(paths["black"])
     argv = [a.format(**paths) for a in args]
-    if argv[0] in ("edit", "generate"):
+    if argv[0] in ("edit", "generate", "vary"):
         argv += ["--model", str(models["gen"]), "--steps", "1"]
     r = run_cli(*argv, "-o", tmp_path / "x.png", check=False)
-    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and msg.format(**paths) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "resized" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "a", "--outdir", "{file}"],
+    ["generate", "a", "-o", "{file}/x.png"],
+    ["edit", "{sq}", "a", "--outdir", "{file}"],
+    ["upscale", "{sq}", "--outdir", "{file}/sub"],
+])
+def test_a_file_where_a_folder_must_be_is_one_line(models, tmp_path, argv):
+    """An existing file given as the output folder (or above it) is refused before any work."""
+    paths = {"file": tmp_path / "w4.png", "sq": picture(tmp_path / "s.png")}
+    paths["file"].write_bytes(b"keep me")
+    argv = [a.format(**paths) for a in argv]
+    argv += ["--model", str(models["up" if argv[0] == "upscale" else "gen"])] + (["--steps", "1"] if argv[0] != "upscale" else [])
+    r = run_cli(*argv, check=False)
+    assert r.returncode == 2 and "w4.png is a file, not a folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert paths["file"].read_bytes() == b"keep me"  # nothing lost
+
+
+def test_o_naming_a_folder_says_outdir(models, tmp_path):
+    r = run_cli("generate", "a", "--model", models["gen"], "--steps", "1", "-o", tmp_path / "up", check=False)
+    assert r.returncode == 2 and "--outdir" in r.stderr, r.stderr
 
 
 def test_python_upscale(models):

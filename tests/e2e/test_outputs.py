@@ -125,7 +125,8 @@ def test_an_image_output_not_named_png_is_refused_before_any_work(name, tmp_path
     from blinkgen.errors import UserInputError
     from blinkgen.outputs import check_png_names
 
-    with pytest.raises(UserInputError, match="name the output .png"):
+    want = "use --outdir" if name == "x" else "name the output .png"  # no suffix: most likely meant a folder
+    with pytest.raises(UserInputError, match=want):
         check_png_names([tmp_path / "ok.png", tmp_path / name])
     check_png_names([tmp_path / "a.png", tmp_path / "B.PNG"])
 
@@ -133,3 +134,32 @@ def test_an_image_output_not_named_png_is_refused_before_any_work(name, tmp_path
 def test_generate_refuses_a_jpg_name(tmp_path, tiny_model_dir):
     r = _gen(tiny_model_dir, "red heart", "-o", tmp_path / "x.jpg", check=False)
     assert r.returncode == 2 and "name the output .png" in r.stderr and not (tmp_path / "x.jpg").exists()
+
+
+def test_check_folder_names_the_file_in_the_way(tmp_path):
+    from blinkgen.errors import UserInputError
+    from blinkgen.outputs import check_folder
+
+    f = tmp_path / "w4.png"
+    f.write_bytes(b"keep")
+    check_folder(tmp_path / "new" / "deeper")  # not there yet: fine, it is made when written
+    with pytest.raises(UserInputError, match="w4.png is a file, not a folder; the run folder must be a folder"):
+        check_folder(f, "run folder")
+    with pytest.raises(UserInputError, match="w4.png is a file, not a folder, so the .* cannot be made inside it"):
+        check_folder(f / "sub" / "run", "run folder")
+    with pytest.raises(UserInputError, match="is a folder, not a file"):
+        check_new([tmp_path], overwrite=True)  # writing an image over a folder: refused even with --overwrite
+    assert f.read_bytes() == b"keep"
+
+
+def test_train_out_blocked_by_a_file_and_no_empty_run_folder_on_failure(tmp_path):
+    f = tmp_path / "w4.png"
+    f.write_bytes(b"keep")
+    r = run_cli("train", "--family", "diffusion", "--data", "shapes:100", "--out", f, "--steps", 1, check=False)
+    assert r.returncode == 2 and "w4.png is a file, not a folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert f.read_bytes() == b"keep"
+    run = tmp_path / "run"
+    r = run_cli("train", "--family", "diffusion", "--data", tmp_path / "no-such-folder", "--out", run, "--steps", 1,
+                check=False)
+    assert r.returncode == 2 and "no such folder" in r.stderr, r.stderr
+    assert not run.exists()  # a run that failed on its data leaves no empty folder behind

@@ -189,3 +189,17 @@ def test_shutdown_fails_what_it_cannot_finish_explicitly():
         assert not srv.thread.is_alive()
         j = srv.service.store.get(job["id"])
         assert j.state == "failed" and j.error["code"] == "shutting_down"
+
+
+@pytest.mark.parametrize("content,headers", [
+    (b'{"prompt": "a"}', {"content-type": "text/plain"}),  # JSON sent with the wrong Content-Type
+    (b'{"prompt": "a"}', {"content-type": "application/x-www-form-urlencoded"}),
+    (b'["a"]', {"content-type": "application/json"}),  # JSON, but not an object
+])
+def test_a_body_that_is_not_a_json_object_says_what_is_wanted(srv, content, headers):
+    r = srv.client.post("/v1/images/generations", content=content, headers=headers)
+    assert r.status_code == 400, r.text[:300]
+    msg = r.json()["error"]["message"]
+    assert "JSON object" in msg and "Input should be" not in msg, msg  # ours, not pydantic's words
+    if headers["content-type"] != "application/json":
+        assert headers["content-type"] in msg and "application/json" in msg, msg

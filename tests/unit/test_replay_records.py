@@ -21,6 +21,7 @@ from blinkgen.errors import UserInputError
 from blinkgen.pngmeta import edit_record, read_parameters
 from blinkgen.sampling.edit import IMG2IMG_STRENGTH, INPAINT_STRENGTH
 from conftest import make_tiny
+from lora_helpers import make_adapter
 
 STEPS = ["--steps", "2"]
 
@@ -28,8 +29,9 @@ STEPS = ["--steps", "2"]
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay-models")
-    return {"gen": make_tiny("diffusion", root / "gen"),  # 32 px
-            "up": make_tiny("upscaler", root / "up", image_size=64)}  # 32 -> 64 px
+    gen = make_tiny("diffusion", root / "gen")  # 32 px
+    return {"gen": gen, "up": make_tiny("upscaler", root / "up", image_size=64),  # 32 -> 64 px
+            "lora": make_adapter(gen, root / "lora")}
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +71,8 @@ def written(models, tmp_path_factory):
         "generate_grid": ["generate", "a {red|blue} heart", "--model", gen, *STEPS, "-n", "2", "--grid"],
         "generate_variation": ["generate", "a red heart", "--model", gen, *STEPS, "--variation-seed", "7",
                                "--variation-strength", "0.2", "--negative", "blur"],
+        "generate_lora": ["generate", "a red heart", "--model", gen, *STEPS, "--lora", models["lora"],
+                          "--lora-scale", "0.5"],
         "edit": ["edit", src, "a green star", "--model", gen, *STEPS],
         "edit_strength": ["edit", src, "a green star", "--model", gen, *STEPS, "--strength", "0.3"],
         "inpaint": ["edit", src, "a green star", "--mask", m, "--model", gen, *STEPS],
@@ -86,7 +90,7 @@ def written(models, tmp_path_factory):
     return out
 
 
-REPLAYABLE = ("generate", "generate_size", "generate_grid", "generate_variation")
+REPLAYABLE = ("generate", "generate_size", "generate_grid", "generate_variation", "generate_lora")
 NOT_GENERATIONS = {"edit": "blinkgen edit", "edit_strength": "blinkgen edit", "inpaint": "--mask",
                    "vary": "blinkgen vary", "vary_prompt": "blinkgen vary", "grid": "blinkgen grid",
                    "upscale": "blinkgen upscale"}

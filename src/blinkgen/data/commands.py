@@ -50,13 +50,15 @@ def cmd_shapes(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     from blinkgen.data.folder import load_folder
 
-    ds = load_folder(args.dir, size=args.size)
+    ds = load_folder(args.dir, size=args.size, log_summary=False)  # the report is printed below, once
     n_caps = sum(len(c) for c in ds.captions)
     unique = len({c for caps in ds.captions for c in caps})
     print(ds.report.summary(max_names=args.max_names))
     print(f"captions: {n_caps} ({unique} unique, {n_caps / len(ds):.1f} per image)")
     for name, caps in list(zip(ds.names, ds.captions))[: args.examples]:
         print(f"  {name}: {caps[0]!r}" + (f" (+{len(caps) - 1} more)" if len(caps) > 1 else ""))
+    if len(ds) > args.examples:
+        print(f"  ... and {len(ds) - args.examples} more images (--examples N shows N)")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -85,7 +87,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="load a folder dataset and print what was kept and skipped")
     p.add_argument("dir")
     p.add_argument("--size", type=_positive, default=64)
-    p.add_argument("--examples", type=int, default=5, help="captions to show")
-    p.add_argument("--max-names", type=int, default=10, help="file names to show per skip reason")
+    p.add_argument("--examples", type=_non_negative, default=5, help="images whose captions to show (default 5)")
+    p.add_argument("--max-names", type=_non_negative, default=10,
+                   help="file names to show per skip reason (default 10)")
     p.set_defaults(func=cmd_inspect)
     return data

@@ -5,7 +5,8 @@ same thing everywhere.
 `read_image(source)` -> an upright RGB PIL image:
 - sources: a file path, bytes (an upload), a PIL image, or an array (H, W), (H, W, 1|3|4);
 - only raster formats that carry pictures are decoded (PNG, JPEG, WebP, GIF, BMP, TIFF): a
-  file named .png that is really EPS would otherwise make Pillow run Ghostscript;
+  file named .png that is really EPS would otherwise make Pillow run Ghostscript. Their file
+  extensions are `IMAGE_EXTENSIONS`, the one list every folder scan uses;
 - size limits come from the header, before any pixel is decoded: at most `max_side` pixels a
   side and `max_pixels` in all (a 45-byte PNG can claim 20000x20000 and would cost 1.6 GB), and
   at most `max_bytes` of input (uploads and files alike);
@@ -41,6 +42,9 @@ from blinkgen.errors import ImageReadError
 
 WHITE = (255, 255, 255)
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens phones' MPO files
+# The file-name extensions (lower case) of FORMATS, as Pillow registers them: what a folder listing
+# takes for a picture (the dataset loader). The reader itself goes by content, never by name.
+IMAGE_EXTENSIONS = (".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 # A side over 8192 px is almost certainly a scan or a hostile header; 8192^2 RGBA is 256 MB decoded.
 MAX_SIDE = 8192
 MAX_PIXELS = 8192 * 8192

@@ -63,7 +63,10 @@ def _http_error(exc: StarletteHTTPException) -> tuple[str, str]:
     return str(exc.detail), HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _validation_message(exc: RequestValidationError, content_type: str | None = None) -> tuple[str, str | None]:
     errs = exc.errors()
     if not errs:
         return "invalid request", None
@@ -73,6 +76,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "request body is not valid JSON", None
     if e.get("type") == "missing" and not loc:
         return "request body is required (JSON object)", None
+    if not loc and e.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+        ct = (content_type or "").split(";")[0].strip().lower()
+        if ct != "application/json":  # FastAPI reads a body as JSON only when the header says so
+            return (f"request body must be a JSON object sent with Content-Type: application/json "
+                    f"(got Content-Type: {ct or 'none'})"), None
+        return f"request body must be a JSON object, not {JSON_KINDS.get(type(e.get('input')), 'that')}", None
     param = ".".join(loc) or None
     if e.get("type") == "extra_forbidden":
         return f"unknown parameter {param!r}", param
@@ -126,7 +135,7 @@ def create_app(generators: dict, config: ServeConfig | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
-        msg, param = _validation_message(exc)
+        msg, param = _validation_message(exc, request.headers.get("content-type"))
         code = "invalid_json" if exc.errors() and exc.errors()[0].get("type") == "json_invalid" else "invalid_value"
         return _openai_error(400, msg, "invalid_request_error", code, param)
 

@@ -27,12 +27,13 @@ FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=1e-3, warmup=20, min_lr_rat
 
 def finetune_config(base: str, data: str, out: str, **overrides):
     """The TrainConfig of a fine-tuning run: FINETUNE_DEFAULTS, the base model's family and image
-    size, then `overrides` (None values ignored)."""
-    from ..api import resolve
+    size, then `overrides` (None values ignored). A LoRA adapter (or its run folder) as the base is
+    refused in one line saying what to pass instead (lora.resolve_base)."""
     from ..modelio import read_config
     from .config import TrainConfig
+    from .lora import resolve_base
 
-    folder = resolve(base)
+    folder = resolve_base(base)
     family = read_config(folder).get("family")
     size = int(read_config(folder).get("image_size", 64))
     d = {**FINETUNE_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}

@@ -48,17 +48,24 @@ def reached_at(decay: float) -> int:
     return s
 
 
-def short_run_warnings(steps: int, decay: float, extra: list[float]) -> list[str]:
+def short_run_warnings(steps: int, decay: float, extra: list[float], export: str | None = None) -> list[str]:
     """What a run of `steps` steps should be told about its EMA lengths: for the first listed decay
     (--ema-decay, then each --ema-extra) that its warm-up never reaches, where that EMA ends; for
     every later unreached decay, that it will export a copy of that EMA (all decays unreached by the
-    last step give the same weights)."""
+    last step give the same weights). The lines name `blinkgen train`'s flags; export (what the
+    run exports, e.g. "adapter") words them for a command without EMA flags (`blinkgen finetune`,
+    whose decay is fixed), naming the decay and what it means for the export instead."""
     last = max(0, steps - 1)
     flags = [("--ema-decay", decay)] + [("--ema-extra", d) for d in extra]
     unreached = [(flag, d) for flag, d in flags if warm_decay(d, last) < d]
     if not unreached:
         return []
     (flag, d), rest = unreached[0], unreached[1:]
+    if export is not None:
+        out = [f"the EMA decay {d:g} is reached only at step {reached_at(d):,}: with {steps:,} steps the EMA "
+               f"ends at decay {warm_decay(d, last):.5f}, so the exported {export} averages about the last ninth "
+               "of the steps (the EMA's warm-up)"]
+        return out + [f"the EMA decay {x:g} will export the same weights as {d:g}" for _, x in rest]
     out = [f"{flag} {d:g} is reached only at step {reached_at(d):,}: with {steps:,} steps the EMA ends at "
            f"decay {warm_decay(d, last):.5f} (its warm-up, about the last ninth of the steps)"]
     return out + [f"{f} {x:g} will export the same weights as {flag} {d:g}" for f, x in rest]

@@ -26,6 +26,7 @@ from ..data.augment import augment
 from ..data.types import ImageCaptionSet
 from ..errors import UserInputError
 from ..eval.leakage import val_seen_by_ancestors
+from ..outputs import check_folder
 from ..modelio import read_tensors, state_dict_for_save, unwrap, write_folder_atomic, write_json_atomic
 from ..seeds import torch_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -115,8 +116,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     run = Path(cfg.out)
     main = acc.is_main_process
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
+    check_folder(run, "run folder (--out)")  # a file there: one line now, not a traceback later
     if data is None:
         from ..data.registry import load_dataset
         data = load_dataset(cfg.data, cfg.size, cfg.seed)
@@ -149,7 +149,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     ema = EMA(model, cfg.ema_decay)
     extra_emas = {f"{d:g}": EMA(model, d) for d in cfg.extra_ema_decays()}  # EMA length, chosen after training
     if main:
-        for line in short_run_warnings(cfg.steps, cfg.ema_decay, cfg.extra_ema_decays()):
+        for line in short_run_warnings(cfg.steps, cfg.ema_decay, cfg.extra_ema_decays(),
+                                       export="adapter" if task_name == "lora" else None):  # finetune has no EMA flags
             log.warning(line)
     task.bind_ema(ema.model)  # the same module a resume loads into, so the task always reads the current EMA
     opts = task.optimizers(model, cfg, acc.device)
@@ -165,7 +166,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
         wall_before = st.get("wall_seconds")  # None: a checkpoint from before wall time was recorded
         if main:
             log.info("resumed %s at step %d", ck, start)
-    if main:
+    if main:  # made only now: a run that fails on its data or flags leaves no empty folder behind
+        run.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run / "train_config.json", cfg.to_dict())
         if warm is not None:
             write_json_atomic(run / "init_from.json", warm)

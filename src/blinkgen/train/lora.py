@@ -13,8 +13,11 @@ An adapter folder:
                                 "training": {...}}
 `weights_sha256` is the hash of every weights file of the base model folder (`weights_sha256`
 below): an adapter is applied only to the model it was trained on, and refused with one line
-naming both hashes otherwise. A fine-tuning run folder holds its adapter in model/; every function
-here that takes an adapter path accepts the run folder too.
+naming both hashes otherwise. The adapter's own weights have a hash too (`adapter_sha256`, the
+same modelio.weights_hash): a PNG drawn with an adapter records it as `lora_hash`, so a replay
+can say that the adapter at that path has changed since (trained again into the same folder).
+A fine-tuning run folder holds its adapter in model/; every function here that takes an adapter
+path accepts the run folder too.
 
 Where adapters attach: the attention and MLP projections of the generator network (nn.Linear
 only) -- a denoiser's self- and cross-attention q/kv/out and MLP (DiT, U-ViT, the U-Net's
@@ -67,6 +70,29 @@ def weights_sha256(folder) -> str:
     if not any(p.is_file() for p in folder.rglob("*.safetensors")):
         raise ModelLoadError(f"{folder} holds no weights (*.safetensors)")
     return weights_hash(folder)
+
+
+_ADAPTER_HASHES: dict[tuple, str] = {}  # adapter_sha256's memo, keyed by the weights files' stat
+_ADAPTER_HASHES_KEEP = 64
+
+
+def adapter_sha256(path) -> str:
+    """The identity of an adapter's weights: modelio.weights_hash of the adapter folder (a run
+    folder's model/), what a PNG drawn with it records as `lora_hash` and `generate --from`
+    compares. Memoised on each weights file's (path, inode, size, mtime, ctime), so a server hashes
+    an adapter once rather than per image; save_adapter writes a new folder and renames it into
+    place, so a retrained adapter is always a new key. ModelLoadError for a folder without weights."""
+    folder = find_adapter(path)
+    files = sorted(folder.rglob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        raise ModelLoadError(f"{folder} holds no adapter weights (*.safetensors)")
+    key = tuple((str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                for f, st in ((f, f.stat()) for f in files))
+    if key not in _ADAPTER_HASHES:
+        if len(_ADAPTER_HASHES) >= _ADAPTER_HASHES_KEEP:
+            _ADAPTER_HASHES.clear()
+        _ADAPTER_HASHES[key] = weights_sha256(folder)
+    return _ADAPTER_HASHES[key]
 
 
 def target_modules(network: nn.Module, kind: str) -> list[str]:
@@ -137,6 +163,11 @@ class Adapter:
     @property
     def kind(self) -> str:
         return self.config["network"]
+
+    @property
+    def sha256(self) -> str:
+        """The hash of this adapter's weights as they are on disk now (adapter_sha256)."""
+        return adapter_sha256(self.folder)
 
     @property
     def name(self) -> str:
@@ -218,16 +249,18 @@ def check_scale(scale) -> float:
 
 
 class AdapterCache:
-    """Merged copies of one pipeline's network, keyed by (adapter folder, scale), the few most
-    recently used kept (a server switching between two adapters merges each once)."""
+    """Merged copies of one pipeline's network, keyed by (adapter folder, its weights' hash, scale),
+    the few most recently used kept (a server switching between two adapters merges each once). The
+    hash is in the key so that an adapter trained again into the same folder is merged afresh:
+    the network that draws an image is always the adapter its PNG's `lora_hash` names."""
 
     KEEP = 4
 
     def __init__(self):
-        self._nets: OrderedDict[tuple[str, float], nn.Module] = OrderedDict()
+        self._nets: OrderedDict[tuple[str, str, float], nn.Module] = OrderedDict()
 
     def get(self, network: nn.Module, adapter: Adapter, scale: float) -> nn.Module:
-        key = (str(adapter.folder), float(scale))
+        key = (str(adapter.folder), adapter.sha256, float(scale))
         if key in self._nets:
             self._nets.move_to_end(key)
             return self._nets[key]
@@ -240,13 +273,60 @@ class AdapterCache:
 
 def resolve_base(name_or_path) -> Path:
     """The model folder a fine-tuning run adapts: an embedded model name or a folder (UserInputError
-    / ModelLoadError, one line, if neither). The registry's resolver, imported on use (the one
-    upward import of this module, like train/config.py's)."""
+    / ModelLoadError, one line, if neither). A LoRA adapter (or a fine-tuning run folder) is not a
+    model: UserInputError, one line, saying how to fine-tune from its base, continue it or merge it
+    (not_a_base). The registry's resolver, imported on use (the one upward import of this module,
+    like train/config.py's)."""
     from ..api import resolve
 
     if not name_or_path:
         raise UserInputError("fine-tuning needs a base model (--from MODEL: 'default' or a model folder)")
-    return resolve(str(name_or_path))
+    folder = resolve(str(name_or_path))
+    if is_adapter(folder):
+        raise UserInputError(not_a_base(name_or_path))
+    return folder
+
+
+def is_adapter(path) -> bool:
+    """Whether path is a LoRA adapter folder, or a run folder holding one in model/ (peft's
+    adapter_config.json, or a config.json of family "lora"), complete or not."""
+    folder = find_adapter(path)
+    if (folder / ADAPTER_CONFIG).is_file():
+        return True
+    try:
+        return json.loads((folder / CONFIG).read_text()).get("family") == FAMILY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def not_a_base(given) -> str:
+    """The one line for `finetune --from` naming a LoRA adapter or its run folder: whose adapter it
+    is, and the three ways on -- fine-tune from its base model, continue its run with --resume, or
+    fold it into a full model (finetune --merge writes RUN/merged) and fine-tune from that."""
+    from ..api import WEIGHTS_DIR
+
+    folder = find_adapter(given)  # the path as the user spelled it (+ /model for a run folder)
+    try:
+        base = read_adapter(folder).base
+    except (ModelLoadError, UserInputError):
+        base = {}
+    path = base.get("path")
+    name = base.get("name") or (Path(path).name if path else "another model")
+    embedded = path is not None and Path(path).parent == WEIGHTS_DIR.resolve()
+    from_base = f"--from {name if embedded or not path else path}"
+    run = folder.parent if folder.name == "model" and (folder.parent / "checkpoints").is_dir() else None
+    if run is None:
+        resume = "continue its training with --resume on the run folder that made it"
+        merge = "fold it into a full model first (its finetune with --merge writes OUT/merged) and fine-tune that"
+    else:
+        resume = f"continue its training by rerunning the finetune that made it with --out {run} --resume"
+        merge = (f"fine-tune from its merged model (--from {run / 'merged'})" if (run / "merged").is_dir()
+                 else f"fold it into a full model first (that finetune with --merge writes {run / 'merged'}) "
+                      "and fine-tune that")
+    what = ("a LoRA adapter" if folder == Path(given).expanduser()
+            else f"a LoRA fine-tuning run (adapter in {folder})")
+    return (f"{given} is {what} of {name!r}, not a model to fine-tune: fine-tune from its base "
+            f"({from_base}), {resume}, or {merge}")
 
 
 def base_record(folder, family: str, name: str | None = None) -> dict:
