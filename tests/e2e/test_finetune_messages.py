@@ -122,3 +122,12 @@ def test_a_bare_adapter_of_an_embedded_model_names_it(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and f"{ad} is a LoRA adapter of 'default'" in msg and "(--from default)" in msg
     assert "--resume on the run folder that made it" in msg and "--merge" in msg
+
+
+def test_distill_from_an_adapter_is_one_line(run, capsys):
+    """Regression: `distill --from <adapter>` crashed with KeyError: 'image_size'."""
+    for given in (run["out"] / "model", run["out"]):
+        assert blinkgen("distill", "--from", given, "--out", run["root"] / "d", "--steps", "2") == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is a LoRA adapter, not a model to distil" in err and "--merge" in err, err
+    assert not (run["root"] / "d").exists()

@@ -109,6 +109,15 @@ def cmd_distill(args) -> None:
     from .loop import train
 
     folder = resolve(args.teacher).resolve()
+    from .lora import is_adapter
+
+    if is_adapter(folder):  # before reading a model's config keys (an adapter has no image_size)
+        raise UserInputError(f"{args.teacher} is a LoRA adapter, not a model to distil: fold it into a full "
+                             "model first (rerun the finetune that made it with --merge, which writes OUT/merged) "
+                             "and distil that folder")
+    family = read_config(folder).get("family")
+    if family != "diffusion":
+        raise UserInputError(f"{args.teacher} holds a {family!r} model; distill takes a trained diffusion model")
     data = args.data or teacher_data_spec(folder)
     if not data:
         raise UserInputError(f"{folder} does not record the data it was trained on; pass --data")
