@@ -131,3 +131,13 @@ def test_distill_from_an_adapter_is_one_line(run, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "is a LoRA adapter, not a model to distil" in err and "--merge" in err, err
     assert not (run["root"] / "d").exists()
+
+
+def test_resume_with_another_rank_is_one_line(run, capsys):
+    """Regression: `finetune --resume` with another --rank than the run's died in load_state_dict
+    with a size-mismatch RuntimeError traceback."""
+    args = ["finetune", "--from", run["base"], "--data", run["data"], "--out", run["out"], *FT[:-2]]
+    assert blinkgen(*args, "--rank", "4", "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]  # after the plan line finetune prints first
+    assert "Traceback" not in err and last.startswith("error: --resume:") and "--rank 2 there, 4 now" in last, err

@@ -117,6 +117,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     run = Path(cfg.out)
     main = acc.is_main_process
     check_folder(run, "run folder (--out)")  # a file there: one line now, not a traceback later
+    if resume:
+        check_resume_matches(run, cfg)  # before the data are loaded and encoded
     if data is None:
         from ..data.registry import load_dataset
         data = load_dataset(cfg.data, cfg.size, cfg.seed)
@@ -331,6 +333,27 @@ def _recorded_init(run: Path):
     """A resumed run's warm-start record, written by its first session (None if it has none)."""
     p = run / "init_from.json"
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+# the TrainConfig fields that decide the shape of what a checkpoint holds: a resume must keep them
+NETWORK_FIELDS = ("family", "task", "preset", "size", "lora_rank", "text_layers", "distill_objective")
+FLAG_OF = {"preset": "--preset", "size": "--size", "lora_rank": "--rank", "text_layers": "--text-layers",
+           "distill_objective": "--objective", "family": "--family"}
+
+
+def check_resume_matches(run: Path, cfg: TrainConfig) -> None:
+    """UserInputError (one line) when `run` holds a checkpoint of another network than `cfg`
+    builds (its train_config.json differs in NETWORK_FIELDS): loading it would fail with a size
+    mismatch deep in load_state_dict. Nothing to check for a run without checkpoints."""
+    saved_path = run / "train_config.json"
+    if latest_checkpoint(run) is None or not saved_path.is_file():
+        return
+    saved, now = json.loads(saved_path.read_text()), cfg.to_dict()
+    diff = [k for k in NETWORK_FIELDS if k in saved and saved.get(k) != now.get(k)]
+    if diff:
+        shown = ", ".join(f"{FLAG_OF.get(k, k)} {saved[k]} there, {now.get(k)} now" for k in diff)
+        raise UserInputError(f"--resume: {run} holds a checkpoint of another network than this command builds "
+                             f"({shown}); rerun the command that started it, with the same flags, plus --resume")
 
 
 def _unfinished(run: Path) -> bool:
