@@ -236,3 +236,12 @@ def test_shapes_checker_composites_rgba_on_white():
     im = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     assert (_as_array(im) == 255).all()  # Pillow's convert("RGB") would give black
     assert np.array_equal(np.asarray(to_rgb(im)), np.full((8, 8, 3), 255, np.uint8))
+
+
+def test_a_folder_given_as_an_image_is_called_a_folder(tmp_path):
+    """Regression (fresh-user trial): `blinkgen caption mypics` said "(not a file)"."""
+    from blinkgen.data.image_io import read_image
+    from blinkgen.errors import ImageReadError
+
+    with pytest.raises(ImageReadError, match="a folder, not an image file"):
+        read_image(tmp_path)

@@ -201,7 +201,7 @@ def read_image(source, *, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS
         except OSError as e:
             raise _fail(label, UNREADABLE, e.strerror or str(e)) from None
         if not p.is_file():
-            raise _fail(label, UNREADABLE, "not a file")
+            raise _fail(label, UNREADABLE, "a folder, not an image file" if p.is_dir() else "not a regular file")
         if nbytes > max_bytes:
             raise _fail(label, TOO_MANY_BYTES, f"{nbytes} bytes; the limit is {max_bytes}")
         return _decode(p, label, max_side, max_pixels, min_side, convert)
