@@ -81,8 +81,9 @@ def edit_message(params: dict, png_name: str = "the PNG") -> str:
         params.get("edit"), "upscale" if "edit" not in params else f"{params['edit']} edit")
     src = params.get("init_image")
     of = f"{src} (its source image)" if src else "a source image it does not name"
+    where = " (the record keeps its file name only: give its path)" if src else ""
     return (f"{png_name} records an {what} of {of}, not a generation to replay; redo it from the source "
-            f"image with: {redo_command(params)}")
+            f"image{where} with: {redo_command(params)}")
 
 
 def redo_command(params: dict) -> str:

@@ -170,6 +170,7 @@ def test_generate_from_an_edit_png_is_one_clear_line(written, models, tmp_path, 
     assert blinkgen("generate", "--from", written[writer], "--model", models["gen"], "-o", tmp_path / "r.png") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "source image" in err and "in.png" in err and "does not have" not in err
+    assert "file name only: give its path" in err  # the record keeps in.png, not where it was
 
 
 @pytest.mark.parametrize("writer", ["edit", "inpaint", "vary", "upscale"])
