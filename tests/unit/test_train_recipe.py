@@ -218,3 +218,20 @@ def test_restored_best_records_the_decay_of_its_own_step(tmp_path, tiny_model_di
     best = training["exported"]["step"]
     assert best < 8
     assert training["ema_decay_reached"] == warm_decay(0.99, best - 1)
+
+
+def test_a_handful_of_pictures_names_the_held_out_ones():
+    """Fresh-user trial: with 9 icons, 2 never train and the run did not say which."""
+    import torch
+
+    from blinkgen.data.types import ImageCaptionSet
+    from blinkgen.train.config import TrainConfig
+    from blinkgen.train.loop import held_out_note, split
+
+    data = ImageCaptionSet(torch.zeros(9, 3, 8, 8, dtype=torch.uint8), [[f"c{i}"] for i in range(9)],
+                           [f"icon{i}.png" for i in range(9)])
+    _, val = split(data, TrainConfig(family="diffusion", data="x", out="y", val_fraction=0.2))
+    note = held_out_note(len(data), val)
+    assert note.startswith(f"held out for validation, never trained on: {len(val)} of 9 images (")
+    assert all(n in note for n in val.names) and len(val) == 2
+    assert held_out_note(1000, val) is None  # a big dataset: the count in the plan is enough

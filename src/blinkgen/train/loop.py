@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +50,18 @@ def split(data: ImageCaptionSet, cfg: TrainConfig) -> tuple[ImageCaptionSet, Ima
     n_val = max(1, min(cfg.val_max, int(round(n * cfg.val_fraction))))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(torch_seed(cfg.seed + 7))).tolist()
     return data.subset(sorted(perm[n_val:])), data.subset(sorted(perm[:n_val]))
+
+
+SMALL_DATA = 50  # at most this many images: the run names the held-out ones
+
+
+def held_out_note(n_data: int, val: ImageCaptionSet) -> str | None:
+    """For a handful of pictures (a LoRA fine-tune's folder), which of them the held-out split
+    keeps out of training, by name: a user with 9 icons should know which 2 never train."""
+    if n_data > SMALL_DATA:
+        return None
+    return (f"held out for validation, never trained on: {len(val)} of {n_data} images ("
+            + ", ".join(val.names) + ")")
 
 
 class _StopFlag:
@@ -125,6 +138,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     if data.size != cfg.size:
         raise UserInputError(f"dataset images are {data.size}px but size={cfg.size}")
     train_set, val_set = split(data, cfg)
+    note = held_out_note(len(data), val_set) if main else None
+    if note:  # said like the run's plan (stderr), not only at --verbose
+        print(note, file=sys.stderr, flush=True)
     train_set = augment(train_set, cfg.augment)  # after the split: a mirror never leaks into val
     torch.manual_seed(cfg.seed)  # model init is a function of the seed
     task = family.task_class(task_name)(cfg, train_set, val_set, acc.device)
