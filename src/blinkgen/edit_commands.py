@@ -156,8 +156,8 @@ def cmd_vary(args) -> None:
         from .cli import vary_recipe
 
         return vary_recipe(args)
-    if args.variation_seed is not None or args.any_model:
-        raise UserInputError("--variation-seed and --any-model vary a PNG made by blinkgen; "
+    if args.variation_seed is not None or args.any_model or args.grid:
+        raise UserInputError("--variation-seed, --any-model and --grid vary a PNG made by blinkgen; "
                              f"{args.image} is varied by img2img (it records no blinkgen recipe, or --img2img/--prompt)")
     args.model = args.model or "default"
     args.seed = 0 if args.seed is None else args.seed
