@@ -238,3 +238,22 @@ def test_cli_inspect_prints_the_report_once_and_says_how_many_more(tmp_path):
     assert "loaded 9 images, skipped 1" in r.stdout
     assert "... and 4 more images" in r.stdout
     assert "more images" not in run_cli("data", "inspect", tmp_path, "--examples", "9").stdout
+
+
+def test_images_that_will_train_poorly_are_named(tmp_path, caplog):
+    """Fresh-user trial: a 2000x300 banner became a speck and an 8x8 icon a blur, without a word."""
+    import logging
+
+    from PIL import Image
+
+    from blinkgen.data.folder import load_folder
+
+    for name, size in (("banner.png", (2000, 300)), ("tiny8.png", (8, 8)), ("ok.png", (64, 60))):
+        Image.new("RGB", size, "yellow").save(tmp_path / name)
+        (tmp_path / name).with_suffix(".txt").write_text("a yellow block\n")
+    with caplog.at_level(logging.WARNING, logger="blinkgen"):
+        ds = load_folder(tmp_path, 64)
+    assert len(ds) == 3  # kept: the user decides
+    lines = [r.getMessage() for r in caplog.records if "train poorly" in r.getMessage()]
+    assert len(lines) == 1 and "banner.png (2000x300)" in lines[0] and "tiny8.png (8x8)" in lines[0]
+    assert "ok.png" not in lines[0]

@@ -99,13 +99,35 @@ def _unique_captions(texts: list[str]) -> list[str]:
     return out
 
 
-def _read_image(path: Path, size: int) -> tuple[Image.Image | None, str | None]:
+FAR_FROM_SQUARE = 3.0  # long side / short side at or above which padding leaves the subject a sliver
+BLOWN_UP = 4.0  # training size / long side at or above which an image is enlarged into a blur
+
+
+def _read_image(path: Path, size: int, odd: dict | None = None, key: str | None = None
+                ) -> tuple[Image.Image | None, str | None]:
     """Decode one file; returns (image, None) or (None, skip reason). Size is checked from the
-    header before any pixel is decoded, so a hostile header costs nothing."""
+    header before any pixel is decoded, so a hostile header costs nothing. odd: {file: (w, h)}
+    of images kept but far from square or far below `size` (load_folder warns about them)."""
     try:
-        return to_rgb_square(read_image(path, min_side=MIN_SIDE), size), None
+        im = read_image(path, min_side=MIN_SIDE)
     except ImageReadError as e:
         return None, e.reason
+    w, h = im.size
+    if odd is not None and (max(w, h) / min(w, h) >= FAR_FROM_SQUARE or size / max(w, h) >= BLOWN_UP):
+        odd[key or path.name] = (w, h)
+    return to_rgb_square(im, size), None
+
+
+def odd_sizes_warning(odd: dict, size: int, root) -> str | None:
+    """One warning naming the images padded into a sliver (a 2000x300 banner keeps its caption but
+    becomes a band a seventh of the square) or enlarged into a blur (8x8 at 64 px), or None."""
+    if not odd:
+        return None
+    shown = ", ".join(f"{n} ({w}x{h})" for n, (w, h) in list(odd.items())[:5]) + (
+        f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    return (f"{root}: {len(odd)} image(s) will train poorly at {size}x{size}: {shown}; an image is padded to a "
+            f"square (a side {FAR_FROM_SQUARE:g}x the other leaves its subject a thin band) and resized (one "
+            f"{BLOWN_UP:g}x smaller than the training size is enlarged into a blur): crop or redraw them")
 
 
 def _read_metadata(root: Path, report: LoadReport, tags: dict | None = None) -> tuple[dict[str, list[str] | None], int]:
@@ -274,6 +296,7 @@ def load_folder(path: str | os.PathLike, size: int, progress: bool | None = None
     captions: list[list[str]] = []
     names: list[str] = []
     show = is_terminal() if progress is None else progress  # None: only on a terminal
+    odd: dict[str, tuple[int, int]] = {}
     for name, on_disk, raw in bar(items, desc=f"loading {root.name}", unit="img", leave=False, enabled=show):
         if raw is None:
             report.skip(NO_CAPTION, name)
@@ -282,7 +305,7 @@ def load_folder(path: str | os.PathLike, size: int, progress: bool | None = None
         if not caps:
             report.skip(EMPTY_CAPTION, name)
             continue
-        im, reason = _read_image(root / on_disk, size)
+        im, reason = _read_image(root / on_disk, size, odd, name)
         if im is None:
             report.skip(reason, name)
             continue
@@ -295,6 +318,9 @@ def load_folder(path: str | os.PathLike, size: int, progress: bool | None = None
                         + report.summary().replace("\n", ";"))
     if log_summary:
         (log.warning if report.n_skipped else log.info)("%s: %s", root, report.summary())
+    warning = odd_sizes_warning(odd, size, root)
+    if warning:
+        log.warning(warning)
     groups = [tags.get(n, {}).get("group", "") for n in names] if tags else None
     styles = [tags.get(n, {}).get("style", "") for n in names] if tags else None
     return ImageCaptionSet(images[: len(names)].clone(), captions, names, report, groups, styles)
