@@ -31,6 +31,7 @@ from ..outputs import check_folder
 from ..modelio import read_tensors, state_dict_for_save, unwrap, write_folder_atomic, write_json_atomic
 from ..seeds import torch_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .run_checks import check_resume_matches, held_out_note
 from .config import TrainConfig, resolve_mixed_precision, resolve_sdpa_backend, sdpa_context
 from .plan import stage1_config
 from .ema import EMA, short_run_warnings
@@ -50,18 +51,6 @@ def split(data: ImageCaptionSet, cfg: TrainConfig) -> tuple[ImageCaptionSet, Ima
     n_val = max(1, min(cfg.val_max, int(round(n * cfg.val_fraction))))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(torch_seed(cfg.seed + 7))).tolist()
     return data.subset(sorted(perm[n_val:])), data.subset(sorted(perm[:n_val]))
-
-
-SMALL_DATA = 50  # at most this many images: the run names the held-out ones
-
-
-def held_out_note(n_data: int, val: ImageCaptionSet) -> str | None:
-    """For a handful of pictures (a LoRA fine-tune's folder), which of them the held-out split
-    keeps out of training, by name: a user with 9 icons should know which 2 never train."""
-    if n_data > SMALL_DATA:
-        return None
-    return (f"held out for validation, never trained on: {len(val)} of {n_data} images ("
-            + ", ".join(val.names) + ")")
 
 
 class _StopFlag:
@@ -349,27 +338,6 @@ def _recorded_init(run: Path):
     """A resumed run's warm-start record, written by its first session (None if it has none)."""
     p = run / "init_from.json"
     return json.loads(p.read_text()) if p.is_file() else None
-
-
-# the TrainConfig fields that decide the shape of what a checkpoint holds: a resume must keep them
-NETWORK_FIELDS = ("family", "task", "preset", "size", "lora_rank", "text_layers", "distill_objective")
-FLAG_OF = {"preset": "--preset", "size": "--size", "lora_rank": "--rank", "text_layers": "--text-layers",
-           "distill_objective": "--objective", "family": "--family"}
-
-
-def check_resume_matches(run: Path, cfg: TrainConfig) -> None:
-    """UserInputError (one line) when `run` holds a checkpoint of another network than `cfg`
-    builds (its train_config.json differs in NETWORK_FIELDS): loading it would fail with a size
-    mismatch deep in load_state_dict. Nothing to check for a run without checkpoints."""
-    saved_path = run / "train_config.json"
-    if latest_checkpoint(run) is None or not saved_path.is_file():
-        return
-    saved, now = json.loads(saved_path.read_text()), cfg.to_dict()
-    diff = [k for k in NETWORK_FIELDS if k in saved and saved.get(k) != now.get(k)]
-    if diff:
-        shown = ", ".join(f"{FLAG_OF.get(k, k)} {saved[k]} there, {now.get(k)} now" for k in diff)
-        raise UserInputError(f"--resume: {run} holds a checkpoint of another network than this command builds "
-                             f"({shown}); rerun the command that started it, with the same flags, plus --resume")
 
 
 def _unfinished(run: Path) -> bool:
