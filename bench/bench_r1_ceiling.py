@@ -4,7 +4,7 @@ same images after a round trip through the autoencoder (encode, decode), split b
 round trip's R@1 is the ceiling its generated images meet, where the real images' R@1 is the
 bar issue 17's gate sets.
 
-    python bench/bench_r1_ceiling.py --out bench/results/r1_autoencoder_ceiling.json
+    python bench/bench_r1_ceiling.py [--model default] --out bench/results/r1_autoencoder_ceiling.json
 
 Two protocols, both `blinkgen eval`'s: "all_heldout", each held-out image's primary caption
 ranked among the distinct primary captions of the whole held-out split (the report's ceiling);
@@ -18,42 +18,30 @@ from pathlib import Path
 
 import torch
 
-from blinkgen.data.registry import load_dataset
-from blinkgen.eval.contrastive import held_out_split, retrieval_hits
+from blinkgen import load
+from blinkgen.eval.contrastive import retrieval_hits
 from blinkgen.eval.evaluate import build_reference, run_prompts
-from blinkgen.families.diffusion.folder import load_autoencoder
-from blinkgen.models.autoencoder import to_pixels, to_uint8
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_r1_by_source import table  # noqa: E402  (the same split by source)
 
 
-def round_trip(ae, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> the same after encode (posterior mean) and decode, uint8."""
-    with torch.no_grad():
-        return torch.cat([to_uint8(ae.decode(ae.encode(to_pixels(images[i:i + chunk]))))
-                          for i in range(0, len(images), chunk)])
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="emoji+shapes:3000")
-    ap.add_argument("--autoencoder", default="src/blinkgen/weights/default/autoencoder")
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--model", default="default", help="whose decoder (Pipeline.round_trip)")
     ap.add_argument("--samples", type=int, default=128, help="the run's prompts, as bench_default/blinkgen eval")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    ref = build_reference(a.data, a.size)
-    held = held_out_split(load_dataset(a.data, a.size, 0), 0)[1]
-    own = [c[0] for c in held.captions]
-    assert own == ref.own, "the held-out split moved between the two loads"
+    pipe = load(a.model)
+    ref = build_reference(a.data, pipe.image_size)
+    own = ref.own
     uniq = sorted(set(own))
     txt = ref.evaluator.embed_texts(uniq)
-    ae = load_autoencoder(a.autoencoder).eval()
-    rows = {"real": ref.real_emb, "autoencoder_round_trip": ref.evaluator.embed_images(round_trip(ae, held.images))}
-    out = {"data": a.data, "autoencoder": a.autoencoder, "n": len(own), "distinct_captions": len(uniq)}
+    rows = {"real": ref.real_emb, "autoencoder_round_trip": ref.evaluator.embed_images(pipe.round_trip(ref.held_images))}
+    out = {"data": a.data, "model": a.model, "n": len(own), "distinct_captions": len(uniq)}
     asked = sorted(set(run_prompts(ref, a.samples, 0)[0]))
     same = [i for i, c in enumerate(own) if c in set(asked)]
     txt_same = ref.evaluator.embed_texts(asked)
