@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -54,7 +56,9 @@ def tiny_model_folder(prefix: str = "bench-serve-") -> str:
     """A fresh tiny random-weight model: the default, so the bench runs anywhere in seconds."""
     from blinkgen.families import get
 
-    return str(get("diffusion").make_tiny(Path(tempfile.mkdtemp(prefix=prefix)) / "tiny"))
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the server subprocess ends before exit
+    return str(get("diffusion").make_tiny(Path(tmp) / "tiny"))
 
 
 def start_server(model: str, max_batch: int, window_ms: float, device: str, extra_args=(),

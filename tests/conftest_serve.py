@@ -7,7 +7,9 @@ sockets, the batcher's worker thread -- so clients talk HTTP to it exactly as in
 """
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import socket
 import tempfile
 import threading
@@ -32,7 +34,9 @@ def tiny_generator():
     import blinkgen
     from blinkgen.families import get
 
-    folder = Path(tempfile.mkdtemp(prefix="blinkgen-serve-test-")) / "tiny"
+    tmp = tempfile.mkdtemp(prefix="blinkgen-serve-test-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the model lives as long as the process
+    folder = Path(tmp) / "tiny"
     get("diffusion").make_tiny(folder)
     return blinkgen.load(str(folder))
 
