@@ -65,6 +65,23 @@ def positive_int_arg(s: str) -> int:
     return v
 
 
+THREADS_TRAINING_HELP = "torch's intra-op CPU threads, N >= 1; 0 or left out: torch's default"
+
+
+def threads_arg(s: str) -> int:
+    """argparse type of every --threads (the top level's, train's, finetune's, distill's): a whole
+    number of threads >= 0, where 0 means the command's default, exactly as leaving the flag out
+    (the top level: the idle cores, speed/threads.py; training: torch's default, TrainConfig's
+    threads 0). argparse.ArgumentTypeError (its usage error, one line) otherwise."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads (0 = the default), got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = the default), got {s}")
+    return v
+
+
 def check_device(device) -> str:
     """A torch device string ("cpu", "cuda", "cuda:1", "mps") that this torch build can use ->
     the same string. UserInputError (one line) for a name torch does not know, or for a device

@@ -11,20 +11,22 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .checks import positive_int_arg
+from .checks import THREADS_TRAINING_HELP, positive_int_arg, threads_arg
 from .errors import BlinkgenError, UserInputError
 from .textio import read_lines
 
 
-REPLAYED = ("seed", "steps", "guidance", "sampler", "style", "guidance_interval", "negative",
-            "variation_seed", "variation_strength")  # generate flags a PNG's record can fill in
+# generate flags that override what a PNG's record fills in (--from): given, they are listed as
+# changes; the adapter (--lora, --lora-scale) is listed when it differs (replay.adapter_overrides)
+REPLAYED = ("seed", "steps", "guidance", "sampler", "style", "guidance_interval", "negative", "cache",
+            "truncation", "temperature", "variation_seed", "variation_strength", "dtype", "size")
 
 
 def cmd_generate(args) -> None:
     """One image per (prompt template, seed): a prompt, each line of --prompts-file (-n images
     each), or the record of a PNG (--from); templates resolved per image (blinkgen.prompts);
     requests batched across prompts (--batch-size); every target named and checked first."""
-    from . import replay
+    from . import cli_flags, replay
     from .api import load
     from .checks import as_int
     from .outputs import check_new, check_png_names, image_name
@@ -49,23 +51,20 @@ def cmd_generate(args) -> None:
         raise UserInputError("the prompt is empty")
     model = args.model or (replay.model_for(recorded) if recorded is not None else "default")
     gen = load(model, device=args.device, dtype=args.dtype or "fp32")
-    if recorded is not None and not args.any_model:
-        warning = replay.check_model(recorded, gen, args.from_png)
+    if recorded is not None and not args.any_model:  # the recorded adapter is checked unless --lora replaces it
+        warning = replay.check_model(recorded, gen, args.from_png, check_adapter=args.lora is None)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
     kw = replay.settings_kwargs(recorded, gen) if recorded is not None else {}
     steps, guidance, sampler = (v if v is not None else rec for v, rec in
                                 ((args.steps, kw.pop("steps", None)), (args.guidance, kw.pop("guidance", None)),
                                  (args.sampler, kw.pop("sampler", None))))
-    for key, v in (("style", args.style), ("guidance_interval", args.guidance_interval), ("negative_prompt", args.negative),
-                   ("cache", args.cache), ("truncation", args.truncation), ("temperature", args.temperature)):
-        if v is not None:
-            kw[key] = v
-    if args.lora is not None:
-        kw.update(lora=args.lora, lora_scale=args.lora_scale)
-    elif args.lora_scale is not None:
-        raise UserInputError("--lora-scale needs --lora")
-    settings = gen.settings(steps, guidance, sampler, **kw)
+    given = cli_flags.given_settings(args)  # {API name: flag}: errors about these name the flag
+    kw.update({api: getattr(args, cli_flags.dest(flag)) for api, flag in given.items()})
+    cli_flags.apply_lora_flags(args, kw, given)
+    settings = cli_flags.settings(gen, steps, guidance, sampler, kw, given)
+    if recorded is not None and (args.lora is not None or args.lora_scale is not None):  # given, and differing
+        overrides += replay.adapter_overrides(recorded, settings)
     if getattr(settings, "negative_prompt", None) and settings.guidance == 1.0:
         print("warning: the negative prompt has no effect at guidance 1 (no unconditional branch)", file=sys.stderr)
 
@@ -75,17 +74,21 @@ def cmd_generate(args) -> None:
     n = as_int(args.n, "n", 1, MAX_N)
     total = len(templates) * n
     seeds = [args.seed] * total if args.fixed_seed else seed_run(args.seed, total)
-    vseeds = seed_run(args.variation_seed, total) if args.variation_seed is not None else [None] * total
     if (args.variation_seed is None) != (args.variation_strength is None):
         raise UserInputError("--variation-seed and --variation-strength go together")
+    words = {k: f for k, f in {**cli_flags.REQUEST_FLAGS, **getattr(args, "request_flags", {})}.items()
+             if k in overrides}  # request flags the user gave (vary's --strength is variation_strength)
     wildcards = Wildcards(wildcard_dirs(args.wildcards or (), args.prompts_file))
     literal = args.literal or recorded is not None and args.prompt == recorded["prompt"]
     items = []  # (template, Request)
-    for k in range(total):
-        t, sd = templates[k // n], seeds[k]
-        prompt = t if literal else resolve(t, sd, wildcards)
-        items.append((t, Request(prompt, sd, variation_seed=vseeds[k],
-                                 variation_strength=None if vseeds[k] is None else args.variation_strength)))
+    with cli_flags.flag_words(words):
+        vseeds = seed_run(args.variation_seed, total, "variation_seed") if args.variation_seed is not None \
+            else [None] * total
+        for k in range(total):
+            t, sd = templates[k // n], seeds[k]
+            prompt = t if literal else resolve(t, sd, wildcards)
+            vstrength = None if vseeds[k] is None else args.variation_strength
+            items.append((t, Request(prompt, sd, variation_seed=vseeds[k], variation_strength=vstrength).check()))
     if literal and recorded is not None and recorded.get("prompt_template"):
         templates = [recorded["prompt_template"]]  # what the PNG says it was drawn from
         items = [(templates[0], r) for _, r in items]
@@ -179,6 +182,7 @@ def _fill_from_record(args, rec: dict) -> None:
 
 
 def _add_generate(sub) -> None:
+    from . import cli_flags
     from .families import sampler_help
 
     p = sub.add_parser("generate", help="generate images from a text prompt, a prompt list or a PNG's record")
@@ -204,9 +208,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--size", type=int, default=None, help="output side in pixels; above the model's "
                    "(128 for a 64-px model) the images go through --upscaler")
     p.add_argument("--upscaler", default="upscaler", help="upscaler model (embedded name or folder) for --size")
-    p.add_argument("--lora", default=None, metavar="DIR", help="a LoRA adapter fine-tuned from --model "
-                   "(`blinkgen finetune`; its folder or the run folder)")
-    p.add_argument("--lora-scale", type=float, default=None, help="adapter strength (default 1)")
+    cli_flags.add_lora_flags(p)
     _add_generate_everyday(p)
     p.add_argument("--model", default=None, help="embedded model name or model folder (default: default, "
                    "or the model named in the --from PNG)")
@@ -242,34 +244,6 @@ def _add_generate_everyday(p) -> None:
                    "model other than the one that made it")
 
 
-def vary_recipe(args) -> None:
-    """`blinkgen vary IMAGE.png` of a blinkgen PNG (edit_commands.cmd_vary): n neighbours -- its prompt, seed and settings,
-    with the noise of seeds V, V+1, ... mixed in at --strength (generate --from with a fixed seed)."""
-    from . import replay
-    from .seeds import random_seed
-
-    rec = replay.read_png(args.image)
-    if rec.get("variation_seed") is not None:
-        raise UserInputError(f"{args.image} is itself a variation (of seed {rec.get('seed')} by seed "
-                             f"{rec['variation_seed']}); vary the base image, or use generate --from "
-                             "with another --variation-strength")
-    seeds = rec.get("seeds")
-    if isinstance(seeds, list) and len(seeds) > 1 and args.seed is None:  # a -n grid: say which image is varied
-        print(f"{args.image} is a grid of {len(seeds)} images (seeds {seeds[0]}..{seeds[-1]}); varying the first, "
-              f"seed {seeds[0]}: pass --seed S for another", file=sys.stderr)
-    ns = argparse.Namespace(
-        prompt=None, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-        style=args.style,
-        guidance_interval=None, negative=None, prompts_file=None, wildcards=None, literal=True, batch_size=16,
-        variation_seed=random_seed() if args.variation_seed is None else args.variation_seed,
-        variation_strength=0.2 if args.strength is None else args.strength, from_png=args.image,
-        any_model=args.any_model, model=args.model,
-        output=args.output, outdir=args.outdir, grid=args.grid, overwrite=args.overwrite, device=args.device,
-        dtype=args.dtype, fixed_seed=True, cache=None, truncation=None, temperature=None, lora=None,
-        lora_scale=None, size=None, upscaler=None)
-    cmd_generate(ns)
-
-
 def cmd_train(args) -> None:
     from .train.config import TrainConfig
     from .train.loop import train
@@ -301,9 +275,11 @@ def _add_train(sub) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "sample_prompts":
             continue
-        typ = {"int": int, "int | None": int, "float": float, "bool": _yes_no}.get(str(f.type), str)
+        typ = threads_arg if f.name == "threads" else \
+            {"int": int, "int | None": int, "float": float, "bool": _yes_no}.get(str(f.type), str)
         help_ = {"ae_steps": "(default: 2 x --steps, within [10, 2000])",
-                 "ae_preset": "(default: tiny for --preset tiny, else S)"}.get(f.name, f"(default: {f.default})")
+                 "ae_preset": "(default: tiny for --preset tiny, else S)",
+                 "threads": THREADS_TRAINING_HELP}.get(f.name, f"(default: {f.default})")
         if f.name == "family":
             tasks = "; ".join(f"{x.name}: tasks {', '.join(x.tasks)} (default {x.default_task})" for x in fams)
             older = ", ".join(f"{a} = {x.name} --task {t}" for x in fams for a, t in x.aliases.items())
@@ -333,10 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blinkgen", description="Text-to-image generators you train and run fast.")
     parser.add_argument("--version", action="version", version=f"blinkgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", dest="global_threads",
+    parser.add_argument("--threads", type=threads_arg, default=None, metavar="N", dest="global_threads",
                         help="CPU threads of the commands that run a model (generate, edit, vary, upscale, caption, "
-                             "grid, eval, bench, serve); default: the idle cores, at most torch's default "
-                             "(speed/threads.py), or OMP_NUM_THREADS when set. Training takes its own --threads")
+                             "grid, eval, bench, serve): N >= 1; 0 or left out: the idle cores, at most torch's "
+                             "default (speed/threads.py), or OMP_NUM_THREADS when set. Training takes its own "
+                             "--threads (0 or left out: torch's default)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_train(sub)
@@ -364,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             from .speed.threads import apply_threads
 
             try:
-                apply_threads(args.global_threads)
+                apply_threads(args.global_threads or None)  # 0: the default, as left out (checks.threads_arg)
             except ValueError as e:
                 raise UserInputError(str(e)) from None
         elif args.global_threads is not None:

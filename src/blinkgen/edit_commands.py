@@ -2,7 +2,7 @@
 Each handler parses, builds Requests, calls the library and writes PNGs that record how they were
 made (the `parameters` chunk), never replacing a file silently (outputs.py).
 
-    blinkgen edit photo.png "a red heart" [--mask m.png] [--strength 0.6] [-n 4]
+    blinkgen edit photo.png "a red heart" [--mask m.png] [--strength 0.6] [-n 4] [--lora DIR]
     blinkgen vary photo.png [-n 4] [--strength 0.6] [--prompt "..."]   # prompt: the best caption
     blinkgen upscale small.png [-o big.png]                              # 64 -> 128 px
 """
@@ -10,14 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import cli_flags
 from .errors import UserInputError
 
 UPSCALER = "upscaler"  # the embedded upscaler's name (weights/upscaler)
+# what `upscale` says of the sampling options it does not take, beside "unrecognized arguments"
+_NO_ADAPTER = ("upscale runs the upscaler, a model of its own that takes no LoRA adapter; "
+               "--lora is for generate, edit and vary")
+UPSCALE_NOTES = {"--lora": _NO_ADAPTER, "--lora-scale": _NO_ADAPTER}
 
 
 def _settings(pipe, args):
-    extra = {"style": args.style} if getattr(args, "style", None) is not None else {}
-    return pipe.settings(args.steps, args.guidance, args.sampler, **extra)
+    """The settings of an edit or an img2img variation: --steps, --guidance, --sampler, --style and
+    the adapter (--lora, --lora-scale, as generate's), errors naming the flags (cli_flags)."""
+    given = cli_flags.given_settings(args)  # --style: the one other settings flag edit and vary have
+    kw = {api: getattr(args, cli_flags.dest(flag)) for api, flag in given.items()}
+    cli_flags.apply_lora_flags(args, kw, given)
+    return cli_flags.settings(pipe, args.steps, args.guidance, args.sampler, kw, given)
 
 
 def _paths(args, params: dict, seeds: list[int], kind: str) -> list[Path]:
@@ -131,6 +140,40 @@ def _recipe(path) -> dict | None:
         return None
 
 
+def vary_recipe(args) -> None:
+    """`blinkgen vary IMAGE.png` of a blinkgen PNG (cmd_vary): n neighbours -- its prompt, seed and
+    settings (its LoRA adapter too, unless --lora replaces it), with the noise of seeds V, V+1, ...
+    mixed in at --strength (cli.cmd_generate: generate --from with a fixed seed)."""
+    import argparse
+    import sys
+
+    from . import replay
+    from .cli import cmd_generate
+    from .seeds import random_seed
+
+    rec = replay.read_png(args.image)
+    if rec.get("variation_seed") is not None:
+        raise UserInputError(f"{args.image} is itself a variation (of seed {rec.get('seed')} by seed "
+                             f"{rec['variation_seed']}); vary the base image, or use generate --from "
+                             "with another --variation-strength")
+    seeds = rec.get("seeds")
+    if isinstance(seeds, list) and len(seeds) > 1 and args.seed is None:  # a -n grid: say which image is varied
+        print(f"{args.image} is a grid of {len(seeds)} images (seeds {seeds[0]}..{seeds[-1]}); varying the first, "
+              f"seed {seeds[0]}: pass --seed S for another", file=sys.stderr)
+    ns = argparse.Namespace(
+        prompt=None, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+        style=args.style,
+        guidance_interval=None, negative=None, prompts_file=None, wildcards=None, literal=True, batch_size=16,
+        variation_seed=random_seed() if args.variation_seed is None else args.variation_seed,
+        variation_strength=0.2 if args.strength is None else args.strength, from_png=args.image,
+        any_model=args.any_model, model=args.model,
+        output=args.output, outdir=args.outdir, grid=args.grid, overwrite=args.overwrite, device=args.device,
+        dtype=args.dtype, fixed_seed=True, cache=None, truncation=None, temperature=None, lora=args.lora,
+        lora_scale=args.lora_scale, size=None, upscaler=None,
+        request_flags={"variation_strength": "--strength"})  # errors name vary's flag
+    cmd_generate(ns)
+
+
 def _recorded_prompt(path) -> str | None:
     """The prompt a blinkgen PNG records (an edit's, an upscale's has none), else None: a variation
     of blinkgen's own edit keeps steering towards what it was edited into, not a fresh caption."""
@@ -153,8 +196,6 @@ def cmd_vary(args) -> None:
       else the prompt the PNG records (a blinkgen edit's), else the image's own best caption (the
       evaluator's captioner), at --strength (default 0.6; issue 12)."""
     if args.prompt is None and not args.img2img and _recipe(args.image) is not None:
-        from .cli import vary_recipe
-
         return vary_recipe(args)
     if args.variation_seed is not None or args.any_model or args.grid:
         raise UserInputError("--variation-seed, --any-model and --grid vary a PNG made by blinkgen; "
@@ -212,6 +253,7 @@ def _common(p, model_default: str | None = "default", sampling: bool = True, n_d
         p.add_argument("--guidance", type=float, default=None)
         p.add_argument("--sampler", default=None, help=sampler_help())
         p.add_argument("--style", default=None, help="diffusion: style phrase (\"in <style> style\"): style transfer")
+        cli_flags.add_lora_flags(p)  # as generate's; upscale runs an upscaler, which takes none (UPSCALE_NOTES)
         p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (network precision)")
     p.add_argument("--model", default=model_default, help="embedded model name or model folder" +
                    (" (default: the one a blinkgen PNG records, else default)" if model_default is None else ""))
@@ -245,4 +287,4 @@ def register(sub) -> None:
     p = sub.add_parser("upscale", help="x2 super-resolution (64 -> 128 px) with an upscaler model")
     p.add_argument("image")
     _common(p, model_default=UPSCALER, sampling=False)
-    p.set_defaults(func=cmd_upscale)
+    p.set_defaults(func=cmd_upscale, option_notes=UPSCALE_NOTES)

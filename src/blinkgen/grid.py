@@ -304,8 +304,13 @@ def cmd_grid(args) -> None:
     from .pngmeta import save_png
     from .prompts import Wildcards, wildcard_dirs
 
+    from .cli_flags import flag_words
+    from .pipeline import check_negative_prompt
+
     if not args.prompt.strip():
         raise UserInputError("the prompt is empty")
+    with flag_words({"negative_prompt": "--negative"}):  # an axis keeps the API name it was given
+        check_negative_prompt(args.negative)
     x = parse_axis(args.x) if args.x else None
     y = parse_axis(args.y) if args.y else None
     if x is None and y is None:

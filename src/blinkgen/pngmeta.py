@@ -26,7 +26,7 @@ def torch_version() -> str | None:
 
 
 def parameters_text(params: dict) -> str:
-    """The `parameters` chunk: params + the LoRA adapter's weights hash (lora_record) + the
+    """The `parameters` chunk: params + the LoRA adapter's hash (lora_record) + the
     blinkgen and torch versions, as sorted JSON (ASCII, so it is always a plain tEXt chunk that any
     PNG reader shows)."""
     return json.dumps({**params, **lora_record(params), "blinkgen_version": __version__,
@@ -35,14 +35,15 @@ def parameters_text(params: dict) -> str:
 
 def lora_record(params: dict) -> dict:
     """{"lora_hash": sha256} for the record of an image drawn with a LoRA adapter (its `lora`
-    setting names the adapter folder) that does not carry the hash yet, else {}: the adapter's
-    weights as they are now (train/lora.adapter_sha256 -- the merge that drew the image is keyed by
-    the same hash), so `generate --from` can tell that the adapter at that path has changed since
+    setting names the adapter folder) that does not carry the hash yet, else {}: the adapter as it
+    is now, its weights and the adapter_config.json fields that change its output
+    (train/lora_hash.adapter_sha256 -- the merge that drew the image is keyed by the same hash), so
+    `generate --from` can tell that the adapter at that path has changed since
     (replay.check_model), as `model_hash` does for the model. Every writer gets it here."""
     folder = params.get("lora")
     if not isinstance(folder, str) or not folder or "lora_hash" in params:
         return {}
-    from .train.lora import adapter_sha256
+    from .train.lora_hash import adapter_sha256
 
     return {"lora_hash": adapter_sha256(folder)}
 

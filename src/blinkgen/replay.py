@@ -11,8 +11,10 @@ checks that the model is the same one, and says exactly what differs when the by
 
 A PNG's pixels are a function of (weights, prompt, seed, settings) plus the arithmetic that ran
 them (torch version, device, network dtype). The first four are checked or restored -- the
-weights by `model_hash`, and a LoRA adapter's (the `lora` setting) by `lora_hash`; the rest are
-recorded and named when a replay does not reproduce the pixels bit for bit.
+weights by `model_hash`, and a LoRA adapter (the `lora` setting) by `lora_hash` (its weights and
+the config fields that change its output: train/lora_hash.py; a PNG from an older blinkgen records
+the weights alone, and still replays); the rest are recorded and named when a replay does not
+reproduce the pixels bit for bit.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ KEY_ROLES = {
     "grid": "grid",  # a `blinkgen grid` comparison: refused
 }
 NOT_SETTINGS = frozenset(KEY_ROLES)  # recorded keys that are not settings fields
-REDO_FLAGS = ("strength", "seed", "steps", "guidance", "sampler", "style", "model", "dtype")  # edit/vary flags
+REDO_FLAGS = ("strength", "seed", "steps", "guidance", "sampler", "style", "lora", "lora_scale", "model",
+              "dtype")  # edit/vary flags, by API name (lora_scale: --lora-scale)
 
 
 class ModelMismatchError(UserInputError):
@@ -103,7 +106,7 @@ def redo_command(params: dict) -> str:
             argv += ["--mask", str(params.get("mask") or "MASK.png")]
     for k in REDO_FLAGS:
         if params.get(k) is not None:
-            argv += [f"--{k}", str(params[k])]
+            argv += [f"--{k.replace('_', '-')}", str(params[k])]
     return shlex.join(argv)
 
 
@@ -154,11 +157,12 @@ def _findable(name: str, what: str, flag: str) -> str:
     return name
 
 
-def check_model(params: dict, pipe: Pipeline, png_name: str = "the PNG") -> str | None:
-    """ModelMismatchError when the PNG records a model_hash and `pipe` has other weights, or a
-    lora_hash and the LoRA adapter at its recorded folder has changed since (adapter_change).
-    Returns a warning (str) when the PNG records no model_hash (made before blinkgen recorded one),
-    else None. A PNG with an adapter but no lora_hash (an older blinkgen) replays unchecked."""
+def check_model(params: dict, pipe: Pipeline, png_name: str = "the PNG", check_adapter: bool = True) -> str | None:
+    """ModelMismatchError when the PNG records a model_hash and `pipe` has other weights, or (with
+    check_adapter; False when the replay draws with another adapter, --lora) a lora_hash and the
+    LoRA adapter at its recorded folder has changed since (adapter_change). Returns a warning (str)
+    when the PNG records no model_hash (made before blinkgen recorded one), else None. A PNG with
+    an adapter but no lora_hash (an older blinkgen) replays unchecked."""
     want, have = params.get("model_hash"), getattr(pipe, "model_hash", None)
     if want and have != want:
         raise ModelMismatchError(
@@ -166,14 +170,14 @@ def check_model(params: dict, pipe: Pipeline, png_name: str = "the PNG") -> str 
             f"{pipe.name!r} has weights {str(have)[:12]}...: a different model (or checkpoint) would "
             "not reproduce it; pass the model that made it with --model, or --any-model to reuse "
             "its settings with this one")
-    changed = adapter_change(params)
+    changed = adapter_change(params) if check_adapter else None
     if changed:
         folder, then, now = changed
         raise ModelMismatchError(
-            f"{png_name} was made with the LoRA adapter at {folder} when its weights were {then[:12]}..., "
-            f"but that adapter has changed since the image was made (its weights are now {now[:12]}...: "
-            "trained again or resumed into the same folder), so it would not reproduce it; pass "
-            "--any-model to draw it with the adapter as it is now")
+            f"{png_name} was made with the LoRA adapter at {folder} when its hash was {then[:12]}..., "
+            f"but that adapter has changed since the image was made (its hash is now {now[:12]}...: "
+            "trained again or resumed into the same folder, or its adapter_config.json edited), so it "
+            "would not reproduce it; pass --any-model to draw it with the adapter as it is now")
     if not want:
         return (f"{png_name} records no model_hash (made by an older blinkgen): cannot check that "
                 f"{pipe.name} is the model that made it")
@@ -182,20 +186,51 @@ def check_model(params: dict, pipe: Pipeline, png_name: str = "the PNG") -> str 
 
 def adapter_change(params: dict) -> tuple[str, str, str] | None:
     """(adapter folder, recorded hash, current hash) when the PNG records a LoRA adapter with its
-    weights hash (`lora`, `lora_hash`: pngmeta.lora_record) and the adapter in that folder now has
-    other weights; None when they are the same, when the record has no hash (an older blinkgen),
-    or when the folder no longer holds an adapter (restoring the lora setting says so, one line)."""
+    hash (`lora`, `lora_hash`: pngmeta.lora_record) and the adapter in that folder no longer matches
+    it (train/lora_hash.recorded_matches: the hash of its weights and output-changing config, or of
+    its weights alone for a PNG of an older blinkgen); None when it matches, when the record has
+    no hash (an older blinkgen still), or when the folder no longer holds an adapter (restoring the
+    lora setting says so, one line)."""
     from .errors import ModelLoadError
-    from .train.lora import adapter_sha256
+    from .train.lora_hash import adapter_sha256, recorded_matches
 
     folder, then = params.get("lora"), params.get("lora_hash")
     if not isinstance(folder, str) or not folder or not isinstance(then, str) or not then:
         return None
     try:
-        now = adapter_sha256(folder)
+        if recorded_matches(then, folder):
+            return None
+        return folder, then, adapter_sha256(folder)
     except (ModelLoadError, OSError):
         return None
-    return None if now == then else (folder, then, now)
+
+
+def adapter_overrides(params: dict, settings: Settings) -> list[str]:
+    """The adapter settings of a replay (`settings`) that differ from the PNG's record, as the
+    names generate lists among its changes: "lora" when it draws with another adapter than the
+    record's (compared by the recorded lora_hash where there is one, so the same adapter in another
+    folder is no change; else by folder), or adds or drops one; "lora_scale" when it keeps an
+    adapter at another strength. [] when both are as recorded."""
+    from .errors import ModelLoadError
+    from .train.lora_hash import recorded_matches
+
+    then, now = params.get("lora"), getattr(settings, "lora", None)
+    if then is None and now is None:
+        return []
+    if then is None or now is None:
+        return ["lora"]
+    out = []
+    recorded = params.get("lora_hash")
+    try:
+        same = recorded_matches(recorded, now) if isinstance(recorded, str) and recorded else str(then) == str(now)
+    except (ModelLoadError, OSError):
+        same = False
+    if not same:
+        out.append("lora")
+    scale = params.get("lora_scale", 1.0)  # recorded with every adapter; 1 is its default
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or float(scale) != settings.lora_scale:
+        out.append("lora_scale")
+    return out
 
 
 def weights_differences(params: dict, pipe: Pipeline) -> list[str]:
@@ -209,7 +244,7 @@ def weights_differences(params: dict, pipe: Pipeline) -> list[str]:
     changed = adapter_change(params)
     if changed:
         folder, then, now = changed
-        out.append(f"the LoRA adapter at {folder} has changed since the image was made: weights "
+        out.append(f"the LoRA adapter at {folder} has changed since the image was made: hash "
                    f"{then[:12]}... then, {now[:12]}... now")
     elif isinstance(params.get("lora"), str) and not params.get("lora_hash"):
         out.append(f"the LoRA adapter at {params['lora']} is not checked: the PNG records no lora_hash (made "

@@ -28,13 +28,14 @@ def check_seed(seed, name: str = "seed") -> int:
     return as_int(seed, name, 0, SEED_MAX)
 
 
-def seed_run(seed, n) -> list[int]:
+def seed_run(seed, n, name: str = "seed") -> list[int]:
     """The seeds of n images starting at `seed`: [seed, seed+1, ..., seed+n-1].
-    UserInputError when the last one would pass SEED_MAX (never wraps)."""
-    seed, n = check_seed(seed), as_int(n, "n", 0)
+    UserInputError, leading with `name` (e.g. "variation_seed"), for a seed out of range or when
+    the last one would pass SEED_MAX (never wraps)."""
+    seed, n = check_seed(seed, name), as_int(n, "n", 0)
     if n and seed + n - 1 > SEED_MAX:
-        raise UserInputError(f"seed {seed} with n={n} needs seeds up to {seed + n - 1}, past the largest "
-                             f"seed {SEED_MAX} (2^63 - 1); use a seed <= {SEED_MAX - n + 1}")
+        raise UserInputError(f"{name} {seed} with n={n} needs seeds up to {seed + n - 1}, past the largest "
+                             f"seed {SEED_MAX} (2^63 - 1); start at {SEED_MAX - n + 1} or below")
     return list(range(seed, seed + n))
 
 

@@ -20,6 +20,7 @@ import blinkgen
 from blinkgen import cli
 from blinkgen.modelio import weights_hash
 from blinkgen.pngmeta import read_parameters
+from blinkgen.train.lora_hash import adapter_sha256
 from conftest import make_tiny
 from lora_helpers import make_adapter
 
@@ -47,13 +48,13 @@ def z2(base, tmp_path):
     make_adapter(base, run / "model", seed=1)
     png = tmp_path / "z2.png"
     assert blinkgen_cli("generate", PROMPT, "--model", base, "--lora", run, "--seed", 5, *STEPS, "-o", png) == 0
-    return {"run": run, "png": png, "hash": weights_hash(run / "model")}
+    return {"run": run, "png": png, "hash": adapter_sha256(run / "model")}
 
 
 def retrain(base, z2) -> str:
     """Another adapter into the same folder (what a second finetune --out, or --resume, does)."""
     make_adapter(base, z2["run"] / "model", seed=2)
-    now = weights_hash(z2["run"] / "model")
+    now = adapter_sha256(z2["run"] / "model")
     assert now != z2["hash"]
     return now
 
@@ -66,12 +67,12 @@ def old_png(src, dst) -> None:
     Image.open(src).save(dst, pnginfo=info)
 
 
-def test_a_lora_png_records_the_adapter_weights_hash(z2):
-    from blinkgen.train.lora import adapter_sha256
+def test_a_lora_png_records_the_adapter_hash(z2):
+    from blinkgen.train.lora import adapter_sha256 as reexported
 
     params = read_parameters(z2["png"])
     assert params["lora"] == str((z2["run"] / "model").resolve())
-    assert params["lora_hash"] == z2["hash"] == adapter_sha256(z2["run"])  # modelio.weights_hash, as model_hash
+    assert params["lora_hash"] == z2["hash"] == reexported(z2["run"])  # weights + config: train/lora_hash.py
 
 
 def test_an_unchanged_adapter_replays_bit_for_bit(z2, base, tmp_path, capsys):

@@ -17,9 +17,12 @@ def cmd_eval(args) -> None:
     from ..api import load
     from .evaluate import evaluate
 
+    from ..cli_flags import LORA_FLAGS, flag_words
+
     model = args.model
     if args.lora is not None:
-        model = load(args.model).with_lora(args.lora, args.lora_scale)
+        with flag_words(LORA_FLAGS):  # the CLI's flags, not the API's names, in its errors
+            model = load(args.model).with_lora(args.lora, args.lora_scale)
     elif args.lora_scale is not None:
         raise UserInputError("--lora-scale needs --lora")
     captioner = None if args.captioner == "none" else args.captioner

@@ -194,7 +194,10 @@ def run(args) -> int:
         config = config_from_args(args)
     except OSError as e:
         raise BlinkgenError(f"cannot read a key file: {e}") from None
-    gens = load_generators(args.model or ["default"], args.device, args.dtype, args.lora, args.lora_scale)
+    from ..cli_flags import LORA_FLAGS, flag_words
+
+    with flag_words(LORA_FLAGS):  # the CLI's flags, not the API's names, in its errors
+        gens = load_generators(args.model or ["default"], args.device, args.dtype, args.lora, args.lora_scale)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         log.warning("listening on %s without API keys: anyone who can reach it can use it", args.host)
     app = create_app(gens, config)

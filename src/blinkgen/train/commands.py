@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..checks import THREADS_TRAINING_HELP, threads_arg
+
 # Defaults for "ten pictures, minutes on a laptop" (measured: bench/bench_lora.py, bench/RESULTS.md
 # "LoRA fine-tuning"): rank 8 on the attention + MLP projections, AdamW at 1e-3 (adapters start at
 # zero, so a higher rate than full training is safe), batch 8, a fifth of the folder held out for
@@ -89,7 +91,7 @@ def register(sub) -> None:
                    f"term that keeps other prompts drawn as the base model draws them, 0 = off (default {d['prior_weight']})")
     p.add_argument("--cpu-limit", type=float, default=None, help="stop after this many CPU-seconds of training")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=threads_arg, default=None, metavar="N", help=THREADS_TRAINING_HELP)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--mixed-precision", default=None, help="auto | no | bf16 | fp16 (default auto)")
     p.add_argument("--prompts-file", default=None, help="prompts for the sample grids (default: the folder's captions)")
@@ -150,7 +152,7 @@ def register_distill(sub) -> None:
     p.add_argument("--ema-decay", type=float, default=0.99)
     p.add_argument("--cpu-limit", type=float, default=0.0, help="CPU-seconds of training (0 = off)")
     p.add_argument("--time-limit", type=float, default=0.0, help="seconds (0 = off)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=threads_arg, default=0, metavar="N", help=THREADS_TRAINING_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--eval-every", type=int, default=250)

@@ -13,9 +13,10 @@ An adapter folder:
                                 "training": {...}}
 `weights_sha256` is the hash of every weights file of the base model folder (`weights_sha256`
 below): an adapter is applied only to the model it was trained on, and refused with one line
-naming both hashes otherwise. The adapter's own weights have a hash too (`adapter_sha256`, the
-same modelio.weights_hash): a PNG drawn with an adapter records it as `lora_hash`, so a replay
-can say that the adapter at that path has changed since (trained again into the same folder).
+naming both hashes otherwise. The adapter has a hash too (`adapter_sha256`, train/lora_hash.py:
+its weights and the adapter_config.json fields that change its output): a PNG drawn with an
+adapter records it as `lora_hash`, so a replay can say that the adapter at that path has changed
+since (trained again into the same folder, or its config edited).
 A fine-tuning run folder holds its adapter in model/; every function here that takes an adapter
 path accepts the run folder too.
 
@@ -41,6 +42,7 @@ import torch.nn as nn
 
 from .. import __version__
 from ..errors import ModelLoadError, UserInputError
+from .lora_hash import adapter_sha256  # the adapter's identity (lora_hash.py), also re-exported here
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's names
 ADAPTER_CONFIG = "adapter_config.json"
@@ -70,29 +72,6 @@ def weights_sha256(folder) -> str:
     if not any(p.is_file() for p in folder.rglob("*.safetensors")):
         raise ModelLoadError(f"{folder} holds no weights (*.safetensors)")
     return weights_hash(folder)
-
-
-_ADAPTER_HASHES: dict[tuple, str] = {}  # adapter_sha256's memo, keyed by the weights files' stat
-_ADAPTER_HASHES_KEEP = 64
-
-
-def adapter_sha256(path) -> str:
-    """The identity of an adapter's weights: modelio.weights_hash of the adapter folder (a run
-    folder's model/), what a PNG drawn with it records as `lora_hash` and `generate --from`
-    compares. Memoised on each weights file's (path, inode, size, mtime, ctime), so a server hashes
-    an adapter once rather than per image; save_adapter writes a new folder and renames it into
-    place, so a retrained adapter is always a new key. ModelLoadError for a folder without weights."""
-    folder = find_adapter(path)
-    files = sorted(folder.rglob("*.safetensors")) if folder.is_dir() else []
-    if not files:
-        raise ModelLoadError(f"{folder} holds no adapter weights (*.safetensors)")
-    key = tuple((str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                for f, st in ((f, f.stat()) for f in files))
-    if key not in _ADAPTER_HASHES:
-        if len(_ADAPTER_HASHES) >= _ADAPTER_HASHES_KEEP:
-            _ADAPTER_HASHES.clear()
-        _ADAPTER_HASHES[key] = weights_sha256(folder)
-    return _ADAPTER_HASHES[key]
 
 
 def target_modules(network: nn.Module, kind: str) -> list[str]:
@@ -166,7 +145,8 @@ class Adapter:
 
     @property
     def sha256(self) -> str:
-        """The hash of this adapter's weights as they are on disk now (adapter_sha256)."""
+        """The hash of this adapter as it is on disk now: its weights and the config fields that
+        change its output (adapter_sha256)."""
         return adapter_sha256(self.folder)
 
     @property
@@ -249,9 +229,10 @@ def check_scale(scale) -> float:
 
 
 class AdapterCache:
-    """Merged copies of one pipeline's network, keyed by (adapter folder, its weights' hash, scale),
-    the few most recently used kept (a server switching between two adapters merges each once). The
-    hash is in the key so that an adapter trained again into the same folder is merged afresh:
+    """Merged copies of one pipeline's network, keyed by (adapter folder, its hash, scale), the few
+    most recently used kept (a server switching between two adapters merges each once). The hash
+    (weights and output-changing config) is in the key so that an adapter trained again into the
+    same folder, or its lora_alpha edited, is merged afresh:
     the network that draws an image is always the adapter its PNG's `lora_hash` names."""
 
     KEEP = 4
