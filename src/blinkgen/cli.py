@@ -44,7 +44,7 @@ def cmd_generate(args) -> None:
     if recorded is not None:
         _fill_from_record(args, recorded)
     args.seed = 0 if args.seed is None else args.seed
-    args.n = 1 if args.n is None else args.n
+    args.n = as_int(1 if args.n is None else args.n, "-n", 1, MAX_N)  # before the model loads
     if args.prompt is None and not args.prompts_file:
         raise UserInputError("give a prompt, --prompts-file FILE or --from IMAGE.png")
     if args.prompt is not None and not args.prompt.strip():
@@ -71,7 +71,7 @@ def cmd_generate(args) -> None:
     templates = read_lines(args.prompts_file, "prompts file") if args.prompts_file else [args.prompt]
     if not templates:
         raise UserInputError(f"prompts file {args.prompts_file} has no prompts")
-    n = as_int(args.n, "n", 1, MAX_N)
+    n = args.n
     total = len(templates) * n
     seeds = [args.seed] * total if args.fixed_seed else seed_run(args.seed, total)
     if (args.variation_seed is None) != (args.variation_strength is None):

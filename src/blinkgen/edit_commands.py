@@ -90,8 +90,11 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
     from .outputs import check_new, check_png_names
     from .pipeline import Request
     from .pngmeta import edit_record
+    from .checks import as_int
+    from .pipeline import MAX_N
     from .seeds import seed_run
 
+    args.n = as_int(args.n, "-n", 1, MAX_N)  # -n 0 used to succeed and write nothing
     image = read_image(args.image)
     mask = read_mask(args.mask) if getattr(args, "mask", None) else None
     check_inputs(args.image, image, getattr(args, "mask", None), mask)  # before any work, in the CLI's words

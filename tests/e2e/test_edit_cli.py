@@ -76,6 +76,8 @@ def test_vary_upscale_and_generate_size(models, tmp_path):
     (["edit", "{sq}", "a", "--strength", "1.5"], "strength must be a number in (0, 1], got 1.5"),
     (["vary", "{sq}", "--strength", "0"], "strength must be a number in (0, 1], got 0.0"),  # before captioning
     (["vary", "{sq}", "--grid"], "--grid vary a PNG made by blinkgen"),  # was silently ignored
+    (["edit", "{sq}", "a", "-n", "0"], "-n must be between 1 and"),  # succeeded, writing nothing
+    (["vary", "{sq}", "-n", "0"], "-n must be between 1 and"),
     (["generate", "a", "--size", "128", "--upscaler", "{up}"], "maps 32 -> 64 px, so --size takes 32 or 64"),
     (["upscale", "{sq}", "--model", "{gen}"], "not an upscaler"),
     (["upscale", "{rect}", "--model", "{up}"], "r.png is 32x20 px"),  # no resize note promising a size first

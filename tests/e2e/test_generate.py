@@ -170,7 +170,7 @@ def test_cli_generate_writes_pngs_with_parameters(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("args, msg", [
     (["--sampler", "nope"], "unknown sampler"),
     (["--steps", "0"], "steps must be between"),
-    (["-n", "0"], "n must be between"),
+    (["-n", "0"], "-n must be between"),
     (["--model", "/definitely/not/here"], "no model named"),
 ])
 def test_cli_errors_are_one_line(tiny_model_dir, args, msg):
