@@ -98,7 +98,7 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
     image = read_image(args.image)
     mask = read_mask(args.mask) if getattr(args, "mask", None) else None
     check_inputs(args.image, image, getattr(args, "mask", None), mask)  # before any work, in the CLI's words
-    pipe = load(args.model, device=args.device, dtype=args.dtype)
+    pipe = load(args.model, device=args.device, dtype=args.dtype or "fp32")
     settings = _settings(pipe, args)
     seeds = seed_run(args.seed, args.n)
     record = edit_record(kind, args.strength, mask is not None, Path(args.image).name,
@@ -257,7 +257,8 @@ def _common(p, model_default: str | None = "default", sampling: bool = True, n_d
         p.add_argument("--sampler", default=None, help=sampler_help())
         p.add_argument("--style", default=None, help="diffusion: style phrase (\"in <style> style\"): style transfer")
         cli_flags.add_lora_flags(p)  # as generate's; upscale runs an upscaler, which takes none (UPSCALE_NOTES)
-        p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (network precision)")
+        p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (network precision; default fp32, "
+                       "or the one a varied blinkgen PNG records)")
     p.add_argument("--model", default=model_default, help="embedded model name or model folder" +
                    (" (default: the one a blinkgen PNG records, else default)" if model_default is None else ""))
     p.add_argument("-o", "--output", default=None, help="output PNG path")

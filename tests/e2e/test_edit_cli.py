@@ -123,3 +123,16 @@ def test_python_upscale(models):
 
     ims = upscale([Image.new("RGB", (32, 32), "red"), np.zeros((32, 32, 3), np.uint8)], str(models["up"]))
     assert [im.size for im in ims] == [(64, 64)] * 2
+
+
+def test_vary_of_a_bf16_png_keeps_its_dtype(models, tmp_path):
+    """vary passed its own --dtype default (fp32) on, so a bf16 picture was varied in fp32 and its
+    variation recorded fp32: the recorded dtype now carries over unless --dtype is given."""
+    src = tmp_path / "b.png"
+    run_cli("generate", "a red circle", "--model", models["gen"], "--steps", "2", "--dtype", "bf16", "-o", src)
+    assert json.loads(Image.open(src).text["parameters"]).get("dtype") == "bf16"
+    out = run_cli("vary", src, "--model", models["gen"], "--steps", "2", "-n", "1", "--outdir", tmp_path / "v").stdout.split()
+    assert len(out) == 1 and json.loads(Image.open(out[0]).text["parameters"]).get("dtype") == "bf16"
+    out = run_cli("vary", src, "--model", models["gen"], "--steps", "2", "-n", "1", "--dtype", "fp32",
+                  "--outdir", tmp_path / "v32").stdout.split()
+    assert len(out) == 1 and json.loads(Image.open(out[0]).text["parameters"]).get("dtype", "fp32") == "fp32"
