@@ -56,15 +56,19 @@ class LoraMixin:
 
     def save_merged(self, path, adapter, scale: float | None = None) -> Path:
         """Write this model with a LoRA adapter folded into its network (at `scale`, default 1) as
-        a full model folder at path; its config.json records the adapter under "merged_lora"."""
+        a full model folder at path; its config.json records the adapter under "merged_lora": its
+        folder, scale, base, rank and lora_hash (train/lora_hash.py), which names the adapter when
+        its folder has moved or been retrained."""
         s = self.settings(lora=str(adapter), lora_scale=scale)
         out = copy.copy(self)
         setattr(out, self.lora_network, self.network_for(s))
         from .train.lora import read_adapter
+        from .train.lora_hash import adapter_sha256
 
         a = read_adapter(s.lora)
         out.config = {**self.config, "merged_lora": {"adapter": str(a.folder), "scale": s.lora_scale,
-                                                     "base": a.base, "rank": a.config.get("rank")}}
+                                                     "base": a.base, "rank": a.config.get("rank"),
+                                                     "lora_hash": adapter_sha256(a.folder)}}
         return out.save(path)
 
     def with_lora(self, adapter, scale: float | None = None, name: str | None = None) -> "Pipeline":

@@ -106,6 +106,8 @@ def test_merge_writes_a_model_that_draws_what_the_adapter_draws(run):
     merged = run["out"] / "merged"
     cfg = json.loads((merged / "config.json").read_text())
     assert cfg["family"] == "diffusion" and cfg["merged_lora"]["scale"] == 1.0
+    from blinkgen.train.lora_hash import adapter_sha256
+    assert cfg["merged_lora"]["lora_hash"] == adapter_sha256(run["out"])  # names it if the folder moves
     a = blinkgen.load(str(merged)).generate(PROMPT, n=2, seed=5)
     b = blinkgen.load(str(run["base"])).generate(PROMPT, n=2, seed=5, lora=str(run["out"]))
     assert same(a, b)
