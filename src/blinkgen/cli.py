@@ -40,7 +40,8 @@ def cmd_generate(args) -> None:
     if args.prompts_file and (args.prompt is not None or args.from_png):
         raise UserInputError("--prompts-file replaces the prompt argument and --from; give one of them")
     recorded = replay.read_png(args.from_png) if args.from_png else None
-    overrides = [k for k in REPLAYED if getattr(args, k) is not None] + (["prompt"] if args.prompt is not None else [])
+    overrides = [k for k in (*REPLAYED, "prompt") if getattr(args, k) is not None and not
+                 (recorded is not None and replay.same_as_recorded(k, getattr(args, k), recorded))]
     if recorded is not None:
         _fill_from_record(args, recorded)
     args.seed = 0 if args.seed is None else args.seed

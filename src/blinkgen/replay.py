@@ -205,6 +205,39 @@ def adapter_change(params: dict) -> tuple[str, str, str] | None:
         return None
 
 
+# generate's replayed flags that name a recorded value plainly (flag dest -> record key): given with
+# the recorded value they are no change, so the bit-for-bit check still runs
+_SCALAR_RECORD = {"seed": "seed", "steps": "steps", "guidance": "guidance", "sampler": "sampler",
+                  "style": "style", "negative": "negative_prompt", "cache": "cache", "truncation": "truncation",
+                  "temperature": "temperature", "variation_seed": "variation_seed",
+                  "variation_strength": "variation_strength", "dtype": "dtype", "size": "size", "prompt": "prompt"}
+
+
+def same_as_recorded(flag: str, given, params: dict) -> bool:
+    """True when generate's flag `flag` (its argparse dest) was given with the value the PNG's
+    record `params` holds: numbers compared as numbers (--guidance 3 is the recorded 3.0), text as
+    text; a grid's seed is its first. False for a flag without a plain recorded value (it counts as
+    a change, as before)."""
+    key = _SCALAR_RECORD.get(flag)
+    if key is None or given is None:
+        return False
+    then = params.get(key)
+    if key == "seed" and isinstance(params.get("seeds"), list) and params["seeds"]:
+        then = params["seeds"][0]
+    if key == "dtype" and then is None:
+        then = "fp32"  # not recorded when it is the default
+    if then is None or isinstance(then, (list, dict)):
+        return False
+    if isinstance(then, bool) or isinstance(given, bool):
+        return then is given
+    if isinstance(then, (int, float)):
+        try:
+            return float(given) == float(then)
+        except (TypeError, ValueError):
+            return False
+    return str(given) == str(then)
+
+
 def adapter_overrides(params: dict, settings: Settings) -> list[str]:
     """The adapter settings of a replay (`settings`) that differ from the PNG's record, as the
     names generate lists among its changes: "lora" when it draws with another adapter than the

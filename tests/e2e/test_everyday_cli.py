@@ -78,6 +78,20 @@ def test_from_reproduces_byte_for_byte_in_a_fresh_process_and_refuses_another_mo
     assert err.count("\n") == 0 and "weights" in err and "--any-model" in err
 
 
+def test_from_with_a_flag_at_its_recorded_value_is_no_change(models, tmp_path):
+    """--seed 7 on a seed-7 PNG was listed as a change, which skipped the bit-for-bit check."""
+    tiny, _ = models
+    first = tmp_path / "first.png"
+    assert cli("generate", "a red heart", "--model", tiny, "-o", first, "--seed", 7, "--steps", 3,
+               "--guidance", 2, "--negative", "green") == 0
+    r = run_cli("generate", "--from", first, "--model", tiny, "-o", tmp_path / "same.png", "--seed", "7",
+                "--guidance", "2.0", "--steps", "3", "--negative", "green", "--dtype", "fp32", "a red heart")
+    assert f"reproduced {first} bit for bit" in r.stderr, r.stderr
+    r = run_cli("generate", "--from", first, "--model", tiny, "-o", tmp_path / "other.png", "--seed", "8",
+                "--guidance", "2")
+    assert f"replayed {first} with changes: seed\n" in r.stderr, r.stderr
+
+
 def test_from_says_what_differs(models, tmp_path):
     tiny, other = models
     a = tmp_path / "a.png"
