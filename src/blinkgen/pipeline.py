@@ -240,6 +240,8 @@ class Pipeline(LoraMixin):
         style, "none" or "" is no style phrase; a model that lists `styles` accepts only those."""
         if "style" in self.supports:
             style = extra.get("style")
+            if isinstance(style, str) and style.strip().casefold() in NO_STYLE:
+                style = ""  # "None", " none ": no style phrase, as "none"
             extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
         d = self.defaults
         steps = as_int(d.steps if steps is None else steps, "steps", 1, self.max_steps)
@@ -262,19 +264,23 @@ class Pipeline(LoraMixin):
             extra["negative_prompt"] = check_negative_prompt(extra["negative_prompt"])
         s = self.settings_type(steps=steps, guidance=guidance, sampler=sampler, **extra)
         if "style" in self.supports:
-            self._check_style(s.style)
+            s = replace(s, style=self._check_style(s.style))
         s = self._check_lora(s)
         return self._check_settings(s) or s
 
-    def _check_style(self, st) -> None:
+    def _check_style(self, st) -> str | None:
+        """The style as the model names it (its `styles` match in any case: "Twemoji" is "twemoji",
+        so one style is one image and one record); UserInputError for a style it does not know."""
         if st is None:
-            return
+            return None
         if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
             raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
         check_text(st, "style")
-        if self.styles and st not in self.styles:
+        canon = {x.casefold(): x for x in self.styles or ()}.get(st.strip().casefold())
+        if self.styles and canon is None:
             raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
                                  "(or 'none' for no style phrase)")
+        return canon or st
 
     def _check_settings(self, settings: Settings) -> Settings | None:
         """Hook: validate the family's own settings fields (raise UserInputError); may return a

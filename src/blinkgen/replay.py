@@ -235,6 +235,8 @@ def same_as_recorded(flag: str, given, params: dict) -> bool:
             return float(given) == float(then)
         except (TypeError, ValueError):
             return False
+    if key == "style":  # style names match in any case
+        return str(given).strip().casefold() == str(then).strip().casefold()
     return str(given) == str(then)
 
 

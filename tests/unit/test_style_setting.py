@@ -41,6 +41,17 @@ def test_unknown_style_refused_and_recorded(styled_model, tmp_path):
     assert pipe.png_parameters("x", 0, pipe.settings())["style"] == "twemoji"
 
 
+def test_a_known_style_in_another_case_is_that_style(styled_model):
+    """"Twemoji" was refused as an unknown style; now it is "twemoji": same image, same record."""
+    pipe = blinkgen.load(str(styled_model))
+    assert pipe.settings(style="Twemoji").style == "twemoji"
+    assert pipe.settings(style=" NOTO Emoji").style == "noto emoji"
+    assert pipe.settings(style="None").style is None and pipe.settings(style=" NONE ").style is None
+    a = pipe.generate("red heart", seed=3, steps=2, style="TWEMOJI")[0]
+    assert a.tobytes() == pipe.generate("red heart", seed=3, steps=2)[0].tobytes()
+    assert pipe.png_parameters("x", 0, pipe.settings(style="TwEmoji"))["style"] == "twemoji"
+
+
 def test_models_without_styles_take_any_phrase(tmp_path):
     pipe = blinkgen.load(str(make_tiny("diffusion", tmp_path / "plain")))
     assert pipe.settings().style is None
