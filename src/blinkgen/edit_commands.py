@@ -86,12 +86,11 @@ def run_edit(args, prompt: str, kind: str, extra_params: dict | None = None) -> 
     records the edit (pngmeta.edit_record: kind, source names, the strength used, default or not).
     UserInputError for a non-square image or a mask of another size, before any work."""
     from .api import load
+    from .checks import as_int
     from .data.image_io import read_image, read_mask
     from .outputs import check_new, check_png_names
-    from .pipeline import Request
+    from .pipeline import MAX_N, Request
     from .pngmeta import edit_record
-    from .checks import as_int
-    from .pipeline import MAX_N
     from .seeds import seed_run
 
     args.n = as_int(args.n, "-n", 1, MAX_N)  # -n 0 used to succeed and write nothing

@@ -38,7 +38,7 @@ from .adapters import LoraMixin
 from .checks import as_float, as_int
 from .errors import UserInputError
 from .seeds import SEED_MAX, check_seed, seed_run  # noqa: F401  (SEED_MAX: re-exported)
-from .text.style import MAX_STYLE_CHARS, NO_STYLE
+from .text.style import MAX_STYLE_CHARS, NO_STYLE, style_key
 
 if TYPE_CHECKING:
     import torch
@@ -240,7 +240,7 @@ class Pipeline(LoraMixin):
         style, "none" or "" is no style phrase; a model that lists `styles` accepts only those."""
         if "style" in self.supports:
             style = extra.get("style")
-            if isinstance(style, str) and style.strip().casefold() in NO_STYLE:
+            if isinstance(style, str) and style_key(style) in NO_STYLE:
                 style = ""  # "None", " none ": no style phrase, as "none"
             extra["style"] = self.defaults.style if style is None else (None if style in NO_STYLE else style)
         d = self.defaults
@@ -276,7 +276,7 @@ class Pipeline(LoraMixin):
         if not isinstance(st, str) or len(st) > MAX_STYLE_CHARS or not st.strip():
             raise UserInputError(f"style must be a short phrase (at most {MAX_STYLE_CHARS} characters), got {st!r}")
         check_text(st, "style")
-        canon = {x.casefold(): x for x in self.styles or ()}.get(st.strip().casefold())
+        canon = {style_key(x): x for x in self.styles or ()}.get(style_key(st))
         if self.styles and canon is None:
             raise UserInputError(f"unknown style {st!r} for this model; it knows {', '.join(self.styles)} "
                                  "(or 'none' for no style phrase)")

@@ -205,12 +205,11 @@ def adapter_change(params: dict) -> tuple[str, str, str] | None:
         return None
 
 
-# generate's replayed flags that name a recorded value plainly (flag dest -> record key): given with
-# the recorded value they are no change, so the bit-for-bit check still runs
-_SCALAR_RECORD = {"seed": "seed", "steps": "steps", "guidance": "guidance", "sampler": "sampler",
-                  "style": "style", "negative": "negative_prompt", "cache": "cache", "truncation": "truncation",
-                  "temperature": "temperature", "variation_seed": "variation_seed",
-                  "variation_strength": "variation_strength", "dtype": "dtype", "size": "size", "prompt": "prompt"}
+# generate's replayed flags that name a recorded value plainly (their argparse dest; the record's
+# key is the same but for --negative): given with the recorded value they are no change, so the
+# bit-for-bit check still runs
+_SCALAR_FLAGS = frozenset({"seed", "steps", "guidance", "sampler", "style", "negative", "cache", "truncation",
+                           "temperature", "variation_seed", "variation_strength", "dtype", "size", "prompt"})
 
 
 def same_as_recorded(flag: str, given, params: dict) -> bool:
@@ -218,9 +217,9 @@ def same_as_recorded(flag: str, given, params: dict) -> bool:
     record `params` holds: numbers compared as numbers (--guidance 3 is the recorded 3.0), text as
     text; a grid's seed is its first. False for a flag without a plain recorded value (it counts as
     a change, as before)."""
-    key = _SCALAR_RECORD.get(flag)
-    if key is None or given is None:
+    if flag not in _SCALAR_FLAGS or given is None:
         return False
+    key = "negative_prompt" if flag == "negative" else flag
     then = params.get(key)
     if key == "seed" and isinstance(params.get("seeds"), list) and params["seeds"]:
         then = params["seeds"][0]
@@ -236,7 +235,9 @@ def same_as_recorded(flag: str, given, params: dict) -> bool:
         except (TypeError, ValueError):
             return False
     if key == "style":  # style names match in any case
-        return str(given).strip().casefold() == str(then).strip().casefold()
+        from .text.style import style_key
+
+        return style_key(str(given)) == style_key(str(then))
     return str(given) == str(then)
 
 

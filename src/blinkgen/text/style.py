@@ -10,6 +10,12 @@ NO_STYLE = ("", "none")  # what a user writes to turn a model's default style of
 MAX_STYLE_CHARS = 64
 
 
+def style_key(style: str) -> str:
+    """What two style names are compared by: "Twemoji " and "twemoji" are one style (the text
+    encoder is uncased). Used by the pipeline's style check and by replay's change list."""
+    return style.strip().casefold()
+
+
 def names_style(caption: str, styles) -> bool:
     """Whether `caption` already names one of `styles` ("... in noto emoji style"), in any case:
     the text encoder (MiniLM, uncased) reads "Noto Emoji" as "noto emoji"."""
