@@ -48,10 +48,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from blinkgen.errors import OutputExistsError
 from blinkgen.families.ar.pipeline import ARPipeline
 from blinkgen.models.llama import KVCache, Llama, llama_config
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 from blinkgen.sampling.ar import (DecodeSettings, combine_cfg, decode, decode_no_cache, decode_one_token,
                                   draw_uniforms)
 from blinkgen.speed.fused_llama import fused_view
@@ -324,13 +323,7 @@ def main(argv=None) -> int:
                     help="let inductor reuse its on-disk cache (default: a fresh one, so compile times are cold)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ar_decode.json"))
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([args.out], args.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    args = parse_args_with_out(ap, argv)  # an existing --out: refused now, exit 2
     torch.set_num_threads(args.threads)
     if not args.warm_compile_cache:  # honest compile times: nothing from earlier runs
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tmp = tempfile.mkdtemp(prefix="bench-ar-inductor-")

@@ -27,7 +27,7 @@ from blinkgen.eval.caption_metrics import scene_agreement, summarise
 from blinkgen.eval.captioner import load_captioner
 from blinkgen.eval.contrastive import held_out_split
 from blinkgen.eval.evaluate import versions
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 
 SHAPES_SEED = 424242  # no training run uses it: these scenes are new
 
@@ -73,9 +73,7 @@ def main(argv=None) -> None:
                     "(default: the captioner's training data)")
     ap.add_argument("--beams", type=int, default=None, help="beam width (default: the captioner's)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    a = ap.parse_args(argv)
-    check_new([a.out], a.overwrite)  # refused before any work (blinkgen.outputs)
+    a = parse_args_with_out(ap, argv)  # an existing --out is refused before any work, in one line
     torch.set_num_threads(1)
     writer = load_captioner(a.captioner)
     tr = writer.config.get("training", {})

@@ -36,9 +36,8 @@ import numpy as np
 import torch
 
 from blinkgen.api import load
-from blinkgen.errors import OutputExistsError
 from blinkgen.eval.evaluate import blas_threads, build_reference, reference_seen, run_prompts, score_images, versions
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 from blinkgen.pipeline import requests
 from blinkgen.sampling.flow import nfe as sampler_nfe
 
@@ -225,13 +224,7 @@ def main(argv=None, prog: str | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--evaluator", default=None, help="contrastive evaluator folder (default: shipped)")
     ap.add_argument("--matmul-n", type=int, default=MATMUL_N, help="side of the square matmul that sets the peak")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([args.out], args.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    args = parse_args_with_out(ap, argv)  # an existing --out: refused now, exit 2
     if args.render:
         print(render(json.loads(Path(args.render).read_text())), end="")
         return {}

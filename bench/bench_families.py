@@ -58,9 +58,8 @@ import numpy as np
 import torch
 
 from blinkgen.api import load
-from blinkgen.errors import OutputExistsError
 from blinkgen.eval.evaluate import build_reference, reference_seen, run_prompts, score_images, versions
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 from blinkgen.pipeline import requests
 from blinkgen.textio import read_lines
 
@@ -181,13 +180,7 @@ def main(argv=None) -> dict:
                     help="shapes-grammar prompt file for compositional accuracy ('' to skip)")
     ap.add_argument("--out", help="results JSON (required unless --render)")
     ap.add_argument("--render", default=None, help="print a results JSON as Markdown and exit")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([args.out], args.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    args = parse_args_with_out(ap, argv)  # an existing --out: refused now, exit 2
     if args.render:
         print(_bench_module("families_report").render(json.loads(Path(args.render).read_text())), end="")
         return {}

@@ -37,7 +37,7 @@ from blinkgen.eval import metrics as M  # noqa: E402
 from blinkgen.eval.contrastive import load_evaluator  # noqa: E402
 from blinkgen.eval.evaluate import versions  # noqa: E402
 from blinkgen.eval.recognise import nearest_neighbour_hits  # noqa: E402
-from blinkgen.outputs import check_new, write_text  # noqa: E402
+from blinkgen.outputs import parse_args_with_out, write_text  # noqa: E402
 from blinkgen.pngmeta import grid  # noqa: E402
 
 SEEDS = 16  # images of the concept prompt per setting
@@ -82,15 +82,13 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--run", required=True, help="run folder (data/ and the fine-tuning run)")
     ap.add_argument("--out", required=True, help="JSON results")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     ap.add_argument("--figures", default="bench/results/lora", help="folder for the grids and the plot")
     ap.add_argument("--cpu-limit", type=float, default=600.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scales", default="1.0,0.8", help="adapter scales to score")
     ap.add_argument("--prior-weight", type=float, default=None, help="finetune's --prior-weight (default: its default)")
     ap.add_argument("--reuse", action="store_true", help="score an existing run folder instead of training")
-    a = ap.parse_args(argv)
-    check_new([a.out], a.overwrite)  # refused before any work (blinkgen.outputs)
+    a = parse_args_with_out(ap, argv)  # an existing --out is refused before any work, in one line
     torch.set_num_threads(a.threads)
     run, figs = Path(a.run).expanduser(), Path(a.figures)
     figs.mkdir(parents=True, exist_ok=True)

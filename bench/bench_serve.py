@@ -38,8 +38,7 @@ import time
 from pathlib import Path
 
 import httpx
-from blinkgen.errors import OutputExistsError
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 
 from blinkgen.pipeline import requests
 
@@ -229,13 +228,7 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=16, help="batching-on setting and model-only batch")
     ap.add_argument("--window-ms", type=float, default=0.0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_load.json"))
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    args = ap.parse_args()
-    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([args.out], args.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    args = parse_args_with_out(ap)  # an existing --out: refused now, exit 2
 
     model = args.model or tiny_model_folder()
     body = {"prompt": "a red circle above a blue square", "n": 1, "steps": args.steps,

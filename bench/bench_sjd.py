@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 
 from blinkgen.api import load
-from blinkgen.errors import OutputExistsError
 from blinkgen.eval.evaluate import build_reference, run_prompts
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 from blinkgen.speed.fused_llama import fused_view
 
 
@@ -78,13 +77,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--evaluator", default=None)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([args.out], args.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    args = parse_args_with_out(ap, argv)  # an existing --out: refused now, exit 2
     torch.set_num_threads(args.threads)
     from blinkgen.eval.contrastive import load_evaluator
 

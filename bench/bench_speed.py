@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 import blinkgen
-from blinkgen.errors import OutputExistsError
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 from blinkgen.pipeline import Request, requests
 from blinkgen.textio import read_lines
 
@@ -32,13 +31,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=7, help="batch-1 calls per setting")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    a = ap.parse_args()
-    if a.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([a.out], a.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    a = parse_args_with_out(ap)  # an existing --out: refused now, exit 2
     torch.set_num_threads(a.threads)
     gen = blinkgen.load(a.model)
     prompts = read_lines("bench/prompts/default_grid.txt", "prompts file")

@@ -28,12 +28,11 @@ from pathlib import Path
 
 import torch
 
-from blinkgen.errors import OutputExistsError
 from blinkgen.eval import metrics as M
 from blinkgen.eval.contrastive import held_out_split, load_evaluator
 from blinkgen.eval.evaluate import blas_threads, versions
 from blinkgen.models.autoencoder import psnr, to_pixels, to_uint8
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 
 
 def _batched(fn, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
@@ -71,13 +70,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--evaluator", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    args = ap.parse_args(argv)
-    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([args.out], args.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    args = parse_args_with_out(ap, argv)  # an existing --out: refused now, exit 2
     torch.set_num_threads(args.threads)
     from blinkgen.families.ar.folder import find_tokenizer, load_tokenizer
     from blinkgen.data.registry import load_dataset

@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from blinkgen.errors import OutputExistsError
 from blinkgen.models.denoisers import from_preset
 from blinkgen.models.llama import Llama, llama_config
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 from blinkgen.train.config import sdpa_context
 from blinkgen.train.ema import EMA
 
@@ -96,12 +95,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--settings", default=",".join(SETTINGS), help="subset of " + ",".join(SETTINGS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    a = ap.parse_args(argv)
-    try:  # refused before the benchmark runs, not after: one line, exit 2
-        check_new([a.out], a.overwrite)
-    except OutputExistsError as e:
-        ap.error(str(e))
+    a = parse_args_with_out(ap, argv)  # an existing --out: refused now, exit 2
     torch.set_num_threads(a.threads)
     chosen = {k: SETTINGS[k] for k in a.settings.split(",")}
     rows = []

@@ -60,8 +60,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import ROOT, start_server, stop_server, tiny_model_folder  # noqa: E402
-from blinkgen.errors import OutputExistsError
-from blinkgen.outputs import check_new, write_text
+from blinkgen.outputs import parse_args_with_out, write_text
 
 KEYS = ("sk-soak-alpha-0123456789", "sk-soak-bravo-9876543210")
 MIX = {"gen_b64": 30, "gen_url": 20, "job_sse": 25, "job_cancel": 15, "malformed": 10}  # weights
@@ -294,13 +293,7 @@ def main() -> int:
     ap.add_argument("--max-slope-mb-per-min", type=float, default=1.0, help="'bounded' below this")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_soak.json"))
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    args = ap.parse_args()
-    if args.out:  # refused before the benchmark runs, not after: one line, exit 2
-        try:
-            check_new([args.out], args.overwrite)
-        except OutputExistsError as e:
-            ap.error(str(e))
+    args = parse_args_with_out(ap)  # an existing --out: refused now, exit 2
 
     model = args.model or tiny_model_folder("soak-serve-")
     prompts = [f"soak prompt {i}: a red circle above a blue square" for i in range(args.prompts)]

@@ -91,6 +91,24 @@ def check_new(paths, overwrite: bool = False, flag: str = "--overwrite") -> None
             raise OutputExistsError(f"{p} already exists; pass {flag} to replace it, or choose another output")
 
 
+def parse_args_with_out(ap, argv=None):
+    """For a script whose argparse parser `ap` has an `--out FILE` argument (the bench scripts):
+    add `--overwrite` as its last option, parse `argv` (None: sys.argv), and when --out is given
+    (non-empty) refuse an existing file before the script does any work, not after. Returns the
+    parsed namespace. Raises SystemExit(2) through ap.error, with check_new's one-line message
+    naming --overwrite, when --out exists and --overwrite is not given (and SystemExit for a
+    bad command line, as parse_args does); UserInputError from check_new when --out is a folder
+    or lies under a file."""
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
+    args = ap.parse_args(argv)
+    if args.out:
+        try:
+            check_new([args.out], args.overwrite)
+        except OutputExistsError as e:
+            ap.error(str(e))
+    return args
+
+
 def write_bytes(path, data: bytes, overwrite: bool = False, flag: str = "--overwrite") -> Path:
     """Write `data` to `path` through a temp file, so a crash never leaves half a file. Without
     overwrite the file must not exist (a hard link creates it atomically or fails); with it, the

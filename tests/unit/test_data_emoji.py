@@ -152,3 +152,22 @@ def test_without_npm_cached_styles_build_and_missing_ones_say_what_to_install(ca
     out = build_emoji(tmp_path / "e", cache_dir=cache, packages={"google": pkg})  # twitter skipped
     info = json.loads((out / "build_info.json").read_text())
     assert info["built"] == {"google": "npm"} and info["missing"] == ["twitter"]
+
+
+def test_a_failed_rebuild_keeps_the_earlier_build(cached, tmp_path, monkeypatch):
+    """A rebuild (other styles, --overwrite) that fails part-way loses nothing: the earlier build
+    stays whole and no partial folder is left beside it."""
+    from blinkgen.data import emoji as emoji_mod
+
+    cache, pkg = cached
+    out = build_emoji(tmp_path / "emoji", styles="google", cache_dir=cache, packages={"google": pkg})
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(emoji_mod, "_write_jsonl_atomic", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build_emoji(out, styles=("google", "twitter"), cache_dir=cache, packages={"google": pkg}, overwrite=True)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".emoji")) == []

@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -327,9 +326,9 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
                         f"; {hint}")
     if missing:
         log.warning("emoji styles %s skipped: npm is missing; %s", missing, hint)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    from blinkgen.modelio import replacing_folder
+
+    with replacing_folder(out) as tmp:  # the old build stays until the new one is complete
         rows, npm_licence = [], b""
         for s, (kind, path) in sources.items():
             if kind == "npm":
@@ -343,11 +342,6 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
         info = {**want, "built": {s: k for s, (k, _) in sources.items()}, "missing": missing,
                 "images": {s: sum(r["source"] == s for r in rows) for s in sources}}
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)  # only ever an earlier build of ours, or empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("built emoji dataset at %s: %s", out, info["images"])
     return out
 
@@ -376,16 +370,11 @@ def build_noto_font(out_dir: str | os.PathLike, size: int = 128) -> Path:
                         "(Debian/Ubuntu package fonts-noto-color-emoji), then run again")
     if out.exists() and any(out.iterdir()) and not (out / BUILD_INFO).exists():
         raise DataError(f"{out} exists and is not a dataset built by blinkgen; choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    from blinkgen.modelio import replacing_folder
+
+    with replacing_folder(out) as tmp:
         rows = build_google_from_font(font, tmp, size)
         _write_licences(tmp, ["google"], False, b"", size)
         _write_jsonl_atomic(rows, tmp / METADATA_NAME)
         (tmp / BUILD_INFO).write_text(json.dumps({**want, "font": str(font), "images": len(rows)}, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

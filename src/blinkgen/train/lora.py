@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +39,7 @@ import torch.nn as nn
 
 from .. import __version__
 from ..errors import ModelLoadError, UserInputError
+from ..modelio import replacing_folder, weights_hash
 from .lora_hash import adapter_sha256  # the adapter's identity (lora_hash.py), also re-exported here
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's names
@@ -66,8 +64,6 @@ def weights_sha256(folder) -> str:
     """The identity of a base model's weights, whatever it is called or where it lives:
     modelio.weights_hash (the same hash a PNG records as model_hash). ModelLoadError for a folder
     without weights."""
-    from ..modelio import weights_hash
-
     folder = Path(folder)
     if not any(p.is_file() for p in folder.rglob("*.safetensors")):
         raise ModelLoadError(f"{folder} holds no weights (*.safetensors)")
@@ -103,27 +99,17 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
 
 def save_adapter(peft_model, folder, base: dict, kind: str, extra: dict | None = None) -> Path:
     """Write peft's two files and blinkgen's config.json into `folder`, atomically (a temp folder
-    renamed into place). base: {"family", "name", "path", "weights_sha256"} of the base model."""
+    renamed into place: modelio.replacing_folder). base: {"family", "name", "path",
+    "weights_sha256"} of the base model. Raises what peft's save_pretrained raises, OSError if
+    writing fails; a failed write leaves an existing `folder` as it was."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with replacing_folder(folder) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub; config.json says it all
         lcfg = peft_model.peft_config["default"]
         config = {"family": FAMILY, "blinkgen_version": __version__, "base": base, "network": kind,
                   "rank": int(lcfg.r), "alpha": float(lcfg.lora_alpha), **(extra or {})}
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
