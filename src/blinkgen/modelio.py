@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import InputFileError, ModelLoadError
+from .outputs import replacing_folder
 from .textio import read_text
 
 
@@ -55,44 +53,6 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
-
-
-@contextmanager
-def replacing_folder(dest: str | Path) -> Iterator[Path]:
-    """`with replacing_folder(dest) as tmp:` write the folder's files into `tmp`, an empty temp
-    folder beside `dest` (`.<name>.<8 hex>.tmp`, same file system; dest's parent is created).
-
-    On a clean exit the new folder is swapped into place by renames: the old `dest`, if any, is
-    moved aside to `.<name>.<8 hex>.old`, `tmp` is renamed to `dest`, then the old one is deleted.
-    Each rename is atomic, so a reader of `dest` sees the old folder or the new one complete
-    (or, between the two renames, none), never a half-written folder; if the second rename
-    fails, the old folder is renamed back.
-
-    On any exception (BaseException: also KeyboardInterrupt) in the block or in the swap, the
-    temp folder is deleted and the exception re-raised unchanged; an exception in the block
-    leaves the old `dest` untouched. Raises whatever the block raises, and OSError when the temp
-    folder cannot be created or a rename fails."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(dest, old)
-        try:
-            os.replace(tmp, dest)
-        except BaseException:
-            if old is not None:  # put the old folder back: a failed swap loses nothing
-                os.replace(old, dest)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_folder_atomic(path: str | Path, files: dict[str, dict | dict[str, torch.Tensor]]) -> Path:

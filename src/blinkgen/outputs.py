@@ -11,6 +11,8 @@ data builders):
    starts (a refusal costs nothing) and refuses with OutputExistsError naming `--overwrite`;
    the write itself is exclusive (a file that appears meanwhile is not clobbered either) and
    goes through a temp file (a crash never leaves half an image).
+Folders (models, adapters, dataset builds) are written the same way: into a temp folder that
+replaces the old one only when complete (`replacing_folder`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputExistsError
@@ -139,3 +144,41 @@ def write_bytes(path, data: bytes, overwrite: bool = False, flag: str = "--overw
 def write_text(path, text: str, overwrite: bool = False, flag: str = "--overwrite") -> Path:
     """write_bytes of UTF-8 text."""
     return write_bytes(path, text.encode("utf-8"), overwrite, flag)
+
+
+@contextmanager
+def replacing_folder(dest: str | Path) -> Iterator[Path]:
+    """`with replacing_folder(dest) as tmp:` write the folder's files into `tmp`, an empty temp
+    folder beside `dest` (`.<name>.<8 hex>.tmp`, same file system; dest's parent is created).
+
+    On a clean exit the new folder is swapped into place by renames: the old `dest`, if any, is
+    moved aside to `.<name>.<8 hex>.old`, `tmp` is renamed to `dest`, then the old one is deleted.
+    Each rename is atomic, so a reader of `dest` sees the old folder or the new one complete
+    (or, between the two renames, none), never a half-written folder; if the second rename
+    fails, the old folder is renamed back.
+
+    On any exception (BaseException: also KeyboardInterrupt) in the block or in the swap, the
+    temp folder is deleted and the exception re-raised unchanged; an exception in the block
+    leaves the old `dest` untouched. Raises whatever the block raises, and OSError when the temp
+    folder cannot be created or a rename fails."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(dest, old)
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            if old is not None:  # put the old folder back: a failed swap loses nothing
+                os.replace(old, dest)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,11 +1,12 @@
-"""modelio.replacing_folder, the one atomic folder swap behind model, checkpoint, evaluator and
-LoRA adapter saves: a write that succeeds replaces the folder and leaves no temp or old folder
+"""outputs.replacing_folder, the one atomic folder swap behind model, checkpoint, evaluator,
+LoRA adapter and emoji dataset saves: a write that succeeds replaces the folder and leaves no temp or old folder
 beside it; a write that fails leaves the old folder exactly as it was and no temp folder behind."""
 from __future__ import annotations
 
 import pytest
 
-from blinkgen.modelio import replacing_folder, write_folder_atomic
+from blinkgen.modelio import write_folder_atomic
+from blinkgen.outputs import replacing_folder
 
 
 def _siblings(dest):
@@ -65,7 +66,7 @@ def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
     dest missing with the old folder parked under a hidden .old name."""
     import os
 
-    from blinkgen import modelio
+    from blinkgen import outputs
 
     dest = _old_folder(tmp_path)
     real = os.replace
@@ -75,7 +76,7 @@ def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
             raise OSError("no space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(modelio.os, "replace", replace)
+    monkeypatch.setattr(outputs.os, "replace", replace)
     with pytest.raises(OSError, match="no space"):
         with replacing_folder(dest) as tmp:
             (tmp / "config.json").write_text("new")

@@ -29,6 +29,7 @@ from blinkgen.data.npm import PACKAGES, NpmPackage, default_cache_dir, fetch_tar
 from blinkgen.data.folder import METADATA_NAME, _write_jsonl_atomic, normalize_caption
 from blinkgen.data.image_io import read_image, to_rgb_square
 from blinkgen.errors import DataError, ImageReadError, OutputExistsError, UserInputError
+from blinkgen.outputs import replacing_folder
 from blinkgen.progress import bar
 
 log = logging.getLogger(__name__)
@@ -326,8 +327,6 @@ def build_emoji(out_dir: str | os.PathLike, styles=("google", "twitter"),
                         f"; {hint}")
     if missing:
         log.warning("emoji styles %s skipped: npm is missing; %s", missing, hint)
-    from blinkgen.modelio import replacing_folder
-
     with replacing_folder(out) as tmp:  # the old build stays until the new one is complete
         rows, npm_licence = [], b""
         for s, (kind, path) in sources.items():
@@ -370,8 +369,6 @@ def build_noto_font(out_dir: str | os.PathLike, size: int = 128) -> Path:
                         "(Debian/Ubuntu package fonts-noto-color-emoji), then run again")
     if out.exists() and any(out.iterdir()) and not (out / BUILD_INFO).exists():
         raise DataError(f"{out} exists and is not a dataset built by blinkgen; choose another folder")
-    from blinkgen.modelio import replacing_folder
-
     with replacing_folder(out) as tmp:
         rows = build_google_from_font(font, tmp, size)
         _write_licences(tmp, ["google"], False, b"", size)

@@ -39,7 +39,8 @@ import torch.nn as nn
 
 from .. import __version__
 from ..errors import ModelLoadError, UserInputError
-from ..modelio import replacing_folder, weights_hash
+from ..modelio import weights_hash
+from ..outputs import replacing_folder
 from .lora_hash import adapter_sha256  # the adapter's identity (lora_hash.py), also re-exported here
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's names
@@ -99,7 +100,7 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
 
 def save_adapter(peft_model, folder, base: dict, kind: str, extra: dict | None = None) -> Path:
     """Write peft's two files and blinkgen's config.json into `folder`, atomically (a temp folder
-    renamed into place: modelio.replacing_folder). base: {"family", "name", "path",
+    renamed into place: outputs.replacing_folder). base: {"family", "name", "path",
     "weights_sha256"} of the base model. Raises what peft's save_pretrained raises, OSError if
     writing fails; a failed write leaves an existing `folder` as it was."""
     folder = Path(folder)
