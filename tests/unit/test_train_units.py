@@ -32,6 +32,26 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
     assert lr_at(100, 1e-3, 10, 100, 0.1) == pytest.approx(1e-4)
 
 
+@given(decay=st.floats(0.01, 1.0), warmup=st.integers(0, 50), total=st.integers(60, 5000),
+       floor=st.floats(0.0, 1.0))
+def test_wsd_schedule_holds_the_peak_then_decays_to_the_floor(decay, warmup, total, floor):
+    lrs = [lr_at(s, 1.0, warmup, total, floor, decay) for s in range(warmup, total + 3)]
+    assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:]))  # never rises after warm-up
+    assert lrs[-1] == pytest.approx(floor) and lrs[-3] == pytest.approx(floor)
+    hold_end = warmup + int((1 - decay) * (total - warmup))  # the decay starts after this step
+    assert all(lr == pytest.approx(1.0) for lr in lrs[: hold_end - warmup + 1])
+    # decay 1 is the plain cosine: half-way through it the rate is half-way to the floor
+    mid = warmup + (total - warmup) // 2
+    if (total - warmup) % 2 == 0:
+        assert lr_at(mid, 1.0, warmup, total, floor, 1.0) == pytest.approx((1 + floor) / 2)
+
+
+def test_schedule_settings_are_checked():
+    for bad in (dict(decay_fraction=0.0), dict(decay_fraction=1.5), dict(min_lr_ratio=-0.1), dict(min_lr_ratio=2.0)):
+        with pytest.raises(UserInputError, match=next(iter(bad))):
+            TrainConfig(**bad).validate()
+
+
 def test_checkpoint_round_trip_and_pruning(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

@@ -24,6 +24,8 @@ class TrainConfig:
     batch_size: int = 64             # global batch, split across processes
     lr: float = 3e-4
     min_lr_ratio: float = 0.1        # cosine decays to lr * min_lr_ratio
+    decay_fraction: float = 1.0      # share of the run (after warm-up) the cosine spans; below 1 the
+    # rate holds at lr until then (warmup-stable-decay, train.schedule.lr_at)
     warmup: int = 100
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -110,6 +112,8 @@ class TrainConfig:
              f"ae_steps must be between 1 and 10,000,000, got {self.ae_steps}")
         need(1 <= self.batch_size <= 65536, f"batch_size must be between 1 and 65536, got {self.batch_size}")
         need(0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}")
+        need(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        need(0 < self.decay_fraction <= 1, f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         need(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         need(0.1 <= self.t_shift <= 20, f"t_shift must be in [0.1, 20], got {self.t_shift}")
         need(0 <= self.t_high_share < 1, f"t_high_share must be in [0, 1), got {self.t_high_share}")

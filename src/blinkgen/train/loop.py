@@ -205,7 +205,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageCaptionSet | None =
     step = start
     with _StopFlag() as flag:
         while step < cfg.steps:
-            lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+            lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio, cfg.decay_fraction)
             for opt in opts.values():
                 for gparam in opt.param_groups:
                     gparam["lr"] = lr * gparam.get("lr_scale", 1.0)
