@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .checks import THREADS_TRAINING_HELP, positive_int_arg, threads_arg
+from .edit_commands import UPSCALER
 from .errors import BlinkgenError, UserInputError
 from .textio import read_lines
 
@@ -101,7 +102,7 @@ def cmd_generate(args) -> None:
     if args.size is not None and args.size != gen.image_size:  # e.g. 128 from a 64-px model: upscale
         from .api import load_upscaler
 
-        up = load_upscaler(args.upscaler, gen.image_size, args.size, device=args.device)
+        up = load_upscaler(args.upscaler or UPSCALER, gen.image_size, args.size, device=args.device)
     params = []
     for t, r in items:
         p = gen.png_parameters(r.prompt, r.seed, settings, r)
@@ -178,7 +179,7 @@ def _fill_from_record(args, rec: dict) -> None:
     opts = replay.generate_options(rec)  # made at --size through an upscaler: the same again
     if opts and args.size is None:
         args.size = opts["size"]
-        if args.upscaler in (None, "upscaler"):  # not given (generate's default, vary's None)
+        if args.upscaler is None:  # not given: the recorded one (an explicit --upscaler wins)
             args.upscaler = replay.upscaler_for(rec)
 
 
@@ -208,7 +209,8 @@ def _add_generate(sub) -> None:
                    "(0 = the prompt's most typical image); default: the model's")
     p.add_argument("--size", type=int, default=None, help="output side in pixels; above the model's "
                    "(128 for a 64-px model) the images go through --upscaler")
-    p.add_argument("--upscaler", default="upscaler", help="upscaler model (embedded name or folder) for --size")
+    p.add_argument("--upscaler", default=None, help="upscaler model (embedded name or folder) for --size "
+                   f"(default: the PNG's recorded one with --from, else the embedded '{UPSCALER}')")
     cli_flags.add_lora_flags(p)
     _add_generate_everyday(p)
     p.add_argument("--model", default=None, help="embedded model name or model folder (default: default, "

@@ -144,6 +144,15 @@ def test_generate_from_a_size_png_runs(written, models, tmp_path):
                     "--upscaler", models["up"], "-o", tmp_path / "r.png") == 0
 
 
+def test_an_explicit_upscaler_wins_over_the_recorded_one(written, models, tmp_path, capsys):
+    # Regression: `--upscaler upscaler` (the embedded one, generate's old default) was taken for
+    # "not given", so the record's upscaler 'up' (a folder name this replay cannot find) was used.
+    assert blinkgen("generate", "--from", written["generate_size"], "--model", models["gen"],
+                    "--upscaler", "upscaler", "-o", tmp_path / "r.png") == 2
+    err = capsys.readouterr().err
+    assert "upscaled by a model named" not in err and "--size 64" in err  # the embedded x2 maps 64 -> 128
+
+
 def test_a_recorded_upscaler_is_found_or_named():
     assert replay.upscaler_for({"size": 128, "upscaler": "upscaler"}) == "upscaler"  # the embedded one
     with pytest.raises(UserInputError, match="upscaled by a model named 'up'.*--upscaler FOLDER"):
